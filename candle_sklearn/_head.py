@@ -1,0 +1,265 @@
+"""The Candle head on frozen features: projections, virtual prototypes, cross-modal
+attention and the three logits. Torch only.
+
+Class order inside the head is base classes first, then new classes. Class tokens are
+the C prototype tokens followed, when there is text, by the C text tokens (M = C or 2C).
+"""
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONTEXTS = ("isolated", "batch")
+
+
+def _cosine(a, b):
+    """Cosine similarity of every row of ``a`` with every row of ``b``."""
+    return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(-1, -2)
+
+
+def n_heads_for(dim, num_heads):
+    """Largest head count not above ``num_heads`` that divides ``dim``."""
+    return max(h for h in range(1, num_heads + 1) if dim % h == 0)
+
+
+class ClassContext(NamedTuple):
+    """The fused class tokens and what image tokens need to attend to them."""
+
+    fused: torch.Tensor  # (M, D) class tokens after fusion among themselves
+    keys: torch.Tensor  # (H, M, dh)
+    values: torch.Tensor  # (H, M, dh)
+    queries: torch.Tensor  # (H, M, dh)
+
+
+class CrossModalFusion(nn.Module):
+    """One layer ``LN(S) + alpha * Attn(LN(S))`` with multi-head self-attention.
+
+    The parameters live in a standard ``nn.MultiheadAttention`` so that a literal
+    forward pass is available for checking the fast paths below.
+    """
+
+    def __init__(self, dim, num_heads=8, dropout=0.1, alpha=0.1):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, n_heads_for(dim, num_heads),
+                                          dropout=dropout, batch_first=True)
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+
+    @property
+    def n_heads(self):
+        return self.attn.num_heads
+
+    def _qkv(self, normed):
+        """Project normed tokens (N, D) to per-head queries, keys, values (H, N, dh)."""
+        qkv = F.linear(normed, self.attn.in_proj_weight, self.attn.in_proj_bias)
+        n, h = normed.shape[0], self.n_heads
+        return qkv.view(n, 3, h, -1).permute(1, 2, 0, 3).unbind(0)
+
+    def _merge(self, out):
+        """Merge heads (H, N, dh) -> (N, D) and apply the output projection."""
+        out = out.transpose(0, 1).reshape(out.shape[1], -1)
+        return self.attn.out_proj(out)
+
+    def _dropout_p(self):
+        return self.attn.dropout if self.training else 0.0
+
+    def fuse_all(self, tokens):
+        """Every token attends to every token (reference training)."""
+        normed = self.norm(tokens)
+        q, k, v = self._qkv(normed)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self._dropout_p())
+        return normed + self.alpha * self._merge(out)
+
+    def fuse_class_tokens(self, tokens):
+        """Class tokens attend to class tokens only; computed once per step or predict."""
+        normed = self.norm(tokens)
+        q, k, v = self._qkv(normed)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self._dropout_p())
+        return ClassContext(normed + self.alpha * self._merge(out), k, v, q)
+
+    def _image_attention(self, q, k, v, ctx):
+        """Each image query attends to itself and to the class tokens (H, n, dh)."""
+        scale = q.shape[-1] ** -0.5
+        s_self = (q * k).sum(-1, keepdim=True) * scale
+        s_cls = q @ ctx.keys.transpose(-1, -2) * scale
+        p = torch.softmax(torch.cat([s_self, s_cls], dim=-1), dim=-1)
+        p = F.dropout(p, self._dropout_p(), self.training)
+        return p[..., :1] * v + p[..., 1:] @ ctx.values
+
+    def fuse_images(self, tokens, ctx):
+        """Fuse image tokens (n, D) against a fixed class context, per image."""
+        normed = self.norm(tokens)
+        q, k, v = self._qkv(normed)
+        return normed + self.alpha * self._merge(self._image_attention(q, k, v, ctx))
+
+    def fuse_batch_of_one(self, tokens, ctx):
+        """Fuse each image as if it were alone in the sequence [x; class tokens].
+
+        Returns the fused images (n, D) and the class tokens as each image sees them
+        (n, M, D). Adding one key/value to a class token's context changes its
+        softmax in closed form: the image gets weight ``beta = sigmoid(s - lse)``,
+        with ``lse`` the log-sum-exp over the class keys, and the old output is
+        scaled by ``1 - beta``. Through the linear output projection this is
+        ``fused_c + alpha * sum_h beta_ch (W_h v_xh - W_h a_ch)``, so no class
+        token is re-projected per image: the cost per image is O(M * H * D).
+        """
+        if self.training:
+            raise RuntimeError("fuse_batch_of_one is an inference path")
+        normed = self.norm(tokens)
+        q, k, v = self._qkv(normed)
+        images = normed + self.alpha * self._merge(self._image_attention(q, k, v, ctx))
+
+        scale = q.shape[-1] ** -0.5
+        s_cc = ctx.queries @ ctx.keys.transpose(-1, -2) * scale  # (H, M, M)
+        lse = torch.logsumexp(s_cc, dim=-1, keepdim=True)  # (H, M, 1)
+        class_out = torch.softmax(s_cc, dim=-1) @ ctx.values  # (H, M, dh)
+        del s_cc
+        w_out = self._head_slices(self.attn.out_proj.weight)  # (H, D, dh)
+        g_cls = class_out @ w_out.transpose(-1, -2)  # (H, M, D)
+        g_img = v @ w_out.transpose(-1, -2)  # (H, n, D)
+        beta = torch.sigmoid(ctx.queries @ k.transpose(-1, -2) * scale - lse)  # (H, M, n)
+        delta = (torch.einsum("hmn,hnd->nmd", beta, g_img)
+                 - torch.einsum("hmn,hmd->nmd", beta, g_cls))
+        return images, ctx.fused.unsqueeze(0) + self.alpha * delta
+
+    def _head_slices(self, weight):
+        """Split an output-projection weight (D, D) into its per-head columns (H, D, dh)."""
+        d = weight.shape[0]
+        return weight.view(d, self.n_heads, d // self.n_heads).permute(1, 0, 2)
+
+
+class CandleHead(nn.Module):
+    """Candle's prototype head over frozen image features.
+
+    Parameters
+    ----------
+    visual_prototypes : Tensor (C_b, D)
+        Mean training feature of each base class (frozen).
+    text_features : Tensor (C, D) or None
+        One text feature per class, base classes first. ``None`` gives the
+        visual-only head (no text tokens, logits z^vv only).
+    n_new : int
+        Number of new classes (no training images); they get virtual prototypes.
+    virtual_init : {"text", "visual"}
+        Start virtual prototypes from the new class's text feature, or from the
+        mean visual prototype plus small Gaussian noise.
+    context : {"isolated", "batch"}
+        Attention context in training (see the method note); inference is per sample
+        in both.
+    """
+
+    def __init__(self, visual_prototypes, text_features=None, n_new=0, *,
+                 virtual_init="text", context="isolated", num_heads=8, dropout=0.1,
+                 visual_scale=1.0, logit_scale=100.0):
+        super().__init__()
+        if context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+        n_base, dim = visual_prototypes.shape
+        self.context = context
+        self.logit_scale = float(logit_scale)
+        self.visual_scale = float(visual_scale)
+        self.register_buffer("visual_prototypes", visual_prototypes.float().clone())
+        self.register_buffer("text_features", None if text_features is None
+                             else text_features.float().clone())
+        self.W_v = nn.Parameter(torch.eye(dim))
+        self.W_t = nn.Parameter(torch.eye(dim)) if text_features is not None else None
+        self.virtual_prototypes = nn.Parameter(
+            self._init_virtual(n_new, virtual_init)) if n_new else None
+        self.fusion = CrossModalFusion(dim, num_heads, dropout)
+
+    def _init_virtual(self, n_new, how):
+        if how == "text":
+            if self.text_features is None:
+                raise ValueError("virtual_init='text' needs text features")
+            return self.text_features[-n_new:].clone()
+        if how == "visual":
+            mean = self.visual_prototypes.mean(0)
+            noise = torch.randn(n_new, mean.shape[0]) / math.sqrt(mean.shape[0])
+            return mean + 0.01 * mean.norm() * noise
+        raise ValueError(f"virtual_init must be 'text' or 'visual', got {how!r}")
+
+    @property
+    def n_classes(self):
+        n_new = 0 if self.virtual_prototypes is None else self.virtual_prototypes.shape[0]
+        return self.visual_prototypes.shape[0] + n_new
+
+    @property
+    def has_text(self):
+        return self.text_features is not None
+
+    def class_tokens(self):
+        """Projected prototype tokens P (C, D) and text tokens T (C, D) or None."""
+        protos = self.visual_prototypes
+        if self.virtual_prototypes is not None:
+            protos = torch.cat([protos, self.virtual_prototypes])
+        P = protos @ self.W_v
+        T = self.text_features @ self.W_t if self.has_text else None
+        return P, T
+
+    def _class_sequence(self, P, T):
+        return P if T is None else torch.cat([P, T])
+
+    def _split_classes(self, fused):
+        c = self.n_classes
+        return fused[..., :c, :], (fused[..., c:, :] if self.has_text else None)
+
+    def _fused_logits(self, rows, P_f, T_f):
+        """z^vt and z^vv (z^vt is None without text)."""
+        zvv = self.logit_scale * self.visual_scale * _cosine(rows, P_f)
+        zvt = None if T_f is None else self.logit_scale * _cosine(rows, T_f)
+        return zvt, zvv
+
+    def training_logits(self, X):
+        """Logits (z0, zvt, zvv) for the rows [X; P] of one training step.
+
+        Row ``B + c`` is the prototype of class ``c``; absent logits are None.
+        """
+        P, T = self.class_tokens()
+        U = X @ self.W_v
+        z0 = None if T is None else self.logit_scale * _cosine(torch.cat([U, P]), T)
+        if self.context == "isolated":
+            ctx = self.fusion.fuse_class_tokens(self._class_sequence(P, T))
+            U_f = self.fusion.fuse_images(U, ctx)
+            P_f, T_f = self._split_classes(ctx.fused)
+        else:
+            fused = self.fusion.fuse_all(torch.cat([U, self._class_sequence(P, T)]))
+            U_f = fused[: U.shape[0]]
+            P_f, T_f = self._split_classes(fused[U.shape[0]:])
+        return (z0, *self._fused_logits(torch.cat([U_f, P_f]), P_f, T_f))
+
+    def class_context(self):
+        """Fuse the class tokens once, for inference over any number of images."""
+        P, T = self.class_tokens()
+        return self.fusion.fuse_class_tokens(self._class_sequence(P, T))
+
+    def scores(self, X, ctx=None):
+        """Inference scores z^vt + z^vv (n, C); each row depends on its image only.
+
+        In ``isolated`` context an image attends to itself and the class tokens; in
+        ``batch`` context each image is scored as the sequence [x; P; T] (batch of
+        one), computed in closed form.
+        """
+        ctx = self.class_context() if ctx is None else ctx
+        U = X @ self.W_v
+        if self.context == "isolated":
+            U_f = self.fusion.fuse_images(U, ctx)
+            P_f, T_f = self._split_classes(ctx.fused)
+            zvt, zvv = self._fused_logits(U_f, P_f, T_f)
+        else:
+            U_f, per_image = self.fusion.fuse_batch_of_one(U, ctx)
+            P_f, T_f = self._split_classes(per_image)
+            zvt, zvv = self._fused_logits(U_f.unsqueeze(1), P_f, T_f)
+            zvv = zvv.squeeze(1)
+            zvt = None if zvt is None else zvt.squeeze(1)
+        return zvv if zvt is None else zvt + zvv
+
+    def elements_per_image(self):
+        """Tensor elements that scoring one image holds at its peak (for chunking)."""
+        dim = self.visual_prototypes.shape[1]
+        if self.context == "isolated":
+            return dim * 8
+        # batch of one: a few (M, D) tensors of per-image class tokens
+        return 6 * self.n_classes * (2 if self.has_text else 1) * dim

@@ -1,0 +1,128 @@
+"""Training and inference loops for the Candle head: optimizer, schedule, mini-batches
+with prototype rows, seeding, devices. Torch only."""
+
+import contextlib
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ._loss import cla_loss, class_log_prior
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    tau: float = 1.0
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    max_epochs: int = 10
+    batch_size: int = 256
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-5
+
+
+def resolve_device(spec):
+    """``"auto"`` is CUDA when available, else CPU; an unavailable CUDA is an error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={spec!r} is not a torch device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={spec!r} was requested but CUDA is not available; "
+                         "use device='auto' or 'cpu'")
+    return device
+
+
+@contextlib.contextmanager
+def seeded(seed, device):
+    """Seed torch's RNGs for a block without disturbing the caller's RNG state."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _make_optimizer(params, cfg):
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def _lr_at(step, steps_per_epoch, cfg):
+    """Constant warm-up epochs at ``warmup_lr``, then cosine decay per step to zero."""
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return cfg.warmup_lr
+    total = max(cfg.max_epochs * steps_per_epoch - warmup, 1)
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (step - warmup) / total))
+
+
+def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
+    """Train ``head`` in place on features ``X`` (n, D) and head-order labels ``y``.
+
+    Every mini-batch gets the C prototype rows appended with labels 0..C-1; the loss
+    is the sum of the CLA losses of the logits the head returns. Returns the mean
+    loss per epoch. The head is left in eval mode on ``device``.
+    """
+    head.to(device).train()
+    X, y = X.to(device), y.to(device)
+    log_prior = class_log_prior(class_counts).to(device)
+    class_rows = torch.arange(head.n_classes, device=device)
+    optimizer = _make_optimizer(head.parameters(), cfg)
+    shuffle = torch.Generator().manual_seed(seed)
+    n = X.shape[0]
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    history = []
+    for epoch in range(cfg.max_epochs):
+        total = torch.zeros((), device=device)
+        order = torch.randperm(n, generator=shuffle).to(device)
+        for i, start in enumerate(range(0, n, cfg.batch_size)):
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(epoch * steps_per_epoch + i, steps_per_epoch, cfg)
+            idx = order[start:start + cfg.batch_size]
+            target = torch.cat([y[idx], class_rows])
+            loss = sum(cla_loss(z, target, log_prior, cfg.tau)
+                       for z in head.training_logits(X[idx]) if z is not None)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(idx)
+        history.append(total.item() / n)  # one host sync per epoch
+        if on_epoch is not None:
+            on_epoch(epoch, history[-1])
+    head.eval()
+    return history
+
+
+def inference_copy(head, device):
+    """A copy of ``head`` ready to score on ``device``.
+
+    On CPU it runs in float64, so that a sample's scores do not move with the size of
+    the batch it is scored in (BLAS kernels differ by matrix shape at float32 level).
+    """
+    head = copy.deepcopy(head).to(device).eval()
+    return head.double() if device.type == "cpu" else head
+
+
+@torch.inference_mode()
+def score(head, X, *, device, max_chunk_bytes=256 * 2**20):
+    """Scores (n, C) in head order for features ``X``, computed in chunks of rows."""
+    head = inference_copy(head, device)
+    dtype = next(head.parameters()).dtype
+    ctx = head.class_context()
+    per_row = head.elements_per_image() * dtype.itemsize
+    chunk = max(1, min(X.shape[0], max_chunk_bytes // per_row))
+    out = [head.scores(X[i:i + chunk].to(device, dtype), ctx).float().cpu()
+           for i in range(0, X.shape[0], chunk)]
+    return torch.cat(out) if out else torch.empty(0, head.n_classes)

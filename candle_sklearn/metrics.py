@@ -1,0 +1,139 @@
+"""Base / new / harmonic-mean accuracy (reference and joint protocols) and many /
+medium / few-shot accuracy, as functions and as scorers for model selection."""
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+
+def harmonic_mean(a, b):
+    """``2ab / (a + b)``; 0 when both are 0, NaN when either is NaN."""
+    if np.isnan(a) or np.isnan(b):
+        return float("nan")
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
+def _mean_or_nan(hits):
+    return float(np.mean(hits)) if len(hits) else float("nan")
+
+
+def restrict_scores(scores, classes, labels):
+    """Columns of ``scores`` (aligned with ``classes``) for ``labels`` only.
+
+    Works on scores and on probabilities; probabilities are renormalised when every
+    row of ``scores`` sums to one. Returns ``(scores_subset, labels)`` so that
+    ``labels[argmax]`` is the prediction among ``labels``.
+    """
+    classes, labels = np.asarray(classes), np.asarray(labels)
+    if missing := np.setdiff1d(labels, classes).tolist():
+        raise ValueError(f"labels not in classes: {missing}")
+    cols = np.searchsorted(classes, labels) if _is_sorted(classes) else \
+        np.array([np.flatnonzero(classes == lab)[0] for lab in labels])
+    sub = np.asarray(scores)[:, cols]
+    if np.allclose(np.asarray(scores).sum(axis=1), 1.0) and (sub >= 0).all():
+        sub = sub / np.maximum(sub.sum(axis=1, keepdims=True), np.finfo(float).tiny)
+    return sub, labels
+
+
+def _is_sorted(a):
+    return bool(np.all(a[:-1] < a[1:])) if len(a) > 1 else True
+
+
+def base_new_accuracy(y_true, scores, classes, new_classes, *, protocol="reference"):
+    """Accuracy on base-class and new-class samples and their harmonic mean.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+    scores : array-like of shape (n_samples, n_classes)
+        Scores or probabilities, columns aligned with ``classes``.
+    classes : array-like of shape (n_classes,)
+    new_classes : array-like
+        Classes without training samples.
+    protocol : {"reference", "joint"}
+        ``"reference"``: base-class samples are scored among all classes and
+        new-class samples among the new classes only, as in the Candle/CoOp
+        evaluation. ``"joint"``: every sample among all classes, as a deployed
+        model predicts.
+
+    Returns
+    -------
+    dict with keys ``base``, ``new``, ``hm`` (NaN for a group without samples).
+    """
+    if protocol not in ("reference", "joint"):
+        raise ValueError(f"protocol must be 'reference' or 'joint', got {protocol!r}")
+    y_true, classes = np.asarray(y_true), np.asarray(classes)
+    scores = np.asarray(scores)
+    is_new = np.isin(y_true, new_classes)
+    pred = classes[np.argmax(scores, axis=1)]
+    if protocol == "reference" and is_new.any():
+        sub, labels = restrict_scores(scores[is_new], classes, np.asarray(new_classes))
+        pred[is_new] = labels[np.argmax(sub, axis=1)]
+    hits = pred == y_true
+    base, new = _mean_or_nan(hits[~is_new]), _mean_or_nan(hits[is_new])
+    return {"base": base, "new": new, "hm": harmonic_mean(base, new)}
+
+
+def shot_accuracy(y_true, y_pred, classes, class_counts, *, many=100, few=20):
+    """Accuracy on samples of many-shot (more than ``many`` training images),
+    medium-shot (``few`` to ``many``) and few-shot (fewer than ``few``, at least one)
+    classes. Classes without training images are left out.
+
+    Returns
+    -------
+    dict with keys ``many``, ``medium``, ``few`` (NaN for an empty group).
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    counts = dict(zip(np.asarray(classes).tolist(), np.asarray(class_counts).tolist()))
+    if unknown := sorted(set(np.unique(y_true).tolist()) - counts.keys()):
+        raise ValueError(f"y_true contains labels not in classes: {unknown}")
+    n = np.array([counts[c] for c in y_true.tolist()])
+    hits = y_pred == y_true
+    return {"many": _mean_or_nan(hits[n > many]),
+            "medium": _mean_or_nan(hits[(n >= few) & (n <= many)]),
+            "few": _mean_or_nan(hits[(n > 0) & (n < few)])}
+
+
+def _final(estimator):
+    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
+
+
+def _scores(estimator, X):
+    if hasattr(estimator, "predict_proba"):
+        return estimator.predict_proba(X)
+    scores = estimator.decision_function(X)
+    return np.stack([-scores, scores], axis=1) if scores.ndim == 1 else scores
+
+
+def make_base_new_scorer(metric="hm", *, protocol="reference", new_classes=None):
+    """A scorer ``scorer(estimator, X, y)`` for ``GridSearchCV(scoring=...)``.
+
+    ``metric`` is ``"base"``, ``"new"`` or ``"hm"``. The new classes are
+    ``new_classes`` or, when None, the fitted estimator's (or the pipeline's last
+    step's) ``new_classes_``.
+    """
+    if metric not in ("base", "new", "hm"):
+        raise ValueError(f"metric must be 'base', 'new' or 'hm', got {metric!r}")
+
+    def scorer(estimator, X, y):
+        new = _final(estimator).new_classes_ if new_classes is None else new_classes
+        result = base_new_accuracy(y, _scores(estimator, X), estimator.classes_, new,
+                                   protocol=protocol)
+        return result[metric]
+
+    scorer.__name__ = f"{metric}_{protocol}"
+    return scorer
+
+
+def make_shot_scorer(group="few", *, many=100, few=20):
+    """A scorer of many / medium / few-shot accuracy; class counts come from the
+    fitted estimator's (or the pipeline's last step's) ``class_counts_``."""
+    if group not in ("many", "medium", "few"):
+        raise ValueError(f"group must be 'many', 'medium' or 'few', got {group!r}")
+
+    def scorer(estimator, X, y):
+        final = _final(estimator)
+        return shot_accuracy(y, estimator.predict(X), final.classes_, final.class_counts_,
+                             many=many, few=few)[group]
+
+    scorer.__name__ = f"{group}_shot_accuracy"
+    return scorer
