@@ -235,7 +235,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
 
-        X_t = torch.as_tensor(X, dtype=torch.float32)
+        X_t = torch.tensor(X, dtype=torch.float32)
         y_t = torch.as_tensor(rank[y_idx])
         protos = torch.zeros(int((~is_new).sum()), X.shape[1]).index_add_(0, y_t, X_t)
         protos /= torch.as_tensor(counts[order][~is_new[order]], dtype=torch.float32)[:, None]
@@ -321,7 +321,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         """Scores (n, n_classes) in ``classes_`` order."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        head_scores = score(self.head_, torch.as_tensor(X), device=resolve_device(self.device))
+        head_scores = score(self.head_, torch.tensor(X), device=resolve_device(self.device))
         scores = np.empty(head_scores.shape, dtype=np.float64)
         scores[:, self.head_order_] = head_scores.numpy()
         return scores
@@ -343,4 +343,5 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """Label of the highest score for each sample."""
-        return self.classes_[np.argmax(self._head_scores(X), axis=1)]
+        scores = self._head_scores(X)
+        return self.classes_[np.argmax(scores, axis=1)]

@@ -1,0 +1,231 @@
+import hashlib
+import io
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from candle_sklearn import CandleClassifier
+from candle_sklearn.metrics import base_new_accuracy
+
+from .conftest import FAST
+
+
+def _fit(data, **params):
+    clf = CandleClassifier(classes=data.classes, text_features=data.text_features,
+                           **{**FAST, **params})
+    return clf.fit(data.X_train, data.y_train)
+
+
+class FakeEncoder:
+    """Deterministic text encoder: a hash of the prompt seeds a vector."""
+
+    def __init__(self, dim):
+        self.dim = dim
+        self.calls = []
+
+    def encode_text(self, texts):
+        self.calls.append(list(texts))
+        seeds = [int(hashlib.sha256(t.encode()).hexdigest()[:8], 16) for t in texts]
+        rows = [np.random.default_rng(s).standard_normal(self.dim) for s in seeds]
+        return np.array(rows, dtype=np.float32)
+
+
+@pytest.mark.parametrize("context", ["isolated", "batch"])
+def test_predictions_do_not_depend_on_the_batch(small_data, context):
+    clf = _fit(small_data, context=context)
+    X = small_data.X_test
+    full = clf.predict_proba(X)
+    perm = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_allclose(clf.predict_proba(X[perm]), full[perm], rtol=1e-7, atol=1e-12)
+    one_by_one = np.vstack([clf.predict_proba(X[i:i + 1]) for i in range(0, len(X), 17)])
+    np.testing.assert_allclose(one_by_one, full[::17], rtol=1e-7, atol=1e-12)
+
+
+def test_fitted_attributes_and_new_classes(small_data):
+    clf = _fit(small_data)
+    np.testing.assert_array_equal(clf.classes_, small_data.classes)
+    np.testing.assert_array_equal(clf.new_classes_, small_data.new_classes)
+    np.testing.assert_array_equal(clf.base_classes_, small_data.base_classes)
+    np.testing.assert_array_equal(clf.class_counts_, small_data.train_counts)
+    assert clf.n_features_in_ == small_data.X_train.shape[1]
+    assert len(clf.history_) == FAST["max_epochs"]
+    assert clf.history_[-1] < clf.history_[0]
+    assert clf.predict_proba(small_data.X_test).shape == (len(small_data.X_test), 12)
+
+
+def test_learns_beyond_chance_on_base_and_new(small_data):
+    clf = _fit(small_data, max_epochs=10)
+    acc = base_new_accuracy(small_data.y_test, clf.predict_proba(small_data.X_test),
+                            clf.classes_, clf.new_classes_)
+    assert acc["base"] > 0.6 and acc["new"] > 0.5  # chance: 1/12 and 1/4
+
+
+def test_fit_is_deterministic_on_cpu(small_data):
+    a = _fit(small_data).predict_proba(small_data.X_test)
+    b = _fit(small_data).predict_proba(small_data.X_test)
+    np.testing.assert_array_equal(a, b)
+    c = _fit(small_data, random_state=1).predict_proba(small_data.X_test)
+    assert not np.array_equal(a, c)
+
+
+def test_pickle_round_trip(small_data):
+    clf = _fit(small_data, context="batch")
+    buf = io.BytesIO()
+    joblib.dump(clf, buf)
+    buf.seek(0)
+    loaded = joblib.load(buf)
+    np.testing.assert_array_equal(loaded.predict_proba(small_data.X_test),
+                                  clf.predict_proba(small_data.X_test))
+    assert all(p.device.type == "cpu" for p in loaded.head_.parameters())
+
+
+def test_grid_search_over_tau_in_a_pipeline(small_data):
+    keep = np.isin(small_data.y_train, np.flatnonzero(small_data.train_counts >= 3))
+    X, y = small_data.X_train[keep], small_data.y_train[keep]
+    pipe = make_pipeline(StandardScaler(), CandleClassifier(**FAST))
+    search = GridSearchCV(pipe, {"candleclassifier__tau": [0.0, 1.0, 2.0]}, cv=2)
+    search.fit(X, y)
+    assert search.best_params_["candleclassifier__tau"] in (0.0, 1.0, 2.0)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.score(small_data.X_test[:40], small_data.y_test[:40]) >= 0
+
+
+def test_string_labels_with_encoder_and_templates(small_data):
+    names = np.array([f"thing_{c}" for c in small_data.classes])
+    y = names[small_data.y_train]
+    enc = FakeEncoder(small_data.X_train.shape[1])
+    clf = CandleClassifier(classes=names, encoder=enc,
+                           templates=["a photo of a {}.", "a drawing of a {}."], **FAST)
+    clf.fit(small_data.X_train, y)
+    assert enc.calls[0][0] == "a photo of a thing 0."  # underscores become spaces
+    assert len(enc.calls) == 2
+    np.testing.assert_array_equal(clf.classes_, np.sort(names))
+    np.testing.assert_allclose(np.linalg.norm(clf.text_features_, axis=1), 1, rtol=1e-5)
+    assert set(clf.predict(small_data.X_test)) <= set(names)
+
+
+def test_classes_given_in_any_order_follow_text_rows(small_data):
+    order = np.random.default_rng(1).permutation(len(small_data.classes))
+    a = _fit(small_data)
+    b = CandleClassifier(classes=small_data.classes[order],
+                         text_features=small_data.text_features[order], **FAST)
+    b.fit(small_data.X_train, small_data.y_train)
+    np.testing.assert_array_equal(a.classes_, b.classes_)
+    np.testing.assert_allclose(a.text_features_, b.text_features_)
+
+
+def test_visual_only_mode_without_text(small_data):
+    base = np.isin(small_data.y_train, small_data.base_classes)
+    clf = CandleClassifier(**FAST).fit(small_data.X_train[base], small_data.y_train[base])
+    assert clf.text_features_ is None and len(clf.new_classes_) == 0
+    assert clf.score(small_data.X_test[small_data.y_test < 8],
+                     small_data.y_test[small_data.y_test < 8]) > 0.5
+
+
+def test_binary_decision_function(small_data):
+    keep = np.isin(small_data.y_train, [0, 1])
+    clf = CandleClassifier(**FAST).fit(small_data.X_train[keep], small_data.y_train[keep])
+    d = clf.decision_function(small_data.X_test[:5])
+    assert d.shape == (5,)
+    np.testing.assert_array_equal(clf.predict(small_data.X_test[:5]),
+                                  clf.classes_[(d > 0).astype(int)])
+
+
+def test_verbose_progress_bar(small_data, capsys):
+    _fit(small_data, verbose=1, max_epochs=2)
+    err = capsys.readouterr().err
+    assert "CandleClassifier.fit" in err and "loss=" in err
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("bad, message", [
+    (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 3, np.nan, X), "NaN"),
+    (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 3, np.inf, X), "infinity"),
+    (lambda X: X[:, 0], "2D array"),
+])
+def test_bad_features_in_fit(small_data, bad, message):
+    with pytest.raises(ValueError, match=message):
+        CandleClassifier(**FAST).fit(bad(small_data.X_train), small_data.y_train)
+
+
+def test_wrong_number_of_features_at_predict(small_data):
+    clf = _fit(small_data)
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(small_data.X_test[:, :-1])
+
+
+def test_single_class(small_data):
+    X = small_data.X_train[:5]
+    with pytest.raises(ValueError, match="at least two classes"):
+        CandleClassifier(**FAST).fit(X, np.zeros(5, dtype=int))
+
+
+def test_label_not_in_classes(small_data):
+    with pytest.raises(ValueError, match=r"not in classes: \[7\]"):
+        CandleClassifier(classes=[0, 1, 2, 3, 4, 5, 6], **FAST).fit(
+            small_data.X_train, np.minimum(small_data.y_train, 7))
+
+
+def test_new_class_without_text(small_data):
+    with pytest.raises(ValueError, match=r"classes \[8, 9, 10, 11\] have no training"):
+        CandleClassifier(classes=small_data.classes, **FAST).fit(
+            small_data.X_train, small_data.y_train)
+
+
+@pytest.mark.parametrize("shape", [(12, 31), (11, 32), (12,)])
+def test_text_features_of_wrong_shape(small_data, shape):
+    text = np.ones(shape, dtype=np.float32)
+    with pytest.raises(ValueError, match="text features must have shape"):
+        CandleClassifier(classes=small_data.classes, text_features=text, **FAST).fit(
+            small_data.X_train, small_data.y_train)
+
+
+def test_non_finite_text_features(small_data):
+    text = small_data.text_features.copy()
+    text[2, 3] = np.nan
+    with pytest.raises(ValueError, match="text features contain NaN"):
+        CandleClassifier(classes=small_data.classes, text_features=text, **FAST).fit(
+            small_data.X_train, small_data.y_train)
+
+
+def test_duplicates_in_classes_and_names(small_data):
+    with pytest.raises(ValueError, match=r"classes contains duplicates: \[3\]"):
+        CandleClassifier(classes=[0, 1, 2, 3, 3, 4, 5, 6, 7], **FAST).fit(
+            small_data.X_train, small_data.y_train)
+    names = [f"c{i}" for i in range(12)]
+    names[5] = "c4"
+    with pytest.raises(ValueError, match=r"class_names contains duplicates: \['c4'\]"):
+        CandleClassifier(classes=small_data.classes, class_names=names,
+                         encoder=FakeEncoder(32), **FAST).fit(
+            small_data.X_train, small_data.y_train)
+
+
+def test_encoder_without_names(small_data):
+    with pytest.raises(ValueError, match="encoder needs class names"):
+        CandleClassifier(encoder=FakeEncoder(32), **FAST).fit(
+            small_data.X_train, small_data.y_train)
+
+
+def test_failed_fit_leaves_nothing_half_fitted(small_data):
+    clf = _fit(small_data)
+    clf.set_params(text_features=np.ones((3, 3)))
+    with pytest.raises(ValueError):
+        clf.fit(small_data.X_train, small_data.y_train)
+    # the earlier fitted state is untouched (nothing new assigned before validation ends)
+    assert clf.predict(small_data.X_test[:2]).shape == (2,)
+    fresh = CandleClassifier(classes=small_data.classes, **FAST)
+    with pytest.raises(ValueError):
+        fresh.fit(small_data.X_train, small_data.y_train)
+    assert not hasattr(fresh, "classes_") and not hasattr(fresh, "head_")
+
+
+def test_cuda_requested_without_cuda(small_data):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        CandleClassifier(device="cuda").fit(small_data.X_train, small_data.y_train)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment at .venv, install the package in
+# editable mode with its test extras, then run the demo or the tests.
+#   bash tools/run.sh demo [args]   the offline end-to-end demo
+#   bash tools/run.sh test [args]   the test suite (pytest arguments pass through)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+# torch/torchvision pair that installs from this project's machines' local disk (CPU and
+# CUDA in one wheel); override with TORCH_SPEC="torch==X torchvision==Y" elsewhere.
+TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=.venv/.candle-setup
+want=$(cat setup.cfg pyproject.toml tools/run.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "Setting up .venv (torch and open_clip: about 2 minutes the first time)..." >&2
+    log=.venv/setup.log
+    # shellcheck disable=SC2086
+    if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+           .venv/bin/python -m pip install -q $TORCH_SPEC -e '.[test]'; } >"$log" 2>&1; then
+        grep -v "is ignored" "$log" >&2
+        echo "set-up failed; full log in $log" >&2
+        exit 1
+    fi
+    .venv/bin/python -c "import candle_sklearn, torch, open_clip, pytest"
+    echo "$want" > "$stamp"
+fi
+
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+case "${1:-}" in
+    demo) shift; exec .venv/bin/python -m candle_sklearn demo "$@" ;;
+    test) shift; exec .venv/bin/python -m pytest "$@" ;;
+    *) echo "usage: bash tools/run.sh {demo|test} [args...]" >&2; exit 2 ;;
+esac
