@@ -32,6 +32,9 @@ class ClassContext(NamedTuple):
     keys: torch.Tensor  # (H, M, dh)
     values: torch.Tensor  # (H, M, dh)
     queries: torch.Tensor  # (H, M, dh)
+    # batch-of-one inference only (see CrossModalFusion.with_closed_form)
+    lse: torch.Tensor | None = None  # (H, M, 1) log-sum-exp of class-class scores
+    head_out: torch.Tensor | None = None  # (H, M, D) per-head class outputs, out-projected
 
 
 class CrossModalFusion(nn.Module):
@@ -95,6 +98,15 @@ class CrossModalFusion(nn.Module):
         q, k, v = self._qkv(normed)
         return normed + self.alpha * self._merge(self._image_attention(q, k, v, ctx))
 
+    def with_closed_form(self, ctx):
+        """Add to ``ctx`` what batch-of-one scoring needs; once per predict."""
+        scale = ctx.queries.shape[-1] ** -0.5
+        s_cc = ctx.queries @ ctx.keys.transpose(-1, -2) * scale  # (H, M, M)
+        lse = torch.logsumexp(s_cc, dim=-1, keepdim=True)
+        class_out = torch.softmax(s_cc, dim=-1) @ ctx.values  # (H, M, dh)
+        head_out = class_out @ self._head_slices(self.attn.out_proj.weight).transpose(-1, -2)
+        return ctx._replace(lse=lse, head_out=head_out)
+
     def fuse_batch_of_one(self, tokens, ctx):
         """Fuse each image as if it were alone in the sequence [x; class tokens].
 
@@ -108,21 +120,16 @@ class CrossModalFusion(nn.Module):
         """
         if self.training:
             raise RuntimeError("fuse_batch_of_one is an inference path")
+        if ctx.lse is None:
+            ctx = self.with_closed_form(ctx)
         normed = self.norm(tokens)
         q, k, v = self._qkv(normed)
         images = normed + self.alpha * self._merge(self._image_attention(q, k, v, ctx))
-
         scale = q.shape[-1] ** -0.5
-        s_cc = ctx.queries @ ctx.keys.transpose(-1, -2) * scale  # (H, M, M)
-        lse = torch.logsumexp(s_cc, dim=-1, keepdim=True)  # (H, M, 1)
-        class_out = torch.softmax(s_cc, dim=-1) @ ctx.values  # (H, M, dh)
-        del s_cc
-        w_out = self._head_slices(self.attn.out_proj.weight)  # (H, D, dh)
-        g_cls = class_out @ w_out.transpose(-1, -2)  # (H, M, D)
-        g_img = v @ w_out.transpose(-1, -2)  # (H, n, D)
-        beta = torch.sigmoid(ctx.queries @ k.transpose(-1, -2) * scale - lse)  # (H, M, n)
+        g_img = v @ self._head_slices(self.attn.out_proj.weight).transpose(-1, -2)  # (H, n, D)
+        beta = torch.sigmoid(ctx.queries @ k.transpose(-1, -2) * scale - ctx.lse)  # (H, M, n)
         delta = (torch.einsum("hmn,hnd->nmd", beta, g_img)
-                 - torch.einsum("hmn,hmd->nmd", beta, g_cls))
+                 - torch.einsum("hmn,hmd->nmd", beta, ctx.head_out))
         return images, ctx.fused.unsqueeze(0) + self.alpha * delta
 
     def _head_slices(self, weight):
@@ -233,7 +240,8 @@ class CandleHead(nn.Module):
     def class_context(self):
         """Fuse the class tokens once, for inference over any number of images."""
         P, T = self.class_tokens()
-        return self.fusion.fuse_class_tokens(self._class_sequence(P, T))
+        ctx = self.fusion.fuse_class_tokens(self._class_sequence(P, T))
+        return self.fusion.with_closed_form(ctx) if self.context == "batch" else ctx
 
     def scores(self, X, ctx=None):
         """Inference scores z^vt + z^vv (n, C); each row depends on its image only.

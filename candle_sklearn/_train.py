@@ -19,7 +19,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     max_epochs: int = 10
-    batch_size: int = 256
+    batch_size: int = 512
     warmup_epochs: int = 0
     warmup_lr: float = 1e-5
 

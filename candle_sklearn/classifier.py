@@ -89,7 +89,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
     momentum : float, default=0.9
         Momentum of SGD (ignored by the Adam optimizers).
     max_epochs : int, default=10
-    batch_size : int, default=256
+    batch_size : int, default=512
         Images per step; the C prototype rows are added to every step.
     warmup_epochs : int, default=0
         Epochs at the constant ``warmup_lr`` before the cosine schedule.
@@ -167,7 +167,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, tau=1.0, visual_scale=1.0, context="isolated",
                  virtual_init="text", optimizer="adamw", lr=1e-3, weight_decay=0.0,
-                 momentum=0.9, max_epochs=10, batch_size=256, warmup_epochs=0,
+                 momentum=0.9, max_epochs=10, batch_size=512, warmup_epochs=0,
                  warmup_lr=1e-5, num_heads=8, dropout=0.1, device="auto",
                  random_state=None, verbose=0):
         self.classes = classes
