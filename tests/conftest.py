@@ -36,3 +36,42 @@ def fast_params():
 
 def rng(seed=0):
     return np.random.default_rng(seed)
+
+
+TINY = "candle-test-tiny"  # a 1-layer ViT and text tower, 32-dim embeddings, random weights
+
+
+TINY_WEIGHTS = None  # set below: a fixed random checkpoint, so reloads give one model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_model_config(tmp_path_factory):
+    global TINY_WEIGHTS
+    from pathlib import Path
+
+    import open_clip
+    open_clip.add_model_config(Path(__file__).parent / "assets" / f"{TINY}.json")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = open_clip.create_model(TINY)
+    TINY_WEIGHTS = str(tmp_path_factory.mktemp("weights") / "tiny.pt")
+    torch.save(model.state_dict(), TINY_WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory):
+    """PNG files of 4 colour classes (noise around a class colour), 6 images each."""
+    from PIL import Image
+    root = tmp_path_factory.mktemp("images")
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200),
+               "yellow": (200, 200, 30)}
+    gen = np.random.default_rng(0)
+    paths, labels = [], []
+    for name, colour in colours.items():
+        for i in range(6):
+            arr = np.clip(np.array(colour) + gen.normal(0, 25, (40, 40, 3)), 0, 255)
+            path = root / f"{name}_{i}.png"
+            Image.fromarray(arr.astype(np.uint8)).save(path)
+            paths.append(str(path))
+            labels.append(name)
+    return paths, np.array(labels)
