@@ -16,7 +16,7 @@ from candle_sklearn.datasets import make_clip_like_features
 from candle_sklearn.demo import COLUMNS, compare_methods, evaluate, format_table
 
 REFERENCE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                 max_epochs=50, warmup_epochs=1, warmup_lr=1e-5)
+                 max_epochs=50, warmup_epochs=1, warmup_lr=1e-5, dropout=0.1)
 
 
 def data_for(seed, dim=512):

@@ -188,6 +188,17 @@ class CandleHead(nn.Module):
             return mean + 0.01 * mean.norm() * noise
         raise ValueError(f"virtual_init must be 'text' or 'visual', got {how!r}")
 
+    @torch.no_grad()
+    def add_new_classes(self, text_features):
+        """Append new classes after the last one, virtual prototypes from their text."""
+        if not self.has_text:
+            raise ValueError("a head without text features cannot take new classes")
+        text_features = text_features.to(self.text_features)
+        self.text_features = torch.cat([self.text_features, text_features])
+        old = self.virtual_prototypes
+        self.virtual_prototypes = nn.Parameter(
+            text_features.clone() if old is None else torch.cat([old, text_features]))
+
     @property
     def n_classes(self):
         n_new = 0 if self.virtual_prototypes is None else self.virtual_prototypes.shape[0]

@@ -97,7 +97,9 @@ def _final(estimator):
     return estimator[-1] if isinstance(estimator, Pipeline) else estimator
 
 
-def _scores(estimator, X):
+def _scores(estimator, X, calibrated=True):
+    if not calibrated and hasattr(_final(estimator), "new_class_bias_"):
+        return estimator.predict_proba(X, calibrated=False)
     if hasattr(estimator, "predict_proba"):
         return estimator.predict_proba(X)
     scores = estimator.decision_function(X)
@@ -109,15 +111,18 @@ def make_base_new_scorer(metric="hm", *, protocol="reference", new_classes=None)
 
     ``metric`` is ``"base"``, ``"new"`` or ``"hm"``. The new classes are
     ``new_classes`` or, when None, the fitted estimator's (or the pipeline's last
-    step's) ``new_classes_``.
+    step's) ``new_classes_``. The reference protocol scores a
+    :class:`~candle_sklearn.CandleClassifier` on its uncalibrated scores
+    (``calibrated=False``), as the reference evaluation does; the joint protocol on
+    the calibrated ones, as the model predicts.
     """
     if metric not in ("base", "new", "hm"):
         raise ValueError(f"metric must be 'base', 'new' or 'hm', got {metric!r}")
 
     def scorer(estimator, X, y):
         new = _final(estimator).new_classes_ if new_classes is None else new_classes
-        result = base_new_accuracy(y, _scores(estimator, X), estimator.classes_, new,
-                                   protocol=protocol)
+        scores = _scores(estimator, X, calibrated=protocol == "joint")
+        result = base_new_accuracy(y, scores, estimator.classes_, new, protocol=protocol)
         return result[metric]
 
     scorer.__name__ = f"{metric}_{protocol}"

@@ -57,9 +57,14 @@ def test_scorers_in_cross_validation(small_data):
     clf = CandleClassifier(classes=small_data.classes, text_features=small_data.text_features,
                            **FAST).fit(small_data.X_train, small_data.y_train)
     hm = make_base_new_scorer("hm")(clf, small_data.X_test, small_data.y_test)
-    direct = base_new_accuracy(small_data.y_test, clf.predict_proba(small_data.X_test),
+    direct = base_new_accuracy(small_data.y_test,
+                               clf.predict_proba(small_data.X_test, calibrated=False),
                                clf.classes_, clf.new_classes_)["hm"]
     assert hm == direct and 0 < hm <= 1
+    joint = make_base_new_scorer("hm", protocol="joint")(clf, small_data.X_test,
+                                                         small_data.y_test)
+    assert joint == base_new_accuracy(small_data.y_test, clf.predict_proba(small_data.X_test),
+                                      clf.classes_, clf.new_classes_, protocol="joint")["hm"]
     few = make_shot_scorer("few")(clf, small_data.X_test, small_data.y_test)
     assert 0 <= few <= 1
     keep = small_data.train_counts[small_data.y_train] >= 5

@@ -1,0 +1,161 @@
+"""new_class_bias (joint calibration of base and new classes) and add_classes."""
+
+import io
+
+import joblib
+import numpy as np
+import pytest
+
+from candle_sklearn import CandleClassifier
+from candle_sklearn._calibration import best_bias, joint_hm_by_bias
+from candle_sklearn.datasets import make_clip_like_features
+from candle_sklearn.metrics import base_new_accuracy, make_base_new_scorer
+
+from .conftest import FAST
+
+
+@pytest.fixture(scope="module")
+def data():
+    """20 base and 10 new classes, 64-dim: enough base classes to hold some out."""
+    return make_clip_like_features(n_base=20, n_new=10, dim=64, max_per_class=40,
+                                   n_test_per_class=20, random_state=0)
+
+
+def _fit(data, **params):
+    clf = CandleClassifier(classes=data.classes, text_features=data.text_features,
+                           **{**FAST, "max_epochs": 8, **params})
+    return clf.fit(data.X_train, data.y_train)
+
+
+def _joint(clf, data):
+    return base_new_accuracy(data.y_test, clf.decision_function(data.X_test), clf.classes_,
+                             data.new_classes, protocol="joint")
+
+
+def test_best_bias_is_exact_on_a_toy_case():
+    # columns: base 0, base 1, new 2; rows 0-1 base samples, rows 2-3 new samples
+    scores = np.array([[5.0, 1, 3], [1, 6, 2], [4, 0, 1], [0, 3, 2.5]])
+    y = np.array([0, 1, 2, 2])
+    is_new_col = np.array([False, False, True])
+    is_new_row = np.array([False, False, True, True])
+    bias, hm = best_bias(scores, y, is_new_col, is_new_row)
+    # row flips to new above bias 2, 4, 3, 0.5: biases in (0.5, 2) give base 1, new 1/2;
+    # biases in (3, 4) give base 1/2, new 1; both HM 2/3, nothing does better
+    assert hm == pytest.approx(2 / 3)
+    assert 0.5 < bias < 2 or 3 < bias < 4
+    got = joint_hm_by_bias(scores, y, is_new_col, is_new_row, [bias])[0]
+    assert got == hm
+    grid = np.linspace(-10, 10, 2001)
+    assert hm >= joint_hm_by_bias(scores, y, is_new_col, is_new_row, grid).max() - 1e-12
+
+
+def test_best_bias_needs_both_kinds_of_rows():
+    with pytest.raises(ValueError, match="both base and new"):
+        best_bias(np.zeros((2, 3)), np.array([0, 1]), np.array([False, False, True]),
+                  np.array([False, False]))
+
+
+def test_zero_bias_keeps_previous_behaviour(data):
+    a = _fit(data, new_class_bias=0.0)
+    assert a.new_class_bias_ == 0.0 and a.calibration_ is None
+    scores = a.decision_function(data.X_test)
+    import torch
+
+    from candle_sklearn._train import score
+    raw = score(a.head_, torch.tensor(data.X_test), device=torch.device("cpu")).numpy()
+    np.testing.assert_allclose(scores[:, a.head_order_], raw, rtol=1e-6, atol=1e-5)
+
+
+def test_auto_bias_is_deterministic_and_lifts_joint_hm(data):
+    auto = _fit(data)
+    again = _fit(data)
+    assert auto.new_class_bias_ == again.new_class_bias_
+    assert len(auto.calibration_["draws"]) == 3
+    plain = _fit(data, new_class_bias=0.0)
+    joint_plain, joint_auto = _joint(plain, data), _joint(auto, data)
+    assert auto.new_class_bias_ > 0
+    assert joint_auto["hm"] > joint_plain["hm"] + 0.3, (joint_plain, joint_auto)
+    # the head is the same: its uncalibrated scores, which the reference protocol
+    # evaluates, are those of the uncalibrated model
+    np.testing.assert_array_equal(auto.decision_function(data.X_test, calibrated=False),
+                                  plain.decision_function(data.X_test))
+    scorer = make_base_new_scorer("hm")
+    assert scorer(auto, data.X_test, data.y_test) == scorer(plain, data.X_test, data.y_test)
+
+
+def test_auto_without_new_classes_is_zero(data):
+    base = np.isin(data.y_train, data.base_classes)
+    clf = CandleClassifier(**FAST).fit(data.X_train[base], data.y_train[base])
+    assert clf.new_class_bias_ == 0.0
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_bias(data, bad):
+    with pytest.raises(ValueError, match="new_class_bias"):
+        _fit(data, new_class_bias=bad)
+
+
+# ------------------------------------------------------------------ add_classes
+def _fit_then_add(data, added):
+    known = np.setdiff1d(data.classes, added)
+    clf = CandleClassifier(classes=known, text_features=data.text_features[known],
+                           **{**FAST, "max_epochs": 8})
+    clf.fit(data.X_train, data.y_train)
+    return clf.add_classes(added, text_features=data.text_features[added])
+
+
+def test_add_classes_columns_follow_sorted_classes(data):
+    added = np.array([27, 22, 29])
+    clf = _fit_then_add(data, added)
+    np.testing.assert_array_equal(clf.classes_, data.classes)
+    np.testing.assert_array_equal(clf.new_classes_, data.new_classes)
+    np.testing.assert_array_equal(clf.class_counts_, data.train_counts)
+    np.testing.assert_allclose(clf.text_features_, data.text_features)
+    proba = clf.predict_proba(data.X_test)
+    assert proba.shape == (len(data.X_test), 30)
+    # the added classes' own images are recognised among the new classes
+    is_added = np.isin(data.y_test, added)
+    ref = base_new_accuracy(data.y_test[is_added], proba[is_added], clf.classes_, added)
+    assert ref["new"] > 0.6  # chance among 3 added classes: 1/3
+
+
+def test_add_classes_to_a_model_without_new_classes(data):
+    base = np.isin(data.y_train, data.base_classes)
+    clf = CandleClassifier(classes=data.base_classes,
+                           text_features=data.text_features[data.base_classes], **FAST)
+    clf.fit(data.X_train[base], data.y_train[base])
+    clf.add_classes(data.new_classes, text_features=data.text_features[data.new_classes])
+    ref = base_new_accuracy(data.y_test, clf.predict_proba(data.X_test), clf.classes_,
+                            data.new_classes)
+    assert ref["new"] > 0.3  # chance among 10 new classes: 0.1
+
+
+def test_pickle_keeps_bias_and_added_classes(data):
+    clf = _fit_then_add(data, np.array([25]))
+    buf = io.BytesIO()
+    joblib.dump(clf, buf)
+    buf.seek(0)
+    loaded = joblib.load(buf)
+    assert loaded.new_class_bias_ == clf.new_class_bias_
+    np.testing.assert_array_equal(loaded.classes_, clf.classes_)
+    np.testing.assert_array_equal(loaded.predict_proba(data.X_test),
+                                  clf.predict_proba(data.X_test))
+
+
+def test_add_classes_errors(data):
+    clf = _fit(data, new_class_bias=0.0)
+    with pytest.raises(ValueError, match=r"already present in classes_: \[3\]"):
+        clf.add_classes([3, 40], text_features=np.ones((2, 64)))
+    with pytest.raises(ValueError, match="text features must have shape"):
+        clf.add_classes([40], text_features=np.ones((1, 63)))
+    with pytest.raises(ValueError, match="same kind"):
+        clf.add_classes(["cat"], text_features=np.ones((1, 64)))
+    with pytest.raises(ValueError, match="duplicates"):
+        clf.add_classes([40, 40], text_features=np.ones((2, 64)))
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError):
+        CandleClassifier().add_classes([1], text_features=np.ones((1, 64)))
+    base = np.isin(data.y_train, data.base_classes)
+    no_text = CandleClassifier(**FAST).fit(data.X_train[base], data.y_train[base])
+    with pytest.raises(ValueError, match="fitted without text"):
+        no_text.add_classes([40], text_features=np.ones((1, 64)))
