@@ -32,8 +32,9 @@ def mean_rows(per_seed):
 def candle_row(data, params):
     clf = CandleClassifier(classes=data.classes, text_features=data.text_features, **params)
     start = time.perf_counter()
-    scores = clf.fit(data.X_train, data.y_train).predict_proba(data.X_test)
-    return {**evaluate(scores, data, data.classes, data.train_counts),
+    clf.fit(data.X_train, data.y_train)
+    scores, raw = clf.predict_proba(data.X_test), clf.predict_proba(data.X_test, calibrated=False)
+    return {**evaluate(scores, data, data.classes, data.train_counts, raw),
             "seconds": time.perf_counter() - start}
 
 

@@ -13,12 +13,15 @@ from .metrics import base_new_accuracy, shot_accuracy
 COLUMNS = ("base", "new", "hm", "joint_hm", "many", "medium", "few", "seconds")
 
 
-def evaluate(scores, data, classes, counts):
-    """Every column of the table (but time) for one score matrix."""
-    ref = base_new_accuracy(data.y_test, scores, classes, data.new_classes)
+def evaluate(scores, data, classes, counts, raw_scores=None):
+    """Every column of the table (but time). ``raw_scores``: uncalibrated scores for the
+    reference protocol, when the method calibrates new classes for joint prediction."""
+    ref = base_new_accuracy(data.y_test, scores if raw_scores is None else raw_scores,
+                            classes, data.new_classes)
     joint = base_new_accuracy(data.y_test, scores, classes, data.new_classes,
                               protocol="joint")
-    shots = shot_accuracy(data.y_test, classes[np.argmax(scores, axis=1)], classes, counts)
+    ref_scores = scores if raw_scores is None else raw_scores
+    shots = shot_accuracy(data.y_test, classes[np.argmax(ref_scores, axis=1)], classes, counts)
     if not np.isfinite(scores[:, np.isin(classes, data.new_classes)]).any():
         ref["new"] = ref["hm"] = float("nan")  # the method cannot score new classes
     return {**ref, "joint_hm": joint["hm"], **shots}
@@ -32,7 +35,10 @@ def compare_methods(data, candle_params=None):
     def timed(name, make_scores):
         start = time.perf_counter()
         scores = make_scores()
-        rows[name] = {**evaluate(scores, data, classes, counts),
+        raw = None
+        if isinstance(scores, tuple):
+            scores, raw = scores
+        rows[name] = {**evaluate(scores, data, classes, counts, raw),
                       "seconds": time.perf_counter() - start}
 
     timed("zero-shot", lambda: zero_shot_scores(data.X_test, data.text_features))
@@ -44,7 +50,12 @@ def compare_methods(data, candle_params=None):
     timed("linear probe + logit adj.", lambda: probe["lr"].scores(data.X_test, classes, 1.0))
     clf = CandleClassifier(classes=classes, text_features=data.text_features,
                            **(candle_params or {}))
-    timed("Candle", lambda: clf.fit(data.X_train, data.y_train).predict_proba(data.X_test))
+    def candle():
+        clf.fit(data.X_train, data.y_train)
+        return (clf.predict_proba(data.X_test),
+                clf.predict_proba(data.X_test, calibrated=False))
+
+    timed("Candle", candle)
     return rows
 
 
