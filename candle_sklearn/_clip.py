@@ -127,6 +127,8 @@ def resolve(model_name, pretrained):
     and weights), or a tag such as ``"openai"`` (local cache, else download).
     """
     if pretrained is None:
+        if model_name in bundled_models():  # the bundled architecture, random weights
+            return _LOCAL_DIR + str(BUNDLED_DIR / model_name), None
         return model_name, None
     pretrained = str(pretrained)
     if pretrained == "bundled":
@@ -171,7 +173,7 @@ def _load(model_name, pretrained, device, precision):
         raise ValueError(f"unknown open_clip model {model_name!r}; see open_clip.list_models() "
                          "or register a config with open_clip.add_model_config")
     model, _, preprocess = open_clip.create_model_and_transforms(
-        name, pretrained=weights, device=device,
+        name, pretrained=weights, device=device, load_weights=pretrained is not None,
         precision=_open_clip_precision(precision, device))
     model.eval().requires_grad_(False)
     embed_dim = int(open_clip.get_model_config(name)["embed_dim"])

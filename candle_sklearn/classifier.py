@@ -249,6 +249,8 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         """
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
+        if self.new_class_bias != "auto" and not np.isfinite(self.new_class_bias):
+            raise ValueError(f"new_class_bias must be finite, got {self.new_class_bias}")
         device = resolve_device(self.device)
         classes, names, text = self._class_table(y, X.shape[1])
         y_idx = np.searchsorted(classes, y)
@@ -293,8 +295,6 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
     def _new_class_bias(self, X, y_idx, classes, counts, text, seed):
         """``(bias, calibration record)`` for ``new_class_bias``."""
         if self.new_class_bias != "auto":
-            if not np.isfinite(self.new_class_bias):
-                raise ValueError(f"new_class_bias must be finite, got {self.new_class_bias}")
             return float(self.new_class_bias), None
         base = np.flatnonzero(counts > 0)
         if text is None or counts.min() > 0 or len(base) < 3:

@@ -148,15 +148,24 @@ def _polygon(shape, cx, cy, r, angle):
     return [(cx + r * (x * ca - y * sa), cy - r * (x * sa + y * ca)) for x, y in pts]
 
 
-def render_world_image(name, rng, size=32):
+def render_world_image(name, rng, size=32, domain="pretrain"):
     """One image of class ``name`` with random position, scale, rotation, background,
-    colour jitter and noise, as a uint8 array (size, size, 3)."""
-    from PIL import Image, ImageDraw
+    colour jitter and noise, as a uint8 array (size, size, 3).
 
+    ``domain="downstream"`` shifts the style away from what the tiny CLIP was trained on
+    (brighter backgrounds, a colour cast, blur and more noise), as a real task's photos
+    differ from CLIP's web images.
+    """
+    from PIL import Image, ImageDraw, ImageFilter
+
+    if domain not in ("pretrain", "downstream"):
+        raise ValueError(f"domain must be 'pretrain' or 'downstream', got {domain!r}")
+    shifted = domain == "downstream"
     pattern, colour, shape = name.split(" ")
     scale = 4  # draw large, then downsample: smooth edges
     big = size * scale
-    background = tuple(int(v) for v in rng.integers(0, 110, 3))
+    background = tuple(int(v) for v in rng.integers(30 if shifted else 0,
+                                                    140 if shifted else 110, 3))
     img = Image.new("RGB", (big, big), background)
     mask = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(mask)
@@ -176,17 +185,23 @@ def render_world_image(name, rng, size=32):
         fill[stripes] = fill[stripes] * 0.3
     canvas = np.where(np.array(mask)[..., None] > 127, fill, np.array(img))
     small = Image.fromarray(canvas.astype(np.uint8)).resize((size, size), Image.BILINEAR)
-    arr = np.asarray(small, dtype=np.float64) + rng.normal(0, 8, (size, size, 3))
+    if shifted:
+        small = small.filter(ImageFilter.GaussianBlur(0.5))
+    arr = np.asarray(small, dtype=np.float64)
+    if shifted:
+        arr = 0.9 * arr + 0.1 * np.array([200.0, 170.0, 90.0])  # warm colour cast
+    arr += rng.normal(0, 12 if shifted else 8, (size, size, 3))
     return np.clip(arr, 0, 255).astype(np.uint8)
 
 
-def make_world_images(names, n_per_class, random_state=None, size=32):
+def make_world_images(names, n_per_class, random_state=None, size=32, domain="pretrain"):
     """Images (n, size, size, 3) uint8 and their class names, ``n_per_class`` per name
-    (an int or one count per name). Deterministic for a seed."""
+    (an int or one count per name), in the ``"pretrain"`` style (the tiny CLIP's training
+    images) or the shifted ``"downstream"`` style. Deterministic for a seed."""
     rng = check_random_state(random_state)
     gen = np.random.default_rng(rng.randint(2**31))
     counts = np.broadcast_to(np.asarray(n_per_class), (len(names),))
     labels = np.repeat(np.asarray(names), counts)
-    images = np.stack([render_world_image(n, gen, size) for n in labels]) if len(labels) \
+    images = np.stack([render_world_image(n, gen, size, domain) for n in labels]) if len(labels) \
         else np.zeros((0, size, size, 3), np.uint8)
     return images, labels

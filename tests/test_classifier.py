@@ -229,3 +229,18 @@ def test_cuda_requested_without_cuda(small_data):
         pytest.skip("CUDA is available here")
     with pytest.raises(ValueError, match="CUDA is not available"):
         CandleClassifier(device="cuda").fit(small_data.X_train, small_data.y_train)
+
+
+@pytest.mark.gpu
+def test_fit_on_gpu_predict_on_cpu_after_pickle(small_data):
+    """A model fitted on CUDA pickles with CPU tensors and predicts the same on CPU."""
+    gpu = _fit(small_data, device="cuda")
+    assert all(p.device.type == "cpu" for p in gpu.head_.parameters())
+    on_gpu = gpu.predict_proba(small_data.X_test)
+    buf = io.BytesIO()
+    joblib.dump(gpu, buf)
+    buf.seek(0)
+    cpu = joblib.load(buf).set_params(device="cpu")
+    np.testing.assert_allclose(cpu.predict_proba(small_data.X_test), on_gpu, atol=1e-3)
+    np.testing.assert_array_equal(cpu.predict(small_data.X_test),
+                                  gpu.predict(small_data.X_test))

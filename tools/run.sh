@@ -18,7 +18,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log=.venv/setup.log
     # shellcheck disable=SC2086
     if ! { .venv/bin/python -m pip install -q --upgrade pip &&
-           .venv/bin/python -m pip install -q $TORCH_SPEC -e '.[test]'; } >"$log" 2>&1; then
+           .venv/bin/python -m pip install -q $TORCH_SPEC -e '.[test,demo]'; } >"$log" 2>&1; then
         grep -v "is ignored" "$log" >&2
         echo "set-up failed; full log in $log" >&2
         exit 1
