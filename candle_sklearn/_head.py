@@ -34,7 +34,10 @@ class ClassContext(NamedTuple):
     queries: torch.Tensor  # (H, M, dh)
     # batch-of-one inference only (see CrossModalFusion.with_closed_form)
     lse: torch.Tensor | None = None  # (H, M, 1) log-sum-exp of class-class scores
-    head_out: torch.Tensor | None = None  # (H, M, D) per-head class outputs, out-projected
+    head_out: torch.Tensor | None = None  # (H, M, D) G: per-head class outputs, out-projected
+    cross: torch.Tensor | None = None  # (H, H, M, dh) W_h^T G_h'm
+    fused_head_out: torch.Tensor | None = None  # (H, M) <F_m, G_hm>
+    head_out_gram: torch.Tensor | None = None  # (M, H, H) <G_hm, G_h'm>
 
 
 class CrossModalFusion(nn.Module):
@@ -99,38 +102,62 @@ class CrossModalFusion(nn.Module):
         return normed + self.alpha * self._merge(self._image_attention(q, k, v, ctx))
 
     def with_closed_form(self, ctx):
-        """Add to ``ctx`` what batch-of-one scoring needs; once per predict."""
+        """Add to ``ctx`` the class-only terms of batch-of-one scoring; once per predict."""
         scale = ctx.queries.shape[-1] ** -0.5
         s_cc = ctx.queries @ ctx.keys.transpose(-1, -2) * scale  # (H, M, M)
         lse = torch.logsumexp(s_cc, dim=-1, keepdim=True)
         class_out = torch.softmax(s_cc, dim=-1) @ ctx.values  # (H, M, dh)
-        head_out = class_out @ self._head_slices(self.attn.out_proj.weight).transpose(-1, -2)
-        return ctx._replace(lse=lse, head_out=head_out)
+        del s_cc
+        w = self._head_slices(self.attn.out_proj.weight)  # (H, D, dh)
+        head_out = class_out @ w.transpose(-1, -2)  # (H, M, D)
+        return ctx._replace(
+            lse=lse, head_out=head_out,
+            cross=torch.einsum("hdk,gmd->hgmk", w, head_out),
+            fused_head_out=torch.einsum("md,hmd->hm", ctx.fused, head_out),
+            head_out_gram=torch.einsum("hmd,gmd->mhg", head_out, head_out))
 
-    def fuse_batch_of_one(self, tokens, ctx):
+    def batch_of_one_cosine(self, tokens, ctx):
         """Fuse each image as if it were alone in the sequence [x; class tokens].
 
-        Returns the fused images (n, D) and the class tokens as each image sees them
-        (n, M, D). Adding one key/value to a class token's context changes its
-        softmax in closed form: the image gets weight ``beta = sigmoid(s - lse)``,
-        with ``lse`` the log-sum-exp over the class keys, and the old output is
-        scaled by ``1 - beta``. Through the linear output projection this is
-        ``fused_c + alpha * sum_h beta_ch (W_h v_xh - W_h a_ch)``, so no class
-        token is re-projected per image: the cost per image is O(M * H * D).
+        Returns the fused images (n, D) and the cosine (n, M) between each fused image
+        and each class token as that image's presence changes it. Adding one key/value
+        to class token m's context gives the image weight ``b_hm = sigmoid(s - lse)``
+        (``lse``: log-sum-exp over the class keys) and scales the old output by
+        ``1 - b_hm``; through the output projection the token becomes
+        ``F_m + alpha * sum_h b_hm (g_h - G_hm)``, with ``g_h = W_h v_h`` the image's
+        per-head value and ``G_hm = W_h a_hm`` the class output. Its dot product with
+        the image and its norm expand into products with class-only terms computed
+        once per predict, so no per-image class token is ever built: the cost per
+        image is O(H * M * D) in matrix products.
         """
         if self.training:
-            raise RuntimeError("fuse_batch_of_one is an inference path")
+            raise RuntimeError("batch_of_one_cosine is an inference path")
         if ctx.lse is None:
             ctx = self.with_closed_form(ctx)
         normed = self.norm(tokens)
         q, k, v = self._qkv(normed)
-        images = normed + self.alpha * self._merge(self._image_attention(q, k, v, ctx))
+        x = normed + self.alpha * self._merge(self._image_attention(q, k, v, ctx))  # (n, D)
         scale = q.shape[-1] ** -0.5
-        g_img = v @ self._head_slices(self.attn.out_proj.weight).transpose(-1, -2)  # (H, n, D)
-        beta = torch.sigmoid(ctx.queries @ k.transpose(-1, -2) * scale - ctx.lse)  # (H, M, n)
-        delta = (torch.einsum("hmn,hnd->nmd", beta, g_img)
-                 - torch.einsum("hmn,hmd->nmd", beta, ctx.head_out))
-        return images, ctx.fused.unsqueeze(0) + self.alpha * delta
+        n_heads, n = q.shape[0], q.shape[1]
+        # layout (H, n, M) throughout: the products below land there without copies
+        b = torch.sigmoid(ctx.queries @ k.transpose(-1, -2) * scale - ctx.lse).transpose(1, 2)
+        g = v @ self._head_slices(self.attn.out_proj.weight).transpose(-1, -2)  # (H, n, D)
+        F_, G = ctx.fused, ctx.head_out
+        # <x, token_m> = <x, F_m> + alpha sum_h b_hm (<x, g_h> - <x, G_hm>)
+        x_g = (x.unsqueeze(0) * g).sum(-1, keepdim=True)  # (H, n, 1)
+        dot = x @ F_.T + self.alpha * (b * (x_g - x @ G.transpose(-1, -2))).sum(0)
+        # |token_m|^2 = |F_m|^2 + 2 alpha sum_h b_hm (<F_m, g_h> - <F_m, G_hm>)
+        #             + alpha^2 sum_hh' b_hm b_h'm <g_h - G_hm, g_h' - G_h'm>
+        linear = (b * (g @ F_.T - ctx.fused_head_out.unsqueeze(1))).sum(0)
+        g_g = torch.einsum("hnd,gnd->nhg", g, g)  # <g_h, g_h'>, (n, H, H)
+        quad = (b * torch.einsum("nhg,hnm->gnm", g_g, b)).sum(0)
+        quad += (b * torch.einsum("mhg,hnm->gnm", ctx.head_out_gram, b)).sum(0)
+        g_G = (v @ ctx.cross.reshape(n_heads, -1, v.shape[-1]).transpose(-1, -2)).view(
+            n_heads, n, n_heads, -1)  # <g_h, G_h'm>, (H, n, H', M)
+        quad -= 2 * (b * (g_G * b.transpose(0, 1).unsqueeze(0)).sum(2)).sum(0)
+        norm2 = (F_ * F_).sum(-1) + 2 * self.alpha * linear + self.alpha ** 2 * quad
+        cosine = dot / (x.norm(dim=-1, keepdim=True) * norm2.clamp_min(1e-24).sqrt())
+        return x, cosine
 
     def _head_slices(self, weight):
         """Split an output-projection weight (D, D) into its per-head columns (H, D, dh)."""
@@ -268,11 +295,10 @@ class CandleHead(nn.Module):
             P_f, T_f = self._split_classes(ctx.fused)
             zvt, zvv = self._fused_logits(U_f, P_f, T_f)
         else:
-            U_f, per_image = self.fusion.fuse_batch_of_one(U, ctx)
-            P_f, T_f = self._split_classes(per_image)
-            zvt, zvv = self._fused_logits(U_f.unsqueeze(1), P_f, T_f)
-            zvv = zvv.squeeze(1)
-            zvt = None if zvt is None else zvt.squeeze(1)
+            _, cosine = self.fusion.batch_of_one_cosine(U, ctx)
+            c = self.n_classes
+            zvv = self.logit_scale * self.visual_scale * cosine[:, :c]
+            zvt = self.logit_scale * cosine[:, c:] if self.has_text else None
         return zvv if zvt is None else zvt + zvv
 
     def elements_per_image(self):
@@ -280,5 +306,6 @@ class CandleHead(nn.Module):
         dim = self.visual_prototypes.shape[1]
         if self.context == "isolated":
             return dim * 8
-        # batch of one: a few (M, D) tensors of per-image class tokens
-        return 6 * self.n_classes * (2 if self.has_text else 1) * dim
+        # batch of one: a few (H, H, M) tensors of pairwise head terms
+        m = self.n_classes * (2 if self.has_text else 1)
+        return 4 * self.fusion.n_heads ** 2 * m + 4 * self.fusion.n_heads * m
