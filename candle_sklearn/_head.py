@@ -72,19 +72,16 @@ class CrossModalFusion(nn.Module):
     def _dropout_p(self):
         return self.attn.dropout if self.training else 0.0
 
-    def fuse_all(self, tokens):
-        """Every token attends to every token (reference training)."""
-        normed = self.norm(tokens)
-        q, k, v = self._qkv(normed)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self._dropout_p())
-        return normed + self.alpha * self._merge(out)
-
     def fuse_class_tokens(self, tokens):
         """Class tokens attend to class tokens only; computed once per step or predict."""
         normed = self.norm(tokens)
         q, k, v = self._qkv(normed)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self._dropout_p())
         return ClassContext(normed + self.alpha * self._merge(out), k, v, q)
+
+    def fuse_all(self, tokens):
+        """Every token attends to every token (reference training)."""
+        return self.fuse_class_tokens(tokens).fused
 
     def _image_attention(self, q, k, v, ctx):
         """Each image query attends to itself and to the class tokens (H, n, dh)."""
@@ -97,9 +94,13 @@ class CrossModalFusion(nn.Module):
 
     def fuse_images(self, tokens, ctx):
         """Fuse image tokens (n, D) against a fixed class context, per image."""
+        return self._fuse_images(tokens, ctx)[0]
+
+    def _fuse_images(self, tokens, ctx):
+        """The fused images and their per-head queries, keys and values."""
         normed = self.norm(tokens)
         q, k, v = self._qkv(normed)
-        return normed + self.alpha * self._merge(self._image_attention(q, k, v, ctx))
+        return normed + self.alpha * self._merge(self._image_attention(q, k, v, ctx)), q, k, v
 
     def with_closed_form(self, ctx):
         """Add to ``ctx`` the class-only terms of batch-of-one scoring; once per predict."""
@@ -134,9 +135,7 @@ class CrossModalFusion(nn.Module):
             raise RuntimeError("batch_of_one_cosine is an inference path")
         if ctx.lse is None:
             ctx = self.with_closed_form(ctx)
-        normed = self.norm(tokens)
-        q, k, v = self._qkv(normed)
-        x = normed + self.alpha * self._merge(self._image_attention(q, k, v, ctx))  # (n, D)
+        x, q, k, v = self._fuse_images(tokens, ctx)  # x: (n, D)
         scale = q.shape[-1] ** -0.5
         n_heads, n = q.shape[0], q.shape[1]
         # layout (H, n, M) throughout: the products below land there without copies

@@ -26,16 +26,11 @@ def restrict_scores(scores, classes, labels):
     classes, labels = np.asarray(classes), np.asarray(labels)
     if missing := np.setdiff1d(labels, classes).tolist():
         raise ValueError(f"labels not in classes: {missing}")
-    cols = np.searchsorted(classes, labels) if _is_sorted(classes) else \
-        np.array([np.flatnonzero(classes == lab)[0] for lab in labels])
-    sub = np.asarray(scores)[:, cols]
+    column = {c: i for i, c in enumerate(classes.tolist())}
+    sub = np.asarray(scores)[:, [column[lab] for lab in labels.tolist()]]
     if np.allclose(np.asarray(scores).sum(axis=1), 1.0) and (sub >= 0).all():
         sub = sub / np.maximum(sub.sum(axis=1, keepdims=True), np.finfo(float).tiny)
     return sub, labels
-
-
-def _is_sorted(a):
-    return bool(np.all(a[:-1] < a[1:])) if len(a) > 1 else True
 
 
 def base_new_accuracy(y_true, scores, classes, new_classes, *, protocol="reference"):
