@@ -7,13 +7,12 @@ Prints mean over seeds; ratios are against zero-shot measured in the same run.
 """
 
 import argparse
-import time
 
 import numpy as np
 
 from candle_sklearn import CandleClassifier
 from candle_sklearn.datasets import make_clip_like_features
-from candle_sklearn.demo import COLUMNS, compare_methods, evaluate, format_table
+from candle_sklearn.demo import COLUMNS, compare_methods, format_table, timed_row
 
 REFERENCE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4, batch_size=128,
                  max_epochs=50, warmup_epochs=1, warmup_lr=1e-5, dropout=0.1)
@@ -30,12 +29,16 @@ def mean_rows(per_seed):
 
 
 def candle_row(data, params):
+    """Fit + predict time and every table column for CandleClassifier(**params)."""
     clf = CandleClassifier(classes=data.classes, text_features=data.text_features, **params)
-    start = time.perf_counter()
-    clf.fit(data.X_train, data.y_train)
-    scores, raw = clf.predict_proba(data.X_test), clf.predict_proba(data.X_test, calibrated=False)
-    return {**evaluate(scores, data, data.classes, data.train_counts, raw),
-            "seconds": time.perf_counter() - start}
+
+    def fit_predict():
+        clf.fit(data.X_train, data.y_train)
+        return clf.predict_proba(data.X_test), clf.predict_proba(data.X_test, calibrated=False)
+
+    rows = {}
+    timed_row(rows, "Candle", data, fit_predict)
+    return rows["Candle"]
 
 
 def methods(seeds):

@@ -16,30 +16,34 @@ COLUMNS = ("base", "new", "hm", "joint_hm", "many", "medium", "few", "seconds")
 def evaluate(scores, data, classes, counts, raw_scores=None):
     """Every column of the table (but time). ``raw_scores``: uncalibrated scores for the
     reference protocol, when the method calibrates new classes for joint prediction."""
-    ref = base_new_accuracy(data.y_test, scores if raw_scores is None else raw_scores,
-                            classes, data.new_classes)
+    ref_scores = scores if raw_scores is None else raw_scores
+    ref = base_new_accuracy(data.y_test, ref_scores, classes, data.new_classes)
     joint = base_new_accuracy(data.y_test, scores, classes, data.new_classes,
                               protocol="joint")
-    ref_scores = scores if raw_scores is None else raw_scores
     shots = shot_accuracy(data.y_test, classes[np.argmax(ref_scores, axis=1)], classes, counts)
     if not np.isfinite(scores[:, np.isin(classes, data.new_classes)]).any():
         ref["new"] = ref["hm"] = float("nan")  # the method cannot score new classes
     return {**ref, "joint_hm": joint["hm"], **shots}
 
 
+def timed_row(rows, name, data, make_scores):
+    """Time ``make_scores`` (scores, or (scores, uncalibrated scores)) and add its row;
+    returns the scores."""
+    start = time.perf_counter()
+    scores = make_scores()
+    scores, raw = scores if isinstance(scores, tuple) else (scores, None)
+    rows[name] = {**evaluate(scores, data, data.classes, data.train_counts, raw),
+                  "seconds": time.perf_counter() - start}
+    return scores
+
+
 def compare_methods(data, candle_params=None):
     """Rows of results for zero-shot, nearest class mean, linear probes and Candle."""
-    classes, counts = data.classes, data.train_counts
+    classes = data.classes
     rows = {}
 
     def timed(name, make_scores):
-        start = time.perf_counter()
-        scores = make_scores()
-        raw = None
-        if isinstance(scores, tuple):
-            scores, raw = scores
-        rows[name] = {**evaluate(scores, data, classes, counts, raw),
-                      "seconds": time.perf_counter() - start}
+        timed_row(rows, name, data, make_scores)
 
     timed("zero-shot", lambda: zero_shot_scores(data.X_test, data.text_features))
     timed("nearest class mean", lambda: nearest_class_mean_scores(
@@ -50,6 +54,7 @@ def compare_methods(data, candle_params=None):
     timed("linear probe + logit adj.", lambda: probe["lr"].scores(data.X_test, classes, 1.0))
     clf = CandleClassifier(classes=classes, text_features=data.text_features,
                            **(candle_params or {}))
+
     def candle():
         clf.fit(data.X_train, data.y_train)
         return (clf.predict_proba(data.X_test),
@@ -119,37 +124,28 @@ def run_world(seed=0, verbose=1, model_name="candle-tiny", pretrained="bundled",
     from .embedder import make_candle_pipeline
 
     data = world_data(seed)
-    classes, counts = data.classes, data.train_counts
+    classes = data.classes
     pipe = make_candle_pipeline(model_name, pretrained, classes=classes,
                                 embedder_params={"verbose": verbose},
                                 **{"random_state": seed, "verbose": verbose,
                                    **(candle_params or {})})
     rows, predictions = {}, {}
 
-    start = time.perf_counter()
-    pipe.fit(list(data.X_train), data.y_train)
-    scores = pipe.predict_proba(list(data.X_test))
-    raw = pipe.predict_proba(list(data.X_test), calibrated=False)
-    rows["Candle (pipeline)"] = {**evaluate(scores, data, classes, counts, raw),
-                                 "seconds": time.perf_counter() - start}
-    predictions["Candle (pipeline)"] = scores
+    def candle():
+        pipe.fit(list(data.X_train), data.y_train)
+        X_test = list(data.X_test)
+        return pipe.predict_proba(X_test), pipe.predict_proba(X_test, calibrated=False)
 
+    predictions["Candle (pipeline)"] = timed_row(rows, "Candle (pipeline)", data, candle)
     embedder = pipe.named_steps["clip"]
     F_train = embedder.transform(list(data.X_train))  # from the embedding cache
     F_test = embedder.transform(list(data.X_test))
     text = pipe.named_steps["candle"].text_features_
-
-    start = time.perf_counter()
-    scores = zero_shot_scores(F_test, text)
-    rows["zero-shot"] = {**evaluate(scores, data, classes, counts),
-                         "seconds": time.perf_counter() - start}
-    predictions["zero-shot"] = scores
-
-    start = time.perf_counter()
-    scores = LinearProbe().fit(F_train, data.y_train).scores(F_test, classes)
-    rows["linear probe"] = {**evaluate(scores, data, classes, counts),
-                            "seconds": time.perf_counter() - start}
-    predictions["linear probe"] = scores
+    predictions["zero-shot"] = timed_row(rows, "zero-shot", data,
+                                         lambda: zero_shot_scores(F_test, text))
+    predictions["linear probe"] = timed_row(
+        rows, "linear probe", data,
+        lambda: LinearProbe().fit(F_train, data.y_train).scores(F_test, classes))
 
     per_class = {name: np.array([np.mean(classes[np.argmax(s[data.y_test == c], 1)] == c)
                                  for c in classes]) for name, s in predictions.items()}
