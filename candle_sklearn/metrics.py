@@ -137,3 +137,34 @@ def make_shot_scorer(group="few", *, many=100, few=20):
 
     scorer.__name__ = f"{group}_shot_accuracy"
     return scorer
+
+
+def best_new_class_bias(estimator, X, y):
+    """The bias on new-class scores that maximises joint harmonic-mean accuracy on
+    labelled samples ``(X, y)`` of base and new classes (exact search).
+
+    For when a few labelled images of new classes are at hand: assign the result to the
+    fitted model's ``new_class_bias_`` (or refit with ``new_class_bias=<result>``).
+
+    Parameters
+    ----------
+    estimator : fitted CandleClassifier, or a Pipeline ending in one
+    X : samples the estimator accepts
+    y : array-like of shape (n_samples,), labels in ``classes_``
+
+    Returns
+    -------
+    bias : float
+    """
+    from ._calibration import best_bias
+
+    final = _final(estimator)
+    y = np.asarray(y)
+    if unknown := np.setdiff1d(y, final.classes_).tolist():
+        raise ValueError(f"y contains labels not in classes_: {unknown}")
+    scores = estimator.decision_function(X, calibrated=False)
+    if scores.ndim == 1:  # two classes: the score difference
+        scores = np.stack([np.zeros_like(scores), scores], axis=1)
+    is_new_col = final.class_counts_ == 0
+    return best_bias(scores, np.searchsorted(final.classes_, y), is_new_col,
+                     np.isin(y, final.classes_[is_new_col]))[0]

@@ -159,3 +159,18 @@ def test_add_classes_errors(data):
     no_text = CandleClassifier(**FAST).fit(data.X_train[base], data.y_train[base])
     with pytest.raises(ValueError, match="fitted without text"):
         no_text.add_classes([40], text_features=np.ones((1, 64)))
+
+
+def test_best_new_class_bias_on_labelled_samples(data):
+    from candle_sklearn.metrics import best_new_class_bias
+    clf = _fit(data, new_class_bias=0.0)
+    half = np.arange(len(data.y_test)) % 2 == 0  # choose on one half, judge on the other
+    bias = best_new_class_bias(clf, data.X_test[half], data.y_test[half])
+    before = base_new_accuracy(data.y_test[~half], clf.decision_function(data.X_test[~half]),
+                               clf.classes_, data.new_classes, protocol="joint")["hm"]
+    clf.new_class_bias_ = bias
+    after = base_new_accuracy(data.y_test[~half], clf.decision_function(data.X_test[~half]),
+                              clf.classes_, data.new_classes, protocol="joint")["hm"]
+    assert after > before + 0.3
+    with pytest.raises(ValueError, match="not in classes_"):
+        best_new_class_bias(clf, data.X_test[:2], [0, 99])
