@@ -90,6 +90,25 @@ def _unavailable(model_name, tag, why):
         "pretrained='local-dir:/path/to/folder'; pretrained=None gives random weights.")
 
 
+def _cached_checkpoint(cfg):
+    """The checkpoint of a pretrained config if it is already on disk, without any
+    network access; else None."""
+    from open_clip.pretrained import download_pretrained
+
+    if cfg.get("file"):
+        return cfg["file"] if os.path.isfile(cfg["file"]) else None
+    if not cfg.get("hf_hub"):  # a plain URL: open_clip keeps it in ~/.cache/clip
+        target = os.path.expanduser(os.path.join("~/.cache/clip",
+                                                 os.path.basename(cfg.get("url", ""))))
+        return target if cfg.get("url") and os.path.isfile(target) else None
+    try:
+        with _hub_cache_only():
+            path = download_pretrained(cfg)
+    except Exception:  # noqa: BLE001 - not in the hub cache
+        return None
+    return path if path and os.path.isfile(path) else None
+
+
 def _download_tag(model_name, tag):
     """Local path of the checkpoint for a known tag: from the cache, else downloaded
     if the host answers within seconds, else a clear error."""
@@ -101,13 +120,8 @@ def _download_tag(model_name, tag):
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         raise ValueError(f"pretrained={tag!r} is neither a file, a 'local-dir:' folder, "
                          f"'bundled', nor a known tag of {model_name!r} (known tags: {tags})")
-    try:
-        with _hub_cache_only():
-            path = download_pretrained(cfg)
-        if path and os.path.isfile(path):
-            return path
-    except Exception:  # noqa: BLE001 - not cached: try the network below
-        pass
+    if path := _cached_checkpoint(cfg):
+        return path
     if _hub_offline():
         raise _unavailable(model_name, tag, "HF_HUB_OFFLINE is set")
     host = "huggingface.co" if cfg.get("hf_hub") else urlparse(cfg.get("url", "")).hostname

@@ -295,3 +295,12 @@ def test_gpu_embeddings_close_to_cpu(image_dir, precision):
     assert gpu.dtype == np.float32
     tol = 1e-4 if precision == "fp32" else 5e-2
     np.testing.assert_allclose(gpu, cpu, atol=tol)
+
+
+def test_url_weights_are_looked_up_on_disk_only(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = {"url": "https://example.invalid/weights/model-abc.pt"}
+    assert _clip._cached_checkpoint(cfg) is None  # nothing downloaded, no socket opened
+    (tmp_path / ".cache" / "clip").mkdir(parents=True)
+    (tmp_path / ".cache" / "clip" / "model-abc.pt").write_bytes(b"x")
+    assert _clip._cached_checkpoint(cfg).endswith("model-abc.pt")
