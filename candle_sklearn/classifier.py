@@ -302,7 +302,8 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         rng = np.random.RandomState(seed)
         n_held = int(np.clip(round(len(base) * np.mean(counts == 0)), 1, len(base) - 2))
         draws = [self._calibration_draw(X, y_idx, classes, counts, text, rng, n_held, seed + r)
-                 for r in range(self.calibration_repeats)]
+                 for r in tqdm(range(self.calibration_repeats), unit="refit",
+                               desc="new_class_bias='auto'", disable=not self.verbose)]
         biases = [d["bias"] for d in draws]
         return float(np.mean(biases)), {"draws": draws, "n_held_out_classes": n_held}
 

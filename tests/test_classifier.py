@@ -139,6 +139,7 @@ def test_verbose_progress_bar(small_data, capsys):
     _fit(small_data, verbose=1, max_epochs=2)
     err = capsys.readouterr().err
     assert "CandleClassifier.fit" in err and "loss=" in err
+    assert "new_class_bias='auto'" in err and "3/3" in err
 
 
 # ------------------------------------------------------------------ bad input
