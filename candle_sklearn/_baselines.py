@@ -3,10 +3,7 @@ score matrix (n, C) aligned with ``classes``; classes a method cannot score get 
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-
-
-def _unit(a):
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
+from sklearn.preprocessing import normalize as _unit
 
 
 def zero_shot_scores(X, text_features):

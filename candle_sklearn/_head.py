@@ -120,8 +120,8 @@ class CrossModalFusion(nn.Module):
     def batch_of_one_cosine(self, tokens, ctx):
         """Fuse each image as if it were alone in the sequence [x; class tokens].
 
-        Returns the fused images (n, D) and the cosine (n, M) between each fused image
-        and each class token as that image's presence changes it. Adding one key/value
+        Returns the cosine (n, M) between each fused image and each class token as
+        that image's presence changes it. Adding one key/value
         to class token m's context gives the image weight ``b_hm = sigmoid(s - lse)``
         (``lse``: log-sum-exp over the class keys) and scales the old output by
         ``1 - b_hm``; through the output projection the token becomes
@@ -156,7 +156,7 @@ class CrossModalFusion(nn.Module):
         quad -= 2 * (b * (g_G * b.transpose(0, 1).unsqueeze(0)).sum(2)).sum(0)
         norm2 = (F_ * F_).sum(-1) + 2 * self.alpha * linear + self.alpha ** 2 * quad
         cosine = dot / (x.norm(dim=-1, keepdim=True) * norm2.clamp_min(1e-24).sqrt())
-        return x, cosine
+        return cosine
 
     def _head_slices(self, weight):
         """Split an output-projection weight (D, D) into its per-head columns (H, D, dh)."""
@@ -294,7 +294,7 @@ class CandleHead(nn.Module):
             P_f, T_f = self._split_classes(ctx.fused)
             zvt, zvv = self._fused_logits(U_f, P_f, T_f)
         else:
-            _, cosine = self.fusion.batch_of_one_cosine(U, ctx)
+            cosine = self.fusion.batch_of_one_cosine(U, ctx)
             c = self.n_classes
             zvv = self.logit_scale * self.visual_scale * cosine[:, :c]
             zvt = self.logit_scale * cosine[:, c:] if self.has_text else None
@@ -302,9 +302,12 @@ class CandleHead(nn.Module):
 
     def elements_per_image(self):
         """Tensor elements that scoring one image holds at its peak (for chunking)."""
-        dim = self.visual_prototypes.shape[1]
-        if self.context == "isolated":
-            return dim * 8
-        # batch of one: a few (H, H, M) tensors of pairwise head terms
+        dim, heads = self.visual_prototypes.shape[1], self.fusion.n_heads
         m = self.n_classes * (2 if self.has_text else 1)
-        return 4 * self.fusion.n_heads ** 2 * m + 4 * self.fusion.n_heads * m
+        # each image's attention scores over itself and the M class tokens: (H, M + 1),
+        # a few times over (scores, softmax), plus its own D-sized activations
+        isolated = 3 * heads * (m + 1) + 8 * dim
+        if self.context == "isolated":
+            return isolated
+        # batch of one adds a few (H, H, M) tensors of pairwise head terms
+        return isolated + 4 * heads ** 2 * m

@@ -189,7 +189,7 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             for cache in caches:
                 cache.put_many(model_key, new)
             found.update(new)
-        return self._finish(np.stack([found[k] for k in keys]).astype(np.float32))
+        return self._finish(np.stack([found[k] for k in keys]))
 
     @torch.inference_mode()
     def _encode(self, items, indices):
