@@ -3,22 +3,26 @@
 # editable mode with its test extras, then run the demo or the tests.
 #   bash tools/run.sh demo [args]   the offline end-to-end demo
 #   bash tools/run.sh test [args]   the test suite (pytest arguments pass through)
+# CANDLE_EXTRAS picks the optional dependencies installed with the package (default
+# "test,demo"); CI sets "all" so that the tests of optional features (hypothesis, ray,
+# the docs build) run there too. Without them those tests skip, naming what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 # torch/torchvision pair that installs from this project's machines' local disk (CPU and
 # CUDA in one wheel); override with TORCH_SPEC="torch==X torchvision==Y" elsewhere.
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+EXTRAS=${CANDLE_EXTRAS:-test,demo}
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.candle-setup
-want=$(cat setup.cfg pyproject.toml tools/run.sh | sha256sum | cut -c1-16)
+want=$( (cat setup.cfg pyproject.toml tools/run.sh; echo "$EXTRAS") | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "Setting up .venv (torch and open_clip: about 2 minutes the first time)..." >&2
     log=.venv/setup.log
     # shellcheck disable=SC2086
     if ! { .venv/bin/python -m pip install -q --upgrade pip &&
-           .venv/bin/python -m pip install -q $TORCH_SPEC -e '.[test,demo]'; } >"$log" 2>&1; then
+           .venv/bin/python -m pip install -q $TORCH_SPEC -e ".[$EXTRAS]"; } >"$log" 2>&1; then
         grep -v "is ignored" "$log" >&2
         echo "set-up failed; full log in $log" >&2
         exit 1
