@@ -214,6 +214,28 @@ class CandleHead(nn.Module):
             return mean + 0.01 * mean.norm() * noise
         raise ValueError(f"virtual_init must be 'text' or 'visual', got {how!r}")
 
+    def get_config(self):
+        """JSON-serialisable arguments that rebuild a head of this shape; with
+        ``state_dict()`` they restore it exactly (:meth:`from_config`)."""
+        return {"n_base": self.visual_prototypes.shape[0], "n_new": self.n_classes
+                - self.visual_prototypes.shape[0], "dim": self.visual_prototypes.shape[1],
+                "has_text": self.has_text, "context": self.context,
+                "num_heads": self.fusion.n_heads, "dropout": self.fusion.attn.dropout,
+                "visual_scale": self.visual_scale, "logit_scale": self.logit_scale}
+
+    @classmethod
+    def from_config(cls, config, state_dict=None):
+        """A head built from :meth:`get_config`, with ``state_dict`` loaded if given."""
+        n_base, n_new, dim = config["n_base"], config["n_new"], config["dim"]
+        text = torch.zeros(n_base + n_new, dim) if config["has_text"] else None
+        head = cls(torch.zeros(n_base, dim), text, n_new, virtual_init="text" if text
+                   is not None else "visual", context=config["context"],
+                   num_heads=config["num_heads"], dropout=config["dropout"],
+                   visual_scale=config["visual_scale"], logit_scale=config["logit_scale"])
+        if state_dict is not None:
+            head.load_state_dict(state_dict)
+        return head.eval()
+
     @torch.no_grad()
     def add_new_classes(self, text_features):
         """Append new classes after the last one, virtual prototypes from their text."""

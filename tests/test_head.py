@@ -106,3 +106,16 @@ def test_virtual_prototypes_start_from_text():
 def test_heads_divide_dim():
     assert n_heads_for(512, 8) == 8 and n_heads_for(6, 8) == 6 and n_heads_for(7, 8) == 7
     assert n_heads_for(11, 8) == 1
+
+
+@pytest.mark.parametrize("context", ["isolated", "batch"])
+def test_config_and_state_dict_rebuild_the_head(context):
+    torch.manual_seed(0)
+    head = CandleHead(torch.randn(5, 16), torch.randn(8, 16), 3, context=context)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    head.eval()
+    copy = CandleHead.from_config(head.get_config(), head.state_dict())
+    X = torch.randn(4, 16)
+    torch.testing.assert_close(copy.scores(X), head.scores(X), rtol=0, atol=0)
