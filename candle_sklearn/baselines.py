@@ -14,7 +14,7 @@ from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .classifier import prompts_text_features
+from .templates import encode_class_names
 
 
 def _labels_1d(name, values):
@@ -149,7 +149,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             if names is None:
                 raise ValueError("an encoder needs class names: pass class_names, or use "
                                  "string labels")
-            text = prompts_text_features(self.encoder, names, self.templates)
+            text = encode_class_names(self.encoder, names, self.templates)
         else:
             raise ValueError("ZeroShotClassifier needs text: pass text_features, or an "
                              "encoder with class_names (or string labels)")

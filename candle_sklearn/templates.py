@@ -150,6 +150,35 @@ def prompts(templates: Templates | None, name: str) -> list[str]:
     return [fill(name) for fill in resolve_templates(templates)]
 
 
+def encode_class_names(encoder, names, templates: Templates | None = None) -> np.ndarray:
+    """Text features (n_classes, D) of class names, as open_clip's zero-shot classifier
+    builds them: per class, the mean of the L2-normalised embeddings of every template
+    filled with the name (underscores become spaces), normalised again.
+
+    Parameters
+    ----------
+    encoder : object with ``encode_text(list[str]) -> ndarray``
+        For instance a :class:`~candle_sklearn.ClipEmbedder`.
+    names : sequence of str
+    templates : str, callable or sequence of them, default=None
+        See :func:`resolve_templates`.
+
+    Returns
+    -------
+    text_features : ndarray of shape (n_classes, D), float32
+    """
+    names = [str(n).replace("_", " ") for n in names]
+    total = None
+    for fill in resolve_templates(templates):
+        emb = np.asarray(encoder.encode_text([fill(n) for n in names]), dtype=np.float64)
+        if emb.ndim != 2 or emb.shape[0] != len(names):
+            raise ValueError(f"encoder.encode_text returned shape {emb.shape} for "
+                             f"{len(names)} prompts; expected ({len(names)}, dim)")
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        total = emb if total is None else total + emb
+    return (total / np.linalg.norm(total, axis=1, keepdims=True)).astype(np.float32)
+
+
 def text_features_from_open_clip(zero_shot_weights, n_classes: int) -> np.ndarray:
     """Text features (n_classes, embed_dim) from ``open_clip.build_zero_shot_classifier``.
 
