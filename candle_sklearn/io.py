@@ -84,16 +84,22 @@ class WeightsMismatchError(RuntimeError):
 
 
 # ------------------------------------------------------------------ weights reference
-def _weights_fingerprint(embedder: ClipEmbedder) -> str | None:
+def _weights_fingerprint(embedder: ClipEmbedder) -> str:
     """Fingerprint of the weights ``embedder`` loads on this machine.
 
-    FINGERPRINT HOOK: the one place where io asks for it. It hashes the loaded model's
-    parameters and buffers (order, names, dtypes, shapes, values) until _clip offers a
-    weights-fingerprint function of its own; then this calls that one instead.
+    FINGERPRINT HOOK: the one place where io asks for it. The loaded model's own
+    ``fingerprint`` (the weights file's content, config and options; "random:<id>" for
+    random weights) is used when _clip provides one; until then, a digest of the
+    loaded parameters and buffers.
     """
+    loaded = embedder._loaded()
+    fingerprint = getattr(loaded, "fingerprint", None)
+    return fingerprint if fingerprint is not None else _state_dict_digest(loaded.model)
+
+
+def _state_dict_digest(model) -> str:
     import hashlib
 
-    model = embedder._loaded().model
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         arr = tensor.detach().cpu().contiguous().reshape(-1)
