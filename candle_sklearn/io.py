@@ -302,7 +302,7 @@ class _Reader:
         if unknown := sorted(set(params) - set(cls._get_param_names())):
             raise self.fail(f"{path}: {name} has no parameter(s) {unknown} in this version "
                             "of candle_sklearn (the file may come from a newer one)")
-        if cls is Pipeline:
+        if issubclass(cls, Pipeline):
             steps = node.get("steps")
             if not isinstance(steps, list) or not all(
                     isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) for s in steps):
