@@ -35,7 +35,7 @@ from .embedder import ClipEmbedder
 from .templates import as_format_string
 
 __all__ = ["InvalidModelFileError", "WeightsMismatchError", "FORMAT_VERSION", "save", "load",
-           "read_header"]
+           "read_header", "head_to_state", "head_from_state"]
 
 FORMAT = "candle_sklearn"
 FORMAT_VERSION = 1
@@ -135,6 +135,23 @@ def _check_weights(embedder: ClipEmbedder, reference: dict, where: str) -> None:
             f"features would not match what the classifier was trained on.{hint}")
 
 
+# ------------------------------------------------------------------ the head as data
+def head_to_state(head: CandleHead) -> dict:
+    """The head as plain data: ``{"config": <JSON-able dict>, "state": {name: ndarray}}``.
+
+    What :func:`save` writes for ``head_``; a ``__getstate__`` that swaps the torch module
+    for this makes the classifier storable by ``skops.io`` (numpy arrays and dicts only).
+    """
+    return {"config": head.get_config(),
+            "state": {k: v.detach().cpu().numpy() for k, v in head.state_dict().items()}}
+
+
+def head_from_state(state: dict) -> CandleHead:
+    """The head back from :func:`head_to_state`'s output (on CPU, in eval mode)."""
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state["state"].items()}
+    return CandleHead.from_config(state["config"], tensors)
+
+
 # ------------------------------------------------------------------ values
 class _Writer:
     """Encodes values as JSON, numeric arrays as named tensors."""
@@ -199,9 +216,10 @@ class _Writer:
         node["params"] = {k: self.value(v, f"{path}.{k}") for k, v in params.items()}
         node["fitted"] = self.fitted(est, name, path)
         if isinstance(est, CandleClassifier) and hasattr(est, "head_"):
-            state = {k: self.array(v.detach().cpu().numpy(), f"{path}.head_.{k}")
-                     for k, v in est.head_.state_dict().items()}
-            node["head"] = {"config": est.head_.get_config(), "state": state}
+            head = head_to_state(est.head_)
+            node["head"] = {"config": head["config"],
+                            "state": {k: self.array(v, f"{path}.head_.{k}")
+                                      for k, v in head["state"].items()}}
         if isinstance(est, ClipEmbedder):
             node["weights"] = _weights_reference(est)
         return node
@@ -349,10 +367,9 @@ class _Reader:
         if not isinstance(head, dict) or not isinstance(head.get("config"), dict) \
                 or not isinstance(head.get("state"), dict):
             raise self.fail(f"{path}: bad head entry")
-        state = {k: torch.from_numpy(np.array(self.array(v, f"{path}.head_.{k}")))
-                 for k, v in head["state"].items()}
+        state = {k: self.array(v, f"{path}.head_.{k}") for k, v in head["state"].items()}
         try:
-            return CandleHead.from_config(head["config"], state)
+            return head_from_state({"config": head["config"], "state": state})
         except Exception as exc:  # noqa: BLE001 - config and tensors disagree
             raise self.fail(f"{path}: the head's configuration and tensors do not fit "
                             f"together: {exc}") from None

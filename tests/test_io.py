@@ -360,3 +360,34 @@ def test_random_weights_cannot_be_restored_elsewhere(tmp_path):
     _clip.clear_cache()  # as in another process
     with pytest.raises(WeightsMismatchError, match="pretrained=None means random weights"):
         candle_sklearn.load(path)
+
+
+class _HeadAsData(CandleClassifier):
+    """The __getstate__ / __setstate__ that make CandleClassifier storable by skops."""
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: it may be self.__dict__ itself
+        if "head_" in state:
+            state["head_"] = io.head_to_state(state["head_"])
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("head_"), dict):
+            state = {**state, "head_": io.head_from_state(state["head_"])}
+        super().__setstate__(state)
+
+
+def test_head_as_data_serves_skops_and_pickle(small_data, tmp_path):
+    sio = pytest.importorskip("skops.io")
+    d = small_data
+    clf = _HeadAsData(classes=d.classes, text_features=d.text_features, new_class_bias=1.0,
+                      **FAST).fit(d.X_train, d.y_train)
+    path = tmp_path / "model.skops"
+    sio.dump(clf, path)
+    untrusted = sio.get_untrusted_types(file=path)
+    assert untrusted == [f"{__name__}._HeadAsData"]  # only the estimator class to trust
+    loaded = sio.load(path, trusted=untrusted)
+    np.testing.assert_array_equal(loaded.predict_proba(d.X_test), clf.predict_proba(d.X_test))
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(d.X_test), clf.predict_proba(d.X_test))
+    assert isinstance(clf.head_, torch.nn.Module)  # pickling left the fitted model alone
