@@ -3,7 +3,10 @@ Display style (``from_estimator``, ``from_predictions``, ``plot``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.pipeline import Pipeline
 
 
@@ -90,13 +93,15 @@ class LongTailDisplay:
     (2, 8)
     """
 
-    def __init__(self, per_class_accuracy, class_counts, *, classes=None, names=None):
+    def __init__(self, per_class_accuracy: ArrayLike, class_counts: ArrayLike, *,
+                 classes: ArrayLike | None = None, names: str | list[str] | None = None):
         self.per_class_accuracy = per_class_accuracy
         self.class_counts = class_counts
         self.classes = classes
         self.names = names
 
-    def plot(self, *, ax=None, smooth=7, show_counts=True, title=None):
+    def plot(self, *, ax=None, smooth: int | None = 7, show_counts: bool = True,
+             title: str | None = None) -> LongTailDisplay:
         """Draw the plot.
 
         Parameters
@@ -165,9 +170,10 @@ class LongTailDisplay:
         return self
 
     @classmethod
-    def from_estimator(cls, estimator, X, y, *, baseline=None, X_baseline=None,
-                       class_counts=None, name=None, baseline_name=None, ax=None, smooth=7,
-                       show_counts=True, title=None):
+    def from_estimator(cls, estimator, X, y: ArrayLike, *, baseline=None, X_baseline=None,
+                       class_counts: ArrayLike | None = None, name: str | None = None,
+                       baseline_name: str | None = None, ax=None, smooth: int | None = 7,
+                       show_counts: bool = True, title: str | None = None) -> LongTailDisplay:
         """Plot the per-class accuracy of a fitted classifier (and of a baseline).
 
         Parameters
@@ -211,9 +217,12 @@ class LongTailDisplay:
                                      show_counts, title)
 
     @classmethod
-    def from_predictions(cls, y_true, y_pred, *, class_counts, classes=None,
-                         y_pred_baseline=None, name=None, baseline_name=None, ax=None,
-                         smooth=7, show_counts=True, title=None):
+    def from_predictions(cls, y_true: ArrayLike, y_pred: ArrayLike, *, class_counts: ArrayLike,
+                         classes: ArrayLike | None = None,
+                         y_pred_baseline: ArrayLike | Mapping[str, ArrayLike] | None = None,
+                         name: str | None = None, baseline_name: str | None = None, ax=None,
+                         smooth: int | None = 7, show_counts: bool = True,
+                         title: str | None = None) -> LongTailDisplay:
         """Plot per-class accuracy from true and predicted labels.
 
         Parameters
@@ -238,7 +247,7 @@ class LongTailDisplay:
         """
         classes = np.unique(y_true) if classes is None else np.asarray(classes)
         y_pred = {name or "predictions": y_pred}
-        if isinstance(y_pred_baseline, dict):
+        if isinstance(y_pred_baseline, Mapping):
             y_pred.update(y_pred_baseline)
         elif y_pred_baseline is not None:
             y_pred[baseline_name or "baseline"] = y_pred_baseline

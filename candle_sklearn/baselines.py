@@ -6,6 +6,7 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import normalize
@@ -14,7 +15,7 @@ from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .templates import encode_class_names
+from .templates import Templates, encode_class_names
 
 
 def _labels_1d(name, values):
@@ -89,8 +90,10 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         "logit_scale": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def __init__(self, classes=None, *, class_names=None, text_features=None, encoder=None,
-                 templates=None, logit_scale=100.0):
+    def __init__(self, classes: ArrayLike | None = None, *,
+                 class_names: ArrayLike | None = None, text_features: ArrayLike | None = None,
+                 encoder: object | None = None, templates: Templates | None = None,
+                 logit_scale: float = 100.0):
         self.classes = classes
         self.class_names = class_names
         self.text_features = text_features
@@ -99,7 +102,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         self.logit_scale = logit_scale
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> ZeroShotClassifier:
         """Record the classes and their text features.
 
         Parameters
@@ -169,21 +172,21 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         # float64: softmax and log-sum-exp of scores up to +-logit_scale
         return self.logit_scale * normalize(X.astype(np.float64)) @ self.text_features_.T
 
-    def decision_function(self, X):
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Scaled cosine with each class's text feature (n_samples, n_classes); for two
         classes, the score of ``classes_[1]`` minus that of ``classes_[0]``."""
         return _as_decision(self._scores(X))
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Softmax of the scaled cosines; columns follow ``classes_``."""
         return softmax(self._scores(X))
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Log of :meth:`predict_proba`."""
         scores = self._scores(X)
         return scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """The class whose text feature is the most similar."""
         scores = self._scores(X)  # checks fitted before classes_ is read
         return self.classes_[np.argmax(scores, axis=1)]
@@ -238,7 +241,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def __init__(self, C=1.0, *, tau=0.0, max_iter=1000):
+    def __init__(self, C: float = 1.0, *, tau: float = 0.0, max_iter: int = 1000):
         self.C = C
         self.tau = tau
         self.max_iter = max_iter
@@ -249,7 +252,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> LinearProbeClassifier:
         """Fit the logistic regression on L2-normalised ``X``.
 
         Parameters
@@ -284,21 +287,21 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             z = np.stack([np.zeros_like(z), z], axis=1)
         return z - self.tau * self.log_prior_
 
-    def decision_function(self, X):
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Adjusted logits (n_samples, n_classes); for two classes, the logit of
         ``classes_[1]`` minus that of ``classes_[0]`` (n_samples,)."""
         return _as_decision(self._logits(X))
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Softmax of the adjusted logits; columns follow ``classes_``."""
         return softmax(self._logits(X))
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Log of :meth:`predict_proba`."""
         z = self._logits(X)
         return z - np.logaddexp.reduce(z, axis=1, keepdims=True)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """The class of the highest adjusted logit."""
         logits = self._logits(X)  # checks fitted before classes_ is read
         return self.classes_[np.argmax(logits, axis=1)]
