@@ -38,7 +38,8 @@ def sdist(tmp_path_factory):
     archive = out / run.stdout.strip().splitlines()[-1]
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-        tar.extractall(out, filter="data")
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(out, **safe)
     top = out / names[0].split("/")[0]
     return top, {n.split("/", 1)[1] for n in names if "/" in n}
 
