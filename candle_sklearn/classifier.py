@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ._calibration import best_bias
 from ._head import CONTEXTS, CandleHead
 from ._train import TrainConfig, resolve_device, score, seeded, train_head
+from .templates import encode_class_names
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
@@ -37,19 +38,8 @@ def _duplicates(values):
 
 
 def prompts_text_features(encoder, names, templates):
-    """Text features (C, D) from ``encoder.encode_text``: per class, the mean of the
-    L2-normalised embeddings of every template filled with the class name."""
-    names = [str(n).replace("_", " ") for n in names]
-    total = None
-    for template in templates:
-        emb = np.asarray(encoder.encode_text([template.format(n) for n in names]),
-                         dtype=np.float64)
-        if emb.ndim != 2 or emb.shape[0] != len(names):
-            raise ValueError(f"encoder.encode_text returned shape {emb.shape} for "
-                             f"{len(names)} prompts; expected ({len(names)}, dim)")
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        total = emb if total is None else total + emb
-    return (total / np.linalg.norm(total, axis=1, keepdims=True)).astype(np.float32)
+    """Text features (C, D): :func:`candle_sklearn.templates.encode_class_names`."""
+    return encode_class_names(encoder, names, templates)
 
 
 class CandleClassifier(ClassifierMixin, BaseEstimator):

@@ -4,6 +4,8 @@ medium / few-shot accuracy, as functions and as scorers for model selection."""
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from ._display import LongTailDisplay  # noqa: F401  (public here, with the metrics it plots)
+
 
 def harmonic_mean(a, b):
     """``2ab / (a + b)``; 0 when both are 0, NaN when either is NaN."""
