@@ -13,6 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 CONTEXTS = ("isolated", "batch")
+# Class-class attention scores are materialised in blocks of query rows of at most this
+# many bytes (the class tokens' own attention goes through PyTorch's flash kernels).
+CLASS_BLOCK_BYTES = 256 * 2**20
 
 
 def _cosine(a, b):
@@ -38,6 +41,9 @@ class ClassContext(NamedTuple):
     cross: torch.Tensor | None = None  # (H, H, M, dh) W_h^T G_h'm
     fused_head_out: torch.Tensor | None = None  # (H, M) <F_m, G_hm>
     head_out_gram: torch.Tensor | None = None  # (M, H, H) <G_hm, G_h'm>
+    # isolated inference only: s * (gamma * n(P~) + n(T~)), so that z^vt + z^vv of a fused
+    # image u is one product s * n(u) @ class_matrix^T
+    class_matrix: torch.Tensor | None = None  # (C, D)
 
 
 class CrossModalFusion(nn.Module):
@@ -105,10 +111,14 @@ class CrossModalFusion(nn.Module):
     def with_closed_form(self, ctx):
         """Add to ``ctx`` the class-only terms of batch-of-one scoring; once per predict."""
         scale = ctx.queries.shape[-1] ** -0.5
-        s_cc = ctx.queries @ ctx.keys.transpose(-1, -2) * scale  # (H, M, M)
-        lse = torch.logsumexp(s_cc, dim=-1, keepdim=True)
-        class_out = torch.softmax(s_cc, dim=-1) @ ctx.values  # (H, M, dh)
-        del s_cc
+        heads, m = ctx.queries.shape[:2]
+        block = max(1, CLASS_BLOCK_BYTES // (4 * heads * m))  # (H, block, M) scores at most
+        lse, class_out = [], []
+        for start in range(0, m, block):
+            s_cc = ctx.queries[:, start:start + block] @ ctx.keys.transpose(-1, -2) * scale
+            lse.append(torch.logsumexp(s_cc, dim=-1, keepdim=True))
+            class_out.append(torch.softmax(s_cc, dim=-1) @ ctx.values)  # (H, block, dh)
+        lse, class_out = torch.cat(lse, dim=1), torch.cat(class_out, dim=1)
         w = self._head_slices(self.attn.out_proj.weight)  # (H, D, dh)
         head_out = class_out @ w.transpose(-1, -2)  # (H, M, D)
         return ctx._replace(
@@ -246,11 +256,22 @@ class CandleHead(nn.Module):
             head.load_state_dict(state_dict)
         return head.eval()
 
+    def train(self, mode=True):
+        self.__dict__.pop("_scorers", None)  # parameters may change: drop fitted contexts
+        return super().train(mode)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state)  # a copy: never drop the live module's attributes
+        state.pop("_scorers", None)  # recomputed after loading
+        return state
+
     @torch.no_grad()
     def add_new_classes(self, text_features):
         """Append new classes after the last one, virtual prototypes from their text."""
         if not self.has_text:
             raise ValueError("a head without text features cannot take new classes")
+        self.__dict__.pop("_scorers", None)
         text_features = text_features.to(self.text_features)
         self.text_features = torch.cat([self.text_features, text_features])
         old = self.virtual_prototypes
@@ -315,7 +336,13 @@ class CandleHead(nn.Module):
         """Fuse the class tokens once, for inference over any number of images."""
         P, T = self.class_tokens()
         ctx = self.fusion.fuse_class_tokens(self._class_sequence(P, T))
-        return self.fusion.with_closed_form(ctx) if self.context == "batch" else ctx
+        if self.context == "batch":
+            return self.fusion.with_closed_form(ctx)
+        P_f, T_f = self._split_classes(ctx.fused)
+        matrix = self.visual_scale * F.normalize(P_f, dim=-1)
+        if T_f is not None:
+            matrix = matrix + F.normalize(T_f, dim=-1)
+        return ctx._replace(class_matrix=self.logit_scale * matrix)
 
     def scores(self, X, ctx=None):
         """Inference scores z^vt + z^vv (n, C); each row depends on its image only.
@@ -328,14 +355,24 @@ class CandleHead(nn.Module):
         U = X @ self.W_v
         if self.context == "isolated":
             U_f = self.fusion.fuse_images(U, ctx)
-            P_f, T_f = self._split_classes(ctx.fused)
-            zvt, zvv = self._fused_logits(U_f, P_f, T_f)
+            return F.normalize(U_f, dim=-1) @ ctx.class_matrix.T
         else:
             cosine = self.fusion.batch_of_one_cosine(U, ctx)
             c = self.n_classes
             zvv = self.logit_scale * self.visual_scale * cosine[:, :c]
             zvt = self.logit_scale * cosine[:, c:] if self.has_text else None
         return zvv if zvt is None else zvt + zvv
+
+    def flops_per_image(self):
+        """Floating-point operations that scoring one image costs, roughly."""
+        dim, heads = self.visual_prototypes.shape[1], self.fusion.n_heads
+        m = self.n_classes * (2 if self.has_text else 1)
+        # projections (W_v, in, out: 5 D^2), attention to M class tokens, one product
+        # with the C rows of the class matrix
+        isolated = 2 * (5 * dim * dim + (2 * m + self.n_classes) * dim)
+        if self.context == "isolated":
+            return isolated
+        return isolated + 2 * (3 * heads * m * dim + 2 * heads * heads * m * dim // heads)
 
     def elements_per_image(self):
         """Tensor elements that scoring one image holds at its peak (for chunking)."""

@@ -2,7 +2,6 @@
 with prototype rows, seeding, devices. Torch only."""
 
 import contextlib
-import copy
 import math
 from dataclasses import dataclass
 
@@ -179,26 +178,3 @@ def _record(history, running, seen, head, step, on_epoch):
     _check_finite(head, history[-1], step)
     if on_epoch is not None:
         on_epoch(len(history) - 1, history[-1])
-
-
-def inference_copy(head, device):
-    """A copy of ``head`` ready to score on ``device``.
-
-    On CPU it runs in float64, so that a sample's scores do not move with the size of
-    the batch it is scored in (BLAS kernels differ by matrix shape at float32 level).
-    """
-    head = copy.deepcopy(head).to(device).eval()
-    return head.double() if device.type == "cpu" else head
-
-
-@torch.inference_mode()
-def score(head, X, *, device, max_chunk_bytes=256 * 2**20):
-    """Scores (n, C) in head order for features ``X``, computed in chunks of rows."""
-    head = inference_copy(head, device)
-    dtype = next(head.parameters()).dtype
-    ctx = head.class_context()
-    per_row = head.elements_per_image() * dtype.itemsize
-    chunk = max(1, min(X.shape[0], max_chunk_bytes // per_row))
-    out = [head.scores(X[i:i + chunk].to(device, dtype), ctx).float().cpu()
-           for i in range(0, X.shape[0], chunk)]
-    return torch.cat(out) if out else torch.empty(0, head.n_classes)

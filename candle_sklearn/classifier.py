@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 
 from ._calibration import plateau_bias, rate_matched_bias
 from ._head import CONTEXTS, CandleHead
-from ._train import (TrainConfig, TrainingDivergedError, resolve_device, score, seeded,
-                     train_head)
+from ._inference import scorer_for
+from ._train import TrainConfig, TrainingDivergedError, resolve_device, seeded, train_head
 from .templates import encode_class_names
 
 
@@ -334,8 +334,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             history = self._train(head, X_t, y_t, torch.as_tensor(counts[order]), seed, device)
         bias, calibration = self._new_class_bias(
             X, y_idx, classes, counts, text, seed,
-            lambda Z: _in_class_order(score(head, torch.tensor(Z / scale), device=device),
-                                      order))
+            lambda Z: _in_class_order(scorer_for(head, device)(Z / scale), order))
 
         self.classes_ = classes
         self.class_counts_ = counts
@@ -363,7 +362,8 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             biases = [plateau_bias(d["scores"], d["y"], d["new_col"], d["new_row"],
                                    CALIBRATION_TOLERANCE)[0] for d in draws]
             record = [{"held_out": d["held_out"], "bias": b} for d, b in zip(draws, biases)]
-            return float(np.mean(biases)), {"method": "held-out classes", "draws": record}
+            return float(np.mean(biases)), {"method": "held-out classes", "draws": record,
+                                            "n_held_out_classes": len(draws[0]["held_out"])}
         # One base class: nothing to hold out. Be as ready to answer "new" on the
         # training images as zero-shot CLIP is on them.
         rate = float(np.mean(_zero_shot(X, text)[:, counts == 0].max(axis=1)
@@ -558,8 +558,8 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         """Scores (n, n_classes) in ``classes_`` order."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        scores = _in_class_order(score(self.head_, torch.tensor(X / self.feature_scale_),
-                                       device=resolve_device(self.device)), self.head_order_)
+        scorer = scorer_for(self.head_, resolve_device(self.device))
+        scores = _in_class_order(scorer(X / self.feature_scale_), self.head_order_)
         if calibrated:
             scores[:, self.class_counts_ == 0] += self.new_class_bias_
         return scores

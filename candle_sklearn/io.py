@@ -59,7 +59,8 @@ _CLASSES: dict[str, type] = {
 # attribute that is not listed (or handled below), so none is dropped silently.
 _FITTED: dict[str, tuple[str, ...]] = {
     "CandleClassifier": ("classes_", "class_counts_", "base_classes_", "new_classes_",
-                         "class_names_", "text_features_", "head_order_", "new_class_bias_",
+                         "class_names_", "text_features_", "head_order_", "feature_scale_",
+                         "new_class_bias_",
                          "calibration_", "history_", "n_features_in_", "feature_names_in_"),
     "ClipEmbedder": ("embed_dim_",),
     "ZeroShotClassifier": ("classes_", "class_names_", "text_features_", "n_features_in_",

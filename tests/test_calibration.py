@@ -61,9 +61,8 @@ def test_zero_bias_keeps_previous_behaviour(data):
     scores = a.decision_function(data.X_test)
     import torch
 
-    from candle_sklearn._train import score
-    raw = score(a.head_, torch.tensor(data.X_test / a.feature_scale_),
-                device=torch.device("cpu")).numpy()
+    from candle_sklearn._inference import HeadScorer
+    raw = HeadScorer(a.head_, torch.device("cpu"))(data.X_test / a.feature_scale_).numpy()
     np.testing.assert_allclose(scores[:, a.head_order_], raw, rtol=1e-6, atol=1e-5)
 
 

@@ -40,9 +40,12 @@ def test_predictions_do_not_depend_on_the_batch(small_data, context):
     X = small_data.X_test
     full = clf.predict_proba(X)
     perm = np.random.default_rng(0).permutation(len(X))
-    np.testing.assert_allclose(clf.predict_proba(X[perm]), full[perm], rtol=1e-7, atol=1e-12)
+    # bitwise: fixed-shape float32 chunks give every row the same kernels
+    np.testing.assert_array_equal(clf.predict_proba(X[perm]), full[perm])
     one_by_one = np.vstack([clf.predict_proba(X[i:i + 1]) for i in range(0, len(X), 17)])
-    np.testing.assert_allclose(one_by_one, full[::17], rtol=1e-7, atol=1e-12)
+    np.testing.assert_array_equal(one_by_one, full[::17])
+    mixed = np.vstack([X[:3], X[::-1], 100 * X[:5]])  # other chunk-mates, other chunks
+    np.testing.assert_array_equal(clf.predict_proba(mixed)[:3], full[:3])
 
 
 def test_fitted_attributes_and_new_classes(small_data):
@@ -245,3 +248,29 @@ def test_fit_on_gpu_predict_on_cpu_after_pickle(small_data):
     np.testing.assert_allclose(cpu.predict_proba(small_data.X_test), on_gpu, atol=1e-3)
     np.testing.assert_array_equal(cpu.predict(small_data.X_test),
                                   gpu.predict(small_data.X_test))
+
+
+def test_fitted_class_context_is_reused_dropped_on_change_and_never_pickled(small_data):
+    from candle_sklearn._inference import HeadScorer
+
+    clf = _fit(small_data)
+    before = clf.predict_proba(small_data.X_test)
+    scorer = clf.head_._scorers["cpu"]
+    clf.predict(small_data.X_test[:2])
+    assert clf.head_._scorers["cpu"] is scorer  # computed once, reused
+    loaded = joblib.load(_dumped(clf))
+    assert "_scorers" not in vars(loaded.head_)
+    np.testing.assert_array_equal(loaded.predict_proba(small_data.X_test), before)
+    assert "_scorers" in vars(clf.head_)  # pickling did not strip the live model
+    clf.add_classes([100], text_features=small_data.text_features[:1])
+    assert "_scorers" not in vars(clf.head_)  # the old context is gone
+    assert clf.predict_proba(small_data.X_test).shape[1] == len(small_data.classes) + 1
+    assert clf.head_._scorers["cpu"] is not scorer
+    assert isinstance(scorer, HeadScorer)
+
+
+def _dumped(obj):
+    buf = io.BytesIO()
+    joblib.dump(obj, buf)
+    buf.seek(0)
+    return buf

@@ -168,7 +168,8 @@ def test_pipeline_roundtrip_as_on_another_machine(tiny_weights, image_dir, tmp_p
     loaded = candle_sklearn.load(path)
     assert loaded.named_steps["candle"].encoder is loaded.named_steps["clip"]
     proba = loaded.predict_proba(paths)
-    np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-12)
+    # CLIP re-encodes the images in other batches: float32 noise, then a float32 head
+    np.testing.assert_allclose(proba, expected, rtol=1e-4, atol=1e-9)
     np.testing.assert_array_equal(loaded.predict(paths), pipe.predict(paths))
 
 

@@ -1,0 +1,80 @@
+"""Serving-speed scoring of a fitted Candle head. Torch only.
+
+After ``fit`` the class context is constant: the class tokens fused among themselves,
+their per-head keys and values and, for ``context="batch"``, the class-only terms of the
+closed form. A :class:`HeadScorer` computes it once and then costs each sample only its
+own projections and its products with that context (O(C·D) beyond O(D²)).
+
+Samples are scored in float32, in chunks of one fixed shape (the last one padded). A
+BLAS kernel's arithmetic for a row depends on the shape of the product it takes part in
+(one to three rows take another kernel than four or more, for instance), never on the
+other rows of a product of the same shape; so fixed-shape chunks make a sample's scores
+bitwise the same whatever it is predicted with, at float32 speed.
+"""
+
+import copy
+
+import torch
+
+# Per chunk: enough rows that reading the class context (keys, values, fused tokens:
+# megabytes at 1,000 classes) is shared by many samples and the Python and kernel-launch
+# overhead is amortised, few enough that one sample (padded to a chunk) stays fast.
+# Rows are a power of two between the limits, memory bounded.
+TARGET_FLOPS = {"cpu": 1e8, "cuda": 5e9}
+ROWS = {"cpu": (16, 256), "cuda": (256, 8192)}
+MAX_CHUNK_BYTES = 256 * 2**20
+
+
+def chunk_rows(head, device_type):
+    """Rows per chunk for ``head``: a function of the head and device only, never of the
+    input, so that every sample meets the same kernels."""
+    low, high = ROWS.get(device_type, ROWS["cpu"])
+    rows = min(max(TARGET_FLOPS.get(device_type, 1e8) / head.flops_per_image(), low), high,
+               MAX_CHUNK_BYTES / (4 * head.elements_per_image()))
+    return 1 << max(int(rows).bit_length() - 1, 0)
+
+
+class HeadScorer:
+    """Scores ``z^vt + z^vv`` of a fitted head, per sample, in float32.
+
+    Parameters
+    ----------
+    head : CandleHead
+        The fitted head (on CPU). It is used as is on CPU, copied to other devices.
+    device : torch.device
+    """
+
+    def __init__(self, head, device):
+        self.device = device
+        head = head if device.type == "cpu" else copy.deepcopy(head).to(device)
+        self.head = head.float().eval()
+        with torch.inference_mode():
+            self.context = self.head.class_context()
+        self.rows = chunk_rows(self.head, device.type)
+
+    @torch.inference_mode()
+    def __call__(self, X):
+        """Scores (n, C) in head order, float32 on CPU, for features ``X`` (n, D)."""
+        X = torch.as_tensor(X, dtype=torch.float32)
+        n, rows = X.shape[0], self.rows
+        padded = torch.zeros(-(-n // rows) * rows, X.shape[1])
+        padded[:n] = X
+        out = torch.empty(padded.shape[0], self.head.n_classes)
+        block = max(rows, (64 * 2**20) // (4 * max(self.head.n_classes, 1)) // rows * rows)
+        for start in range(0, padded.shape[0], block):  # one host transfer per block
+            part = padded[start:start + block].to(self.device, non_blocking=True)
+            scores = [self.head.scores(part[i:i + rows], self.context)
+                      for i in range(0, part.shape[0], rows)]
+            out[start:start + part.shape[0]] = torch.cat(scores).cpu()
+        return out[:n]
+
+
+def scorer_for(head, device):
+    """The head's cached scorer for ``device``, made at first use. The head drops its
+    scorers whenever its parameters may change (training, added classes) and when it is
+    pickled (they are recomputed after loading)."""
+    scorers = head.__dict__.setdefault("_scorers", {})
+    if str(device) not in scorers:
+        scorer = HeadScorer(head, device)
+        head.__dict__.setdefault("_scorers", {})[str(device)] = scorer
+    return head.__dict__["_scorers"][str(device)]
