@@ -299,7 +299,6 @@ def _write_rows(f, rows, fields):
 
 def _evaluate(args):
     from ._results import format_table
-    from .demo import LEGEND
     from .tasks import evaluate_image_folder, per_class_table
 
     model = _load(args)
@@ -315,7 +314,7 @@ def _evaluate(args):
                                    verbose=_verbose(args))
     print(format_table(result.summary, [c for c in ("base", "new", "hm", "joint_hm", "many",
                                                      "medium", "few")]))
-    print("\n" + LEGEND + "\n")
+    print("\n" + EVALUATE_LEGEND + "\n")
     print(per_class_table(result.per_class, result.methods))
     if args.output:
         from ._results import write_csv
@@ -325,6 +324,13 @@ def _evaluate(args):
         _log(args, f"wrote the per-class table to {args.output}")
     if result.plot:
         _log(args, f"long-tail plot: {result.plot}")
+
+
+EVALUATE_LEGEND = """\
+base/new/hm: reference protocol (new-class images scored among new classes, uncalibrated
+scores); joint_hm: every image among all classes; many/medium/few: base classes with >100,
+20-100, <20 training images; '--': no test image of that kind. Per class: accuracy of the
+joint prediction (what predict returns)."""
 
 
 def _reproduce(args):

@@ -121,7 +121,7 @@ def run_world(seed=0, verbose=1, model_name="candle-tiny", pretrained="bundled",
 
 def _moving_average(values, width):
     """Centred moving average that shrinks its window at the ends (no zero padding)."""
-    kernel = np.ones(width)
+    kernel = np.ones(max(1, min(width, len(values))))  # "same" keeps len only if <= len
     return (np.convolve(values, kernel, mode="same")
             / np.convolve(np.ones_like(values), kernel, mode="same"))
 
@@ -140,6 +140,8 @@ def plot_long_tail(data, per_class, path):
     for (name, acc), marker in zip(per_class.items(), "osd"):
         ax.plot(x, acc[order], marker, ms=4, alpha=0.75, label=name)
         for part in (slice(0, n_base), slice(n_base, None)):  # base and new apart
+            if not len(x[part]):
+                continue
             ax.plot(x[part], _moving_average(acc[order][part], 7), "-", lw=1.5,
                     color=ax.lines[-1].get_color())
     ax.axvline(n_base - 0.5, color="grey", ls="--", lw=1)

@@ -19,8 +19,9 @@ from ._baselines import LinearProbe, zero_shot_scores
 from ._file_features import embed_files
 from ._results import (COLUMNS, average_over_datasets, format_table, mean_std, timed_row,
                        write_csv)
-from .datasets import (BASE_TO_NEW_DATASETS, DatasetError, base_to_new_split, dataset_spec,
-                       find_coop_datasets, imbalanced_fewshot_indices, load_coop_dataset)
+from .datasets import (BASE_TO_NEW_DATASETS, DatasetError, base_to_new_split, dataset_folder,
+                       dataset_spec, find_coop_datasets, imbalanced_fewshot_indices,
+                       load_coop_dataset)
 
 #: The reference's training recipe (its example script and config), as CandleClassifier
 #: parameters; the package's defaults are faster at equal accuracy (docs/benchmarks.md).
@@ -348,6 +349,20 @@ def transfer_report(records, seeds):
 
 
 # ------------------------------------------------------------------ one command
+def _write_settings(output, **settings):
+    """``output/run.json``: what was run, with which versions."""
+    import sklearn
+    import torch
+
+    from . import __version__
+
+    settings["candle_params"] = settings.get("candle_params") or {}
+    settings["versions"] = {"candle_sklearn": __version__, "torch": torch.__version__,
+                            "scikit-learn": sklearn.__version__}
+    with open(os.path.join(output, "run.json"), "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=2, default=str)
+
+
 def reproduce(dataset=None, root=".", *, train=None, test=(), output="candle_reproduce",
               cache_dir=None, seeds=(1, 2, 3), verbose=1, **options):
     """Run a setting of the paper and write its files; returns the printed report.
@@ -362,28 +377,30 @@ def reproduce(dataset=None, root=".", *, train=None, test=(), output="candle_rep
     if (dataset is None) == (train is None):
         raise DatasetError("give either a dataset (base to new) or --train with --test "
                            "(transfer)")
-    os.makedirs(output, exist_ok=True)
-    cache_dir = os.path.join(output, "cache") if cache_dir is None else cache_dir
-    _say(verbose, f"embedding cache: {os.path.abspath(cache_dir)}")
-    settings = {"dataset": dataset, "train": train, "test": list(test), "root": os.fspath(root),
-                "seeds": list(seeds), "cache_dir": os.fspath(cache_dir),
-                **{k: v for k, v in options.items() if k != "candle_params"},
-                "candle_params": options.get("candle_params") or {}}
-    with open(os.path.join(output, "run.json"), "w", encoding="utf-8") as f:
-        json.dump(settings, f, indent=2, default=str)
-    if train is not None:
-        if not test:
-            raise DatasetError("--train needs --test: the datasets to test on")
-        records = transfer(train, test, root, seeds=seeds, cache_dir=cache_dir,
-                           verbose=verbose, **options)
-        write_csv(os.path.join(output, "results.csv"), records, TRANSFER_FIELDS)
-        report = transfer_report(records, seeds)
-    else:
+    if train is not None and not test:
+        raise DatasetError("--train needs --test: the datasets to test on")
+    if not os.path.isdir(os.path.expanduser(os.fspath(root))):
+        raise DatasetError(f"data root {root} is not a folder")
+    if train is None:  # names first: a typo fails before anything is written
         names = (find_coop_datasets(root) if str(dataset).lower() == "all"
                  else [dataset_spec(dataset).name])
         if not names:
             raise DatasetError(f"no dataset of {', '.join(BASE_TO_NEW_DATASETS)} found under "
                                f"{os.path.abspath(root)}")
+    for name in ([train, *test] if train is not None else names):
+        if dataset_folder(name, root) is None:
+            load_coop_dataset(name, root)  # raises the error that says where to get it
+    os.makedirs(output, exist_ok=True)
+    cache_dir = os.path.join(output, "cache") if cache_dir is None else cache_dir
+    _say(verbose, f"embedding cache: {os.path.abspath(cache_dir)}")
+    _write_settings(output, dataset=dataset, train=train, test=list(test), root=root,
+                    seeds=list(seeds), cache_dir=cache_dir, **options)
+    if train is not None:
+        records = transfer(train, test, root, seeds=seeds, cache_dir=cache_dir,
+                           verbose=verbose, **options)
+        write_csv(os.path.join(output, "results.csv"), records, TRANSFER_FIELDS)
+        report = transfer_report(records, seeds)
+    else:
         records = []
         for name in names:
             records += base_to_new(name, root, seeds=seeds, cache_dir=cache_dir,

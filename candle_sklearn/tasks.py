@@ -3,7 +3,6 @@ folder (plus names of classes without images), save and load it, predict files, 
 and globs, and evaluate on a test folder (per-class table and long-tail plot)."""
 
 import os
-import pickle
 import sys
 
 import numpy as np
@@ -45,9 +44,9 @@ def load_model(path):
         raise ModelFileError(f"model file {path} not found")
     try:
         model = joblib.load(path)
-    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError,
-            AttributeError, ModuleNotFoundError) as exc:
-        raise ModelFileError(f"{path} is not a saved candle-sklearn model ({exc})") from None
+    except Exception as exc:  # any byte string can fail to unpickle in any way
+        raise ModelFileError(f"{path} is not a saved candle-sklearn model "
+                             f"({type(exc).__name__} while loading it)") from None
     if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
         raise ModelFileError(f"{path} holds a {type(model).__name__}, not a fitted model")
     return model

@@ -347,5 +347,5 @@ def find_coop_datasets(root, names=BASE_TO_NEW_DATASETS):
 
 
 __all__ = ["BASE_TO_NEW_DATASETS", "DATASETS", "IMAGENET_VARIANTS", "DatasetSpec",
-           "dataset_spec", "find_coop_datasets", "load_coop_dataset",
+           "dataset_folder", "dataset_spec", "find_coop_datasets", "load_coop_dataset",
            "read_imagenet_classnames"]
