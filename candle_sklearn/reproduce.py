@@ -230,10 +230,15 @@ SUMMARY_FIELDS = ("dataset", "method", "n_seeds",
 
 
 # ------------------------------------------------------------------ transfer
-def _is_same_label_space(source, target):
-    """Domain generalisation (the target's classes are source classes, by id) rather
-    than cross-dataset transfer (new classes)."""
-    return set(target.class_ids.tolist()) <= set(source.class_ids.tolist())
+TRANSFER_METHODS = ("candle", "candle-source-classes", "zero-shot", "linear-probe")
+
+
+def _source_columns(source, target):
+    """For each target class, its column among the source classes (matched by class id:
+    WordNet ids for the ImageNet family), or None when some target class is not one."""
+    col_of = {c: i for i, c in enumerate(source.class_ids.tolist())}
+    ids = target.class_ids.tolist()
+    return np.array([col_of[c] for c in ids]) if all(c in col_of for c in ids) else None
 
 
 def transfer(source, targets, root, *, model_name="ViT-B-16", pretrained="openai",
@@ -242,18 +247,20 @@ def transfer(source, targets, root, *, model_name="ViT-B-16", pretrained="openai
              on_error="stop", verbose=1):
     """Fit on ``source`` (every class, few-shot and long-tailed), test on ``targets``.
 
-    A target whose classes are source classes (the ImageNet variants for an ImageNet
-    source, matched by WordNet id; -A and -R hold 200 of them) is scored among its own
-    classes by the model fitted on the source (domain generalisation). Any other target
-    is cross-dataset transfer: as in the reference, Candle is fitted once per target with
-    the target's class names as new classes and scored among the target's classes; the
-    linear probe cannot score it. Parameters as :func:`base_to_new`.
+    As in the reference (``TRAINER.TASK XD``), for every target Candle is fitted with the
+    target's class names appended as new classes (virtual prototypes) and scored among
+    them: method ``candle``. This holds for cross-dataset targets and for the ImageNet
+    variants alike. A target whose classes are source classes (the ImageNet variants for
+    an ImageNet source, matched by WordNet id; -A and -R hold 200 of the 1000) is also
+    scored by the source-only model among the matching source classes:
+    ``candle-source-classes``, and the linear probe likewise; the linear probe cannot
+    score other targets. Zero-shot uses the target's own prompts. The source's own test
+    set comes first, scored by the source-only model. Parameters as :func:`base_to_new`.
 
     Returns
     -------
     records : list of dict
-        Keys ``source, target, method, seed, accuracy, seconds, n_train, n_test``; the
-        source's own test set is the first target.
+        Keys ``source, target, method, seed, accuracy, seconds, n_train, n_test``.
     """
     src_spec = dataset_spec(source)
     if src_spec.kind == "variant":
@@ -273,69 +280,85 @@ def transfer(source, targets, root, *, model_name="ViT-B-16", pretrained="openai
         feats = _Features(embedder, data.test.paths, np.arange(len(data.test.labels)),
                           on_error, verbose, f"{name} test")
         X, idx = feats.take(np.arange(len(data.test.labels)))
-        tests[name] = (data, X, data.test.labels[idx], _text(embedder, data))
-    src_text = tests[src.name][3]
+        tests[name] = Bunch(data=data, X=X, y=data.test.labels[idx],
+                            text=_text(embedder, data))
     records = []
     for seed in seeds:
         X_tr, idx = train.take(train_idx[seed])
         y_tr = src.train.labels[idx]
         _say(verbose, f"{src.name}, seed {seed}: Candle on {len(y_tr)} training images")
-        fitted = {}
-        for name, (data, X, y, text) in tests.items():
-            same = name == src.name or _is_same_label_space(src, data)
-            for method, acc, seconds in _transfer_scores(src, data, X, y, X_tr, y_tr, src_text,
-                                                         text, same, seed, device,
-                                                         candle_params, verbose, fitted):
+        fit = _TransferFits(src, X_tr, y_tr, tests[src.name].text, seed, device,
+                            candle_params, verbose)
+        for name, test in tests.items():
+            for method, acc, seconds in fit.scores(name == src.name, test):
                 records.append({"source": src.name, "target": name, "method": method,
                                 "seed": seed, "accuracy": acc, "seconds": seconds,
-                                "n_train": len(y_tr), "n_test": len(y)})
+                                "n_train": len(y_tr), "n_test": len(test.y)})
     return records
 
 
 def _accuracy(scores, y, columns):
-    """Accuracy of ``argmax`` over ``columns`` (target label ``i`` is column
+    """Accuracy of the argmax over ``columns`` (target label ``i`` is column
     ``columns[i]``)."""
     return float(np.mean(np.argmax(scores[:, columns], axis=1) == y))
 
 
-def _transfer_scores(src, data, X, y, X_tr, y_tr, src_text, text, same, seed, device,
-                     candle_params, verbose, fitted):
-    n_src = len(src.classes)
-    if same:  # the target's labels are source columns, through the class ids
-        col_of = {c: i for i, c in enumerate(src.class_ids.tolist())}
-        columns = np.array([col_of[c] for c in data.class_ids.tolist()])
-        start = time.perf_counter()
-        if "candle" not in fitted:
-            fitted["candle"] = _candle(src.classes, src_text, seed, device, candle_params,
-                                       verbose).fit(X_tr, y_tr)
-            fitted["probe"] = LinearProbe().fit(X_tr, y_tr)
-        yield ("candle", _accuracy(fitted["candle"].predict_proba(X, calibrated=False), y,
-                                   columns), time.perf_counter() - start)
-        start = time.perf_counter()
-        yield ("zero-shot", _accuracy(zero_shot_scores(X, text), y, np.arange(len(columns))),
-               time.perf_counter() - start)
-        start = time.perf_counter()
-        yield ("linear-probe", _accuracy(fitted["probe"].scores(X, src.classes), y, columns),
-               time.perf_counter() - start)
-        return
-    # cross-dataset: the target's classes are new classes after the source's
+def _timed(method, score):
     start = time.perf_counter()
-    classes = np.arange(n_src + len(data.classes))
-    clf = _candle(classes, np.concatenate([src_text, text]), seed, device, candle_params,
-                  verbose).fit(X_tr, y_tr)
-    columns = n_src + np.arange(len(data.classes))
-    yield ("candle", _accuracy(clf.predict_proba(X, calibrated=False), y, columns),
-           time.perf_counter() - start)
-    start = time.perf_counter()
-    yield ("zero-shot", _accuracy(zero_shot_scores(X, text), y, np.arange(len(data.classes))),
-           time.perf_counter() - start)
+    acc = score()
+    return method, acc, time.perf_counter() - start
+
+
+class _TransferFits:
+    """The models of one seed: the source-only Candle and linear probe (fitted at first
+    use), and Candle with a target's classes as new classes (fitted per target)."""
+
+    def __init__(self, src, X, y, text, seed, device, candle_params, verbose):
+        self.src, self.X, self.y, self.text = src, X, y, text
+        self.args = (seed, device, candle_params, verbose)
+        self._source = {}
+
+    def source_model(self, kind):
+        if not self._source:
+            self._source["candle"] = _candle(self.src.classes, self.text,
+                                             *self.args).fit(self.X, self.y)
+            self._source["probe"] = LinearProbe().fit(self.X, self.y)
+        return self._source[kind]
+
+    def with_new_classes(self, test):
+        n_src = len(self.src.classes)
+        classes = np.arange(n_src + len(test.data.classes))
+        clf = _candle(classes, np.concatenate([self.text, test.text]), *self.args)
+        return clf.fit(self.X, self.y), n_src + np.arange(len(test.data.classes))
+
+    def scores(self, is_source, test):
+        """``(method, accuracy, seconds)`` of every method that can score ``test``."""
+        X, y, classes = test.X, test.y, self.src.classes
+        if is_source:
+            yield _timed("candle", lambda: _accuracy(self.source_model("candle").predict_proba(
+                X, calibrated=False), y, np.arange(len(classes))))
+        else:
+            def candle():
+                clf, columns = self.with_new_classes(test)
+                return _accuracy(clf.predict_proba(X, calibrated=False), y, columns)
+
+            yield _timed("candle", candle)
+        columns = np.arange(len(classes)) if is_source else _source_columns(self.src, test.data)
+        if columns is not None and not is_source:
+            yield _timed("candle-source-classes", lambda: _accuracy(
+                self.source_model("candle").predict_proba(X, calibrated=False), y, columns))
+        yield _timed("zero-shot", lambda: _accuracy(zero_shot_scores(X, test.text), y,
+                                                    np.arange(len(test.data.classes))))
+        if columns is not None:
+            yield _timed("linear-probe", lambda: _accuracy(
+                self.source_model("probe").scores(X, classes), y, columns))
 
 
 def transfer_report(records, seeds):
     """Mean ± std accuracy over seeds, one column per target."""
     targets = list(dict.fromkeys(r["target"] for r in records))
     table = {}
-    for method in METHODS:
+    for method in [m for m in TRANSFER_METHODS if any(r["method"] == m for r in records)]:
         row = {}
         for t in targets:
             rs = [r for r in records if r["method"] == method and r["target"] == t]

@@ -163,6 +163,7 @@ def _read_split_file(spec, path, image_dir):
                            "and 'test' lists")
     names = {}
     parts = {}
+    prefix = os.path.join(image_dir, "")
     for part in ("train", "val", "test"):
         paths, labels = [], []
         for i, item in enumerate(split[part]):
@@ -175,7 +176,7 @@ def _read_split_file(spec, path, image_dir):
             if names.setdefault(label, name) != name:
                 raise DatasetError(f"{spec.name}: {path}: label {label} is named both "
                                    f"{names[label]!r} and {name!r}")
-            paths.append(os.path.join(image_dir, rel))
+            paths.append(prefix + rel)
             labels.append(label)
         parts[part] = (paths, labels)
     return names, parts

@@ -30,10 +30,13 @@ def list_images(folder, extensions=IMG_EXTENSIONS, recursive=True):
     """Sorted paths of the image files in ``folder`` (and its sub-folders when
     ``recursive``); hidden files and hidden folders are skipped."""
     extensions = tuple(e.lower() for e in extensions)
-    if not recursive:
+    if not recursive:  # the fast path for ImageNet-sized class folders
+        prefix = os.path.join(folder, "")
         with os.scandir(folder) as entries:
-            return sorted(os.path.join(folder, e.name) for e in entries
-                          if _is_image(e.name, extensions) and not e.is_dir())
+            names = [e.name for e in entries if _is_image(e.name, extensions)
+                     and not e.is_dir()]
+        names.sort()
+        return [prefix + name for name in names]
     found = []
     for parent, dirs, files in os.walk(folder, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]

@@ -65,7 +65,12 @@ def fewshot_indices(labels, shots, random_state=None):
     if shots < 1:
         return np.arange(len(labels))
     rng = check_random_state(random_state)
-    chosen = [rng.permutation(np.flatnonzero(labels == c))[:shots] for c in np.unique(labels)]
+    # One stable sort groups every class's indices in ascending order (ImageNet: 1.28M
+    # labels in well under a second, where a scan per class takes seconds).
+    order = np.argsort(labels, kind="stable")
+    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
+    groups = np.split(order, starts[1:]) if len(order) else []
+    chosen = [rng.permutation(group)[:shots] for group in groups]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=int)
 
 
