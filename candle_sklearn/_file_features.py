@@ -28,7 +28,7 @@ def _unreadable(paths):
     return bad
 
 
-def embed_files(embedder, paths, *, on_error="stop", chunk_size=2048, desc="embedding",
+def embed_files(embedder, paths, *, on_error="stop", chunk_size=None, desc="embedding",
                 verbose=1):
     """Features of image files through a fitted :class:`~candle_sklearn.ClipEmbedder`.
 
@@ -39,8 +39,9 @@ def embed_files(embedder, paths, *, on_error="stop", chunk_size=2048, desc="embe
     on_error : {"stop", "skip"}, default="stop"
         At an unreadable image: raise :class:`ImageInputError` naming it, or leave it
         out with a :class:`SkippedImageWarning` naming it.
-    chunk_size : int, default=2048
-        Images per ``transform`` call (each call's embeddings reach the cache at once).
+    chunk_size : int, default=None
+        Images per ``transform`` call (each call's embeddings reach the cache at once, and
+        the progress bar moves); default 16 batches.
     desc : str
         Label of the progress bar (stderr), shown when ``verbose``.
 
@@ -53,6 +54,7 @@ def embed_files(embedder, paths, *, on_error="stop", chunk_size=2048, desc="embe
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
     paths = [os.fspath(p) for p in paths]
+    chunk_size = chunk_size or 16 * embedder.batch_size
     kept = np.ones(len(paths), dtype=bool)
     out = []
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not verbose) as bar:
@@ -67,8 +69,8 @@ def embed_files(embedder, paths, *, on_error="stop", chunk_size=2048, desc="embe
                 if on_error == "stop":
                     i, reason = next(iter(bad.items()))
                     raise ImageInputError(f"image {chunk[i]} could not be read: {reason} "
-                                          "(use --on-error skip to leave such images out)"
-                                          ) from None
+                                          "(--on-error skip / on_error='skip' leaves such "
+                                          "images out)") from None
                 listed = "; ".join(f"{chunk[i]} ({r})" for i, r in bad.items())
                 warnings.warn(f"skipped {len(bad)} unreadable image(s): {listed}",
                               SkippedImageWarning, stacklevel=2)

@@ -156,6 +156,9 @@ def base_to_new(dataset, root, *, model_name="ViT-B-16", pretrained="openai", sh
     _say(verbose, f"{spec.name}: {len(data.classes)} classes, {len(data.train.labels)} "
                   f"training and {len(data.test.labels)} test images listed in "
                   f"{time.perf_counter() - start:.1f} s")
+    if len(data.classes) != spec.n_classes:
+        _say(verbose, f"note: the paper's {spec.name} has {spec.n_classes} classes; results "
+                      "on this copy are not comparable with its table")
     splits = {seed: base_to_new_split(data.train.labels, data.test.labels, data.classes,
                                       shots=shots, imbalance_ratio=ratio, random_state=seed)
               for seed in seeds}
