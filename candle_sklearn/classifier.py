@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ._calibration import best_bias
 from ._head import CONTEXTS, CandleHead
 from ._train import TrainConfig, resolve_device, score, seeded, train_head
+from .templates import encode_class_names
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
@@ -37,19 +38,8 @@ def _duplicates(values):
 
 
 def prompts_text_features(encoder, names, templates):
-    """Text features (C, D) from ``encoder.encode_text``: per class, the mean of the
-    L2-normalised embeddings of every template filled with the class name."""
-    names = [str(n).replace("_", " ") for n in names]
-    total = None
-    for template in templates:
-        emb = np.asarray(encoder.encode_text([template.format(n) for n in names]),
-                         dtype=np.float64)
-        if emb.ndim != 2 or emb.shape[0] != len(names):
-            raise ValueError(f"encoder.encode_text returned shape {emb.shape} for "
-                             f"{len(names)} prompts; expected ({len(names)}, dim)")
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        total = emb if total is None else total + emb
-    return (total / np.linalg.norm(total, axis=1, keepdims=True)).astype(np.float32)
+    """Text features (C, D): :func:`candle_sklearn.templates.encode_class_names`."""
+    return encode_class_names(encoder, names, templates)
 
 
 class CandleClassifier(ClassifierMixin, BaseEstimator):
@@ -88,6 +78,11 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         token, as in the reference code. Inference is per sample in both.
     virtual_init : {"text", "visual"}, default="text"
         Initialisation of the new classes' virtual prototypes.
+    tied_text : bool, default=False
+        Tie the new classes' text tokens to their virtual prototypes, as the reference
+        code does (its virtual prototypes are a view of those text rows, so training
+        them moves the text tokens too; needs ``virtual_init="text"``). False keeps the
+        text as given. See docs/method.md for the measured difference.
     new_class_bias : float or "auto", default="auto"
         Added to the scores of classes without training samples, so that base and new
         classes compete fairly in joint prediction (new-class scores come from one
@@ -172,13 +167,15 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         "visual_scale": [Interval(Real, 0, None, closed="neither")],
         "context": [StrOptions(set(CONTEXTS))],
         "virtual_init": [StrOptions({"text", "visual"})],
+        "tied_text": ["boolean"],
         "new_class_bias": [StrOptions({"auto"}), Interval(Real, None, None, closed="neither")],
         "calibration_repeats": [Interval(Integral, 1, None, closed="left")],
         "optimizer": [StrOptions({"adamw", "adam", "sgd"})],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "momentum": [Interval(Real, 0, 1, closed="left")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left"), None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "warmup_epochs": [Interval(Integral, 0, None, closed="left")],
         "warmup_lr": [Interval(Real, 0, None, closed="left")],
@@ -191,9 +188,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, tau=1.0, visual_scale=1.0, context="isolated",
-                 virtual_init="text", new_class_bias="auto", calibration_repeats=3,
+                 virtual_init="text", tied_text=False, new_class_bias="auto", calibration_repeats=3,
                  optimizer="adamw", lr=1e-3, weight_decay=0.0,
-                 momentum=0.9, max_epochs=10, batch_size=512, warmup_epochs=0,
+                 momentum=0.9, max_steps=None, max_epochs=10, batch_size=512, warmup_epochs=0,
                  warmup_lr=1e-5, num_heads=8, dropout=0.0, device="auto",
                  random_state=None, verbose=0):
         self.classes = classes
@@ -205,12 +202,14 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self.visual_scale = visual_scale
         self.context = context
         self.virtual_init = virtual_init
+        self.tied_text = tied_text
         self.new_class_bias = new_class_bias
         self.calibration_repeats = calibration_repeats
         self.optimizer = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
         self.momentum = momentum
+        self.max_steps = max_steps
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.warmup_epochs = warmup_epochs
@@ -275,7 +274,8 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             head = CandleHead(protos, text_t, int(is_new.sum()),
                               virtual_init=self.virtual_init, context=self.context,
                               num_heads=self.num_heads, dropout=self.dropout,
-                              visual_scale=self.visual_scale)
+                              visual_scale=self.visual_scale,
+                              tied_text=self.tied_text and text_t is not None)
             history = self._train(head, X_t, y_t, torch.as_tensor(counts[order]), seed, device)
         bias, calibration = self._new_class_bias(X, y_idx, classes, counts, text, seed)
 
@@ -374,9 +374,11 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
     def _train(self, head, X, y, counts, seed, device):
         cfg = TrainConfig(tau=self.tau, optimizer=self.optimizer, lr=self.lr,
                           weight_decay=self.weight_decay, momentum=self.momentum,
-                          max_epochs=self.max_epochs, batch_size=self.batch_size,
-                          warmup_epochs=self.warmup_epochs, warmup_lr=self.warmup_lr)
-        with tqdm(total=cfg.max_epochs, desc="CandleClassifier.fit", unit="epoch",
+                          max_steps=self.max_steps, max_epochs=self.max_epochs,
+                          batch_size=self.batch_size, warmup_epochs=self.warmup_epochs,
+                          warmup_lr=self.warmup_lr)
+        passes = -(-cfg.total_steps(len(X)) // cfg.steps_per_epoch(len(X)))
+        with tqdm(total=passes, desc="CandleClassifier.fit", unit="epoch",
                   disable=not self.verbose) as bar:
             def on_epoch(epoch, loss):
                 bar.set_postfix(loss=f"{loss:.4f}")
