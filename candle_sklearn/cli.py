@@ -28,18 +28,18 @@ layout of TRAIN_DIR (as torchvision's ImageFolder):
 Hidden files and folders are skipped; extensions: jpg jpeg png ppm bmp pgm tif tiff webp.
 
 examples:
-  %(prog)s photos/train -o pets.joblib
+  %(prog)s photos/train -o pets.safetensors
   %(prog)s photos/train --new-classes unseen.txt --model ViT-B-16 --pretrained openai \\
-      --cache-dir ~/.cache/candle -o pets.joblib
-  %(prog)s photos/train --param tau=1.5 --param max_epochs=20 -o pets.joblib"""
+      --cache-dir ~/.cache/candle -o pets.safetensors
+  %(prog)s photos/train --param tau=1.5 --param max_epochs=20 -o pets.safetensors"""
 
 PREDICT_EPILOG = """\
 output: CSV with the columns path, label, then class_1, proba_1, ... class_K, proba_K
 (the K most probable classes, K = --top-k); to stdout unless -o is given.
 
 examples:
-  %(prog)s pets.joblib photos/test -o predictions.csv
-  %(prog)s pets.joblib 'inbox/**/*.jpg' one.png --top-k 3"""
+  %(prog)s pets.safetensors photos/test -o predictions.csv
+  %(prog)s pets.safetensors 'inbox/**/*.jpg' one.png --top-k 3"""
 
 EVALUATE_EPILOG = """\
 Prints base / new / HM (reference protocol: new-class images among new classes only,
@@ -49,7 +49,7 @@ then the per-class table (joint prediction). TEST_DIR has the layout of fit's TR
 its folders must be classes of the model.
 
 examples:
-  %(prog)s pets.joblib photos/test --plot long_tail.png -o per_class.csv"""
+  %(prog)s pets.safetensors photos/test --plot long_tail.png -o per_class.csv"""
 
 REPRODUCE_EPILOG = """\
 datasets (CoOp layout under --root, see docs/reproducing.md):
@@ -157,9 +157,13 @@ def build_parser(prog=PROG):
                    help="text file of classes without images, one name per line ('#' "
                         "starts a comment)")
     p.add_argument("-o", "--output", required=True, metavar="MODEL",
-                   help="where to save the fitted pipeline")
-    p.add_argument("--template", default="a photo of a {}.",
-                   help="prompt, {} is the class name (default: '%(default)s')")
+                   help="where to save the fitted pipeline (candle_sklearn.save's safe "
+                        "format: safetensors + JSON, no pickle; CLIP weights by reference)")
+    p.add_argument("--template", action="append", metavar="TEMPLATE",
+                   help="prompt with {} for the class name, or a preset (openai_imagenet, "
+                        "simple_imagenet, or a reference dataset's name such as "
+                        "oxford_pets); repeat to average several (default: 'a photo of a "
+                        "{}.')")
     p.add_argument("--cache-dir", metavar="DIR", help="on-disk embedding cache")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_model_options(p)
@@ -258,7 +262,7 @@ def _fit(args):
 
     fit_image_folder(args.train_dir, new_classes=args.new_classes or (),
                      model_name=args.model, pretrained=args.pretrained,
-                     template=args.template, output=args.output, cache_dir=args.cache_dir,
+                     templates=args.template, output=args.output, cache_dir=args.cache_dir,
                      device=args.device, batch_size=args.batch_size,
                      num_workers=args.num_workers, on_error=args.on_error,
                      random_state=args.seed, candle_params=_candle_params(args),
@@ -269,10 +273,7 @@ def _fit(args):
 def _load(args):
     from .tasks import load_model
 
-    model = load_model(args.model)
-    if args.device:
-        model.set_params(**{f"{name}__device": args.device for name, _ in model.steps})
-    return model
+    return load_model(args.model, device=args.device)
 
 
 def _predict(args):
@@ -375,9 +376,11 @@ def _expected_errors():
     """Errors that mean a bad input (reported in one line), not a bug."""
     from ._images import ImageInputError
     from .datasets import DatasetError
+    from .io import InvalidModelFileError, WeightsMismatchError
     from .tasks import ModelFileError
 
-    return (DatasetError, ModelFileError, ImageInputError, OSError, ValueError)
+    return (DatasetError, ModelFileError, ImageInputError, InvalidModelFileError,
+            WeightsMismatchError, OSError, ValueError)
 
 
 def main(argv=None):

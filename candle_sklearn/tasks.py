@@ -13,46 +13,50 @@ from ._file_features import embed_files
 from ._results import evaluate
 from .datasets import (DatasetError, clean_class_name, find_images, load_image_folder,
                        read_class_names)
-
-DEFAULT_TEMPLATE = "a photo of a {}."
+from .templates import DEFAULT_TEMPLATE
 
 
 class ModelFileError(ValueError):
-    """A saved model is missing or is not a fitted candle-sklearn pipeline."""
+    """A saved model is missing or is not a fitted classifier."""
 
 
 # --------------------------------------------------------------- save / load
-# joblib until the package's safe format (candle_sklearn.save / load) lands: switching is
-# the one line in each of these two functions.
 def save_model(model, path):
-    """Save a fitted pipeline to ``path``."""
-    import joblib
+    """Save a fitted pipeline to ``path`` in the package's safe format
+    (:func:`candle_sklearn.save`: safetensors + JSON, no pickle, CLIP weights by
+    reference)."""
+    from .io import save
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    joblib.dump(model, path)
+    save(model, path)
 
 
-def load_model(path):
-    """Load a pipeline saved by :func:`save_model` (or ``candle-sklearn fit``).
-
-    Only load files you trust: the format is a pickle.
-    """
-    import joblib
+def load_model(path, device=None):
+    """Load a pipeline saved by :func:`save_model` (or ``candle-sklearn fit``);
+    ``device`` overrides the saved one. Never executes code from the file."""
+    from .io import load
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFileError(f"model file {path} not found")
-    try:
-        model = joblib.load(path)
-    except Exception as exc:  # any byte string can fail to unpickle in any way
-        raise ModelFileError(f"{path} is not a saved candle-sklearn model "
-                             f"({type(exc).__name__} while loading it)") from None
+    model = load(path, device=device)
     if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
-        raise ModelFileError(f"{path} holds a {type(model).__name__}, not a fitted model")
+        raise ModelFileError(f"{path} holds a {type(model).__name__}, not a fitted classifier")
     return model
 
 
 # --------------------------------------------------------------- fit
+def _format_strings(templates):
+    """Format strings (storable by :func:`candle_sklearn.save`), presets expanded."""
+    from .templates import preset, resolve_templates
+
+    if templates is None or isinstance(templates, str):
+        templates = [DEFAULT_TEMPLATE if templates is None else templates]
+    out = [s for t in templates for s in ((t,) if "{" in t else preset(t))]
+    resolve_templates(out)  # a bad template fails here, naming it
+    return tuple(out)
+
+
 def _class_table(folder_classes, new_classes):
     """All classes (folders, then new ones) and their prompt names, checked."""
     if clash := sorted(set(new_classes) & set(folder_classes)):
@@ -69,7 +73,7 @@ def _class_table(folder_classes, new_classes):
 
 
 def fit_image_folder(train_dir, *, new_classes=(), model_name="ViT-B-16",
-                     pretrained="openai", template=DEFAULT_TEMPLATE, output=None,
+                     pretrained="openai", templates=None, output=None,
                      cache_dir=None, device="auto", batch_size=64, num_workers=2,
                      on_error="stop", random_state=0, candle_params=None, verbose=1):
     """Fit ``ClipEmbedder`` + ``CandleClassifier`` on an image folder.
@@ -83,8 +87,10 @@ def fit_image_folder(train_dir, *, new_classes=(), model_name="ViT-B-16",
         line.
     model_name, pretrained : str
         The CLIP model (see :class:`~candle_sklearn.ClipEmbedder`).
-    template : str, default="a photo of a {}."
-        The prompt; ``{}`` becomes the class name (underscores as spaces).
+    templates : str or list of str, default=None
+        Prompts with ``{}`` for the class name (underscores become spaces), or preset
+        names of :mod:`candle_sklearn.templates` (``"openai_imagenet"``, a reference
+        dataset's name, ...); several are averaged. None: ``"a photo of a {}."``.
     output : str or path, optional
         Where to save the fitted pipeline.
     cache_dir : str or path, optional
@@ -101,14 +107,13 @@ def fit_image_folder(train_dir, *, new_classes=(), model_name="ViT-B-16",
     """
     from .embedder import make_candle_pipeline
 
-    if "{}" not in template:
-        raise DatasetError(f"the template {template!r} has no '{{}}' for the class name")
+    templates = _format_strings(templates)
     data = load_image_folder(train_dir)
     if isinstance(new_classes, (str, os.PathLike)):
         new_classes = read_class_names(new_classes)
     classes, names = _class_table(list(data.classes), list(new_classes))
     pipe = make_candle_pipeline(
-        model_name, pretrained, classes=classes, class_names=names, templates=(template,),
+        model_name, pretrained, classes=classes, class_names=names, templates=templates,
         embedder_params=dict(device=device, batch_size=batch_size, num_workers=num_workers,
                              cache=True if cache_dir is None else os.fspath(cache_dir)),
         device=device, random_state=random_state, verbose=max(verbose - 1, 0),
@@ -205,19 +210,31 @@ def evaluate_image_folder(model, test_dir, *, on_error="stop", plot=None, verbos
         scores["zero-shot"] = (zero_shot_scores(features, final.text_features_), None)
     summary = {m: evaluate(s, data, classes, counts, raw) for m, (s, raw) in scores.items()}
     present = np.isin(classes, y)
-    per_class_acc = {m: np.array([np.mean(classes[np.argmax(s[y == c], 1)] == c)
-                                  for c in classes[present]]) for m, (s, _) in scores.items()}
+    predicted = {m: classes[np.argmax(s, axis=1)] for m, (s, _) in scores.items()}
     per_class = [{"class": c, "kind": "base" if n else "new", "n_train": int(n),
                   "n_test": int(np.sum(y == c)),
-                  **{m: float(acc[i]) for m, acc in per_class_acc.items()}}
-                 for i, (c, n) in enumerate(zip(classes[present], counts[present]))]
+                  **{m: float(np.mean(p[y == c] == c)) for m, p in predicted.items()}}
+                 for c, n in zip(classes[present], counts[present])]
     per_class.sort(key=lambda r: (-r["n_train"], str(r["class"])))
     if plot:
-        from .demo import plot_long_tail
-
-        plot_long_tail(Bunch(train_counts=counts[present]), per_class_acc, plot)
+        _plot_long_tail(y, predicted, classes[present], counts[present], plot)
     return Bunch(summary=summary, per_class=per_class, plot=plot or None,
                  methods=list(scores))
+
+
+def _plot_long_tail(y, predicted, classes, counts, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .metrics import LongTailDisplay
+
+    (name, pred), *others = predicted.items()
+    display = LongTailDisplay.from_predictions(y, pred, class_counts=counts, classes=classes,
+                                               y_pred_baseline=dict(others), name=name)
+    display.figure_.savefig(path)
+    plt.close(display.figure_)
 
 
 def per_class_table(rows, methods):

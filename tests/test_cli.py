@@ -75,7 +75,7 @@ def folders(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model_path(folders, tmp_path_factory):
     train, _, new = folders
-    path = str(tmp_path_factory.mktemp("model") / "model.joblib")
+    path = str(tmp_path_factory.mktemp("model") / "model.safetensors")
     fit_image_folder(train, new_classes=new, output=path, model_name="candle-tiny",
                      pretrained="bundled", device="cpu", num_workers=0,
                      candle_params={"max_epochs": 3}, verbose=0)
@@ -142,7 +142,7 @@ def test_transfer_through_the_python_api(data_root, tmp_path):
 # ------------------------------------------------------------------ fit, predict, evaluate
 def test_fit_command_line_then_predict(folders, tmp_path, capsys):
     train, test, new = folders
-    model = tmp_path / "m.joblib"
+    model = tmp_path / "m.safetensors"
     run = _cli("fit", train, "--new-classes", new, *TINY, "--max-epochs", "3", "-o", model)
     assert run.returncode == 0, run.stderr
     assert model.is_file() and "saved the fitted pipeline" in run.stderr
@@ -211,7 +211,7 @@ def broken(tmp_path_factory):
     (root / "empty" / "a").mkdir(parents=True)
     write_image_folder(str(root / "empty"), names=["b"], n=(1,))
     (root / "coop" / "oxford_pets" / "images").mkdir(parents=True)
-    (root / "junk.joblib").write_bytes(b"junk")
+    (root / "junk.safetensors").write_bytes(b"junk")
     return root
 
 
@@ -224,25 +224,27 @@ def broken(tmp_path_factory):
     (["reproduce", "--dataset", "oxford_pets", "--root", "{root}/nope"], "is not a folder"),
     (["reproduce", "--dataset", "oxford_pets", "--root", "{root}/coop"],
      "split_zhou_OxfordPets.json not found; see https://github.com/KaiyangZhou/CoOp"),
-    (["predict", "{root}/junk.joblib", "{root}/train"], "is not a saved candle-sklearn model"),
-    (["predict", "{root}/nope.joblib", "{root}/train"], "model file {root}/nope.joblib not found"),
+    (["predict", "{root}/junk.safetensors", "{root}/train"],
+     "{root}/junk.safetensors: not a readable safetensors file"),
+    (["predict", "{root}/nope.safetensors", "{root}/train"],
+     "model file {root}/nope.safetensors not found"),
     (["evaluate", "{model}", "{root}/empty"], "class folder {root}/empty/a has no images"),
 ])
 def test_bad_inputs_exit_with_one_line(broken, model_path, args, message, capsys, tmp_path):
     fill = {"root": str(broken), "model": model_path}
     args = [a.format(**fill) for a in args]
     if "-o" in args:
-        args[args.index("-o") + 1] = str(tmp_path / "m.joblib")
+        args[args.index("-o") + 1] = str(tmp_path / "m.safetensors")
     assert main([*args, "-q"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(("candle-sklearn: error: ",
                                                 "python -m candle_sklearn: error: ")), err
     assert message.format(**fill) in err[0]
-    assert not (tmp_path / "m.joblib").exists()
+    assert not (tmp_path / "m.safetensors").exists()
 
 
 def test_unreadable_images_can_be_skipped(broken, tmp_path, capsys):
-    model = tmp_path / "m.joblib"
+    model = tmp_path / "m.safetensors"
     assert main(["fit", str(broken / "train"), "-o", str(model), *TINY, "--max-epochs", "2",
                  "--on-error", "skip", "-q"]) == 0
     err = capsys.readouterr().err

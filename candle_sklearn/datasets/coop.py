@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import Bunch
 
+from ..templates import COOP_TEMPLATES, DEFAULT_TEMPLATE
 from .folder import DatasetError, clean_class_name, list_images
 
 COOP_DOCS = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
@@ -35,7 +36,6 @@ class DatasetSpec:
     title: str  # the reference's class name (for messages)
     layouts: tuple  # (folder, image folder) pairs: CoOp's first, then other known ones
     kind: str  # "split" (split JSON), "imagenet", "aircraft" or "variant"
-    template: str  # CoOp's / Candle's prompt template
     n_classes: int
     split_file: str = ""
     anchor: str = ""  # section of CoOp's DATASETS.md
@@ -44,46 +44,50 @@ class DatasetSpec:
     def source(self):
         return f"{COOP_DOCS}#{self.anchor}"
 
+    @property
+    def template(self):
+        """CoOp's prompt for the dataset (the ImageNet variants use ImageNet's)."""
+        return COOP_TEMPLATES.get(self.name, DEFAULT_TEMPLATE)
+
 
 _SPECS = [
-    # Alternative layouts: the folder names of Candle's own datasets/*.py (from Dassl).
-    DatasetSpec("imagenet", "ImageNet", (("imagenet", "images"),), "imagenet",
-                "a photo of a {}.", 1000, anchor="imagenet"),
+    # (folder, image folder) pairs: CoOp's first, then those of Candle's own datasets/*.py
+    # (from Dassl). Templates come from candle_sklearn.templates.COOP_TEMPLATES.
+    DatasetSpec("imagenet", "ImageNet", (("imagenet", "images"),), "imagenet", 1000,
+                anchor="imagenet"),
     DatasetSpec("caltech101", "Caltech101", (("caltech-101", "101_ObjectCategories"),
                                              ("caltech101", "101_ObjectCategories")),
-                "split", "a photo of a {}.", 100, "split_zhou_Caltech101.json", "caltech101"),
+                "split", 100, "split_zhou_Caltech101.json", "caltech101"),
     DatasetSpec("oxford_pets", "OxfordPets", (("oxford_pets", "images"),
                                               ("oxford-iiit-pet", "images")),
-                "split", "a photo of a {}, a type of pet.", 37, "split_zhou_OxfordPets.json",
-                "oxfordpets"),
-    DatasetSpec("stanford_cars", "StanfordCars", (("stanford_cars", ""),), "split",
-                "a photo of a {}.", 196, "split_zhou_StanfordCars.json", "stanfordcars"),
+                "split", 37, "split_zhou_OxfordPets.json", "oxfordpets"),
+    DatasetSpec("stanford_cars", "StanfordCars", (("stanford_cars", ""),), "split", 196,
+                "split_zhou_StanfordCars.json", "stanfordcars"),
     DatasetSpec("oxford_flowers", "OxfordFlowers", (("oxford_flowers", "jpg"),
                                                     ("flowers-102", "jpg")),
-                "split", "a photo of a {}, a type of flower.", 102,
-                "split_zhou_OxfordFlowers.json", "flowers102"),
-    DatasetSpec("food101", "Food101", (("food-101", "images"),), "split",
-                "a photo of {}, a type of food.", 101, "split_zhou_Food101.json", "food101"),
+                "split", 102, "split_zhou_OxfordFlowers.json", "flowers102"),
+    DatasetSpec("food101", "Food101", (("food-101", "images"),), "split", 101,
+                "split_zhou_Food101.json", "food101"),
     DatasetSpec("fgvc_aircraft", "FGVCAircraft", (("fgvc_aircraft", "images"),
                                                   ("fgvc-aircraft-2013b/data", "images")),
-                "aircraft", "a photo of a {}, a type of aircraft.", 100, anchor="fgvcaircraft"),
-    DatasetSpec("sun397", "SUN397", (("sun397", "SUN397"), ("SUN397", "")), "split",
-                "a photo of a {}.", 397, "split_zhou_SUN397.json", "sun397"),
+                "aircraft", 100, anchor="fgvcaircraft"),
+    DatasetSpec("sun397", "SUN397", (("sun397", "SUN397"), ("SUN397", "")), "split", 397,
+                "split_zhou_SUN397.json", "sun397"),
     DatasetSpec("dtd", "DescribableTextures", (("dtd", "images"), ("dtd/dtd", "images")),
-                "split", "{} texture.", 47, "split_zhou_DescribableTextures.json", "dtd"),
-    DatasetSpec("eurosat", "EuroSAT", (("eurosat", "2750"),), "split",
-                "a centered satellite photo of {}.", 10, "split_zhou_EuroSAT.json", "eurosat"),
-    DatasetSpec("ucf101", "UCF101", (("ucf101", "UCF-101-midframes"),), "split",
-                "a photo of a person doing {}.", 101, "split_zhou_UCF101.json", "ucf101"),
+                "split", 47, "split_zhou_DescribableTextures.json", "dtd"),
+    DatasetSpec("eurosat", "EuroSAT", (("eurosat", "2750"),), "split", 10,
+                "split_zhou_EuroSAT.json", "eurosat"),
+    DatasetSpec("ucf101", "UCF101", (("ucf101", "UCF-101-midframes"),), "split", 101,
+                "split_zhou_UCF101.json", "ucf101"),
     DatasetSpec("imagenetv2", "ImageNetV2",
                 (("imagenetv2", "imagenetv2-matched-frequency-format-val"),), "variant",
-                "a photo of a {}.", 1000, anchor="imagenetv2"),
+                1000, anchor="imagenetv2"),
     DatasetSpec("imagenet_sketch", "ImageNetSketch", (("imagenet-sketch", "images"),),
-                "variant", "a photo of a {}.", 1000, anchor="imagenet-sketch"),
+                "variant", 1000, anchor="imagenet-sketch"),
     DatasetSpec("imagenet_a", "ImageNetA", (("imagenet-adversarial", "imagenet-a"),),
-                "variant", "a photo of a {}.", 200, anchor="imagenet-a"),
+                "variant", 200, anchor="imagenet-a"),
     DatasetSpec("imagenet_r", "ImageNetR", (("imagenet-rendition", "imagenet-r"),),
-                "variant", "a photo of a {}.", 200, anchor="imagenet-r"),
+                "variant", 200, anchor="imagenet-r"),
 ]
 DATASETS = {spec.name: spec for spec in _SPECS}
 #: The 11 datasets of the base-to-new table, in the paper's order.
