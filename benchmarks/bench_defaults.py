@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_defaults.py sweep [--seeds 0 1] [--jobs 2]
     .venv/bin/python benchmarks/bench_defaults.py report [--markdown]
 
-`sweep` fits every configuration of CONFIGS on every world of benchmarks/worlds.py
+`sweep` fits every configuration of CONFIGS (lr 1e-3, batch 128 unless named) on every
+world of benchmarks/worlds.py
 (`new_class_bias=0.0`, reference-protocol HM on the head's own scores) and appends one
 JSON line per (world, seed, configuration) to benchmarks/results/defaults.jsonl; a rerun
 skips what is there, so it can be stopped and resumed. Each worker runs torch on one
@@ -29,22 +30,27 @@ LOG = RESULTS / "defaults.jsonl"
 
 def _configs():
     grid = {}
-    for steps in (50, 100, 200, 400, 800, 1600):
-        for lr in (1e-3, 3e-3):
-            grid[f"s{steps}-lr{lr:g}-b128"] = dict(max_steps=steps, lr=lr, batch_size=128)
-    for steps in (200, 400, 800):
-        for batch in (64, 256):
-            grid[f"s{steps}-lr0.001-b{batch}"] = dict(max_steps=steps, lr=1e-3,
-                                                      batch_size=batch)
-    grid["epochs10-lr0.001-b512 (0.1.0 default)"] = dict(max_steps=None, max_epochs=10,
-                                                         lr=1e-3, batch_size=512)
+
+    def add(name, **params):
+        grid[name] = dict(lr=1e-3, batch_size=128, max_steps=None, max_epochs=None) | params
+
+    for steps in (25, 50, 100, 200, 400, 800, 1600):
+        add(f"s{steps}", max_steps=steps)
+    for epochs in (10, 30, 100):  # epoch rules, capped at 1,000 steps
+        add(f"e{epochs}-cap1000", max_epochs=epochs, max_steps=1000)
+    for batch in (64, 256):
+        add(f"s400-b{batch}", max_steps=400, batch_size=batch)
+    for steps in (200, 800):
+        add(f"s{steps}-lr3e-4", max_steps=steps, lr=3e-4)
+    for steps in (100, 400):
+        add(f"s{steps}-lr3e-3", max_steps=steps, lr=3e-3)
+    add("0.1.0 default (10 epochs, batch 512)", max_epochs=10, batch_size=512)
     return grid
 
 
 CONFIGS = _configs()
-# the large world gets the budgets at lr 1e-3, batch 128 and the old default
-LARGE_CONFIGS = [n for n in CONFIGS if n.endswith("lr0.001-b128")] + [
-    "epochs10-lr0.001-b512 (0.1.0 default)"]
+# the large world gets the budgets and epoch rules at lr 1e-3, batch 128, and the old default
+LARGE_CONFIGS = [n for n in CONFIGS if "-b" not in n and "-lr" not in n]
 
 
 @functools.lru_cache(maxsize=2)

@@ -13,9 +13,10 @@ from ._loss import cla_loss, class_log_prior
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings. The budget is ``max_steps`` optimizer steps when set, else
-    ``max_epochs`` passes over the data; ``epoch_schedule`` and ``drop_last`` reproduce
-    the reference code's scheduler and loader (measured in docs/method.md)."""
+    """Optimisation settings. The budget is ``max_steps`` optimizer steps or ``max_epochs``
+    passes over the data, whichever ends first (None: no limit of that kind);
+    ``epoch_schedule`` and ``drop_last`` reproduce the reference code's scheduler and
+    loader (measured in docs/method.md)."""
 
     tau: float = 1.0
     optimizer: str = "adamw"
@@ -36,22 +37,35 @@ class TrainConfig:
         return math.ceil(n / self.batch_size)
 
     def total_steps(self, n):
-        if self.max_steps is not None:
-            return self.max_steps
-        return self.max_epochs * self.steps_per_epoch(n)
+        limits = [self.max_steps, None if self.max_epochs is None
+                  else self.max_epochs * self.steps_per_epoch(n)]
+        limits = [lim for lim in limits if lim is not None]
+        if not limits:
+            raise ValueError("set max_steps or max_epochs (or both)")
+        return min(limits)
 
 
 def resolve_device(spec):
-    """``"auto"`` is CUDA when available, else CPU; an unavailable CUDA is an error."""
+    """``"auto"`` is CUDA when available, else CPU. Only devices that can train and hold
+    a model are accepted (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``); an unavailable
+    one is an error that says so."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(spec)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device={spec!r} is not a torch device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={spec!r} was requested but CUDA is not available; "
-                         "use device='auto' or 'cpu'")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={spec!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={spec!r} was requested but CUDA is not available; "
+                             "use device='auto' or 'cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={spec!r}: only {torch.cuda.device_count()} CUDA "
+                             "device(s) are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={spec!r} was requested but MPS is not available")
     return device
 
 
@@ -69,10 +83,14 @@ def _make_optimizer(params, cfg):
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
+    # one fused kernel per step instead of a dozen passes over the D x D parameters
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32,
+                                                                 torch.float64) for p in params)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 fused=fused)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
@@ -101,16 +119,17 @@ def _batches(n, cfg, generator, device):
         yield None
 
 
-class DivergedError(FloatingPointError):
-    """Training produced a non-finite loss or parameter."""
+class TrainingDivergedError(FloatingPointError):
+    """Training produced a non-finite loss or parameter (too large a learning rate,
+    weight decay or loss margin)."""
 
 
 def _check_finite(head, loss, step):
     if not math.isfinite(loss):
-        raise DivergedError(f"the training loss became {loss} by step {step}")
+        raise TrainingDivergedError(f"the training loss became {loss} by step {step}")
     for name, p in head.named_parameters():
         if not torch.isfinite(p).all():
-            raise DivergedError(f"parameter {name} became non-finite by step {step}")
+            raise TrainingDivergedError(f"parameter {name} became non-finite by step {step}")
 
 
 def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
@@ -119,7 +138,7 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
     Every mini-batch gets the C prototype rows appended with labels 0..C-1; the loss
     is the sum of the CLA losses of the logits the head returns. Runs
     ``cfg.total_steps(n)`` optimizer steps and returns the mean loss of each pass over
-    the data (the last one possibly partial). Raises :class:`DivergedError` when the
+    the data (the last one possibly partial). Raises :class:`TrainingDivergedError` when the
     loss or a parameter stops being finite (checked once per pass: one host sync). The
     head is left in eval mode on ``device``.
     """
