@@ -19,9 +19,9 @@ from ._baselines import LinearProbe, zero_shot_scores
 from ._file_features import embed_files
 from ._results import (COLUMNS, average_over_datasets, format_table, mean_std, timed_row,
                        write_csv)
-from .datasets import (BASE_TO_NEW_DATASETS, DatasetError, base_to_new_split, dataset_folder,
-                       dataset_spec, find_coop_datasets, imbalanced_fewshot_indices,
-                       load_coop_dataset)
+from .datasets import (BASE_TO_NEW_DATASETS, DatasetError, base_to_new_split,
+                       check_coop_dataset, dataset_spec, find_coop_datasets,
+                       imbalanced_fewshot_indices, load_coop_dataset)
 
 #: The reference's training recipe (its example script and config), as CandleClassifier
 #: parameters; the package's defaults are faster at equal accuracy (docs/benchmarks.md).
@@ -414,8 +414,7 @@ def reproduce(dataset=None, root=".", *, train=None, test=(), output="candle_rep
             raise DatasetError(f"no dataset of {', '.join(BASE_TO_NEW_DATASETS)} found under "
                                f"{os.path.abspath(root)}")
     for name in ([train, *test] if train is not None else names):
-        if dataset_folder(name, root) is None:
-            load_coop_dataset(name, root)  # raises the error that says where to get it
+        check_coop_dataset(name, root)  # a missing file fails before anything is written
     os.makedirs(output, exist_ok=True)
     cache_dir = os.path.join(output, "cache") if cache_dir is None else cache_dir
     _say(verbose, f"embedding cache: {os.path.abspath(cache_dir)}")

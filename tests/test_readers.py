@@ -172,3 +172,15 @@ def test_read_class_names(tmp_path):
         read_class_names(path)
     with pytest.raises(DatasetError, match="could not be read"):
         read_class_names(tmp_path / "missing.txt")
+
+
+def test_check_without_listing(root, tmp_path):
+    from candle_sklearn.datasets import check_coop_dataset
+
+    assert check_coop_dataset("fgvc_aircraft", root).name == "fgvc_aircraft"
+    (tmp_path / "oxford_pets" / "images").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="split_zhou_OxfordPets.json not found"):
+        check_coop_dataset("oxford_pets", tmp_path)
+    (tmp_path / "imagenet-sketch" / "images").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="classnames.txt not found.*#imagenet-sketch"):
+        check_coop_dataset("imagenet_sketch", tmp_path)

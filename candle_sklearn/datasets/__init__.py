@@ -2,8 +2,8 @@
 folders), the reference protocol's split rules, synthetic CLIP-like features and the
 generated image world."""
 
-from .coop import (BASE_TO_NEW_DATASETS, DATASETS, IMAGENET_VARIANTS, dataset_folder,
-                   dataset_spec, find_coop_datasets, load_coop_dataset,
+from .coop import (BASE_TO_NEW_DATASETS, DATASETS, IMAGENET_VARIANTS, check_coop_dataset,
+                   dataset_folder, dataset_spec, find_coop_datasets, load_coop_dataset,
                    read_imagenet_classnames)
 from .folder import (IMG_EXTENSIONS, DatasetError, clean_class_name, find_images,
                      list_images, load_image_folder, read_class_names)
@@ -16,6 +16,7 @@ from .world import (COLOURS, PATTERNS, SHAPES, make_world_images, render_world_i
 __all__ = [
     "BASE_TO_NEW_DATASETS", "COLOURS", "DATASETS", "DatasetError", "IMAGENET_VARIANTS",
     "IMG_EXTENSIONS", "PATTERNS", "SHAPES", "base_new_classes", "base_to_new_split",
+    "check_coop_dataset",
     "clean_class_name", "dataset_folder", "dataset_spec", "fewshot_indices", "find_coop_datasets",
     "find_images", "imbalanced_fewshot_indices", "list_images", "load_coop_dataset",
     "load_image_folder", "long_tailed_counts", "long_tailed_indices",

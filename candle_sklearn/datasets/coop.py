@@ -346,11 +346,26 @@ def load_coop_dataset(name, root):
     return _LOADERS[spec.kind](spec, folder, image_dir)
 
 
+def check_coop_dataset(name, root):
+    """Raise :class:`DatasetError` if the folders and index files of dataset ``name`` are
+    not under ``root`` (without listing any image); return its :class:`DatasetSpec`."""
+    spec = dataset_spec(name)
+    folder, image_dir = _locate(spec, root)
+    _need_dir(spec, image_dir)
+    files = {"split": [spec.split_file], "imagenet": ["classnames.txt"],
+             "variant": ["classnames.txt"],
+             "aircraft": ["variants.txt", *(f"images_variant_{p}.txt"
+                                            for p in ("train", "val", "test"))]}[spec.kind]
+    for f in files:
+        _need_file(spec, os.path.join(folder, f))
+    return spec
+
+
 def find_coop_datasets(root, names=BASE_TO_NEW_DATASETS):
     """The datasets among ``names`` whose folder exists under ``root``."""
     return [n for n in names if dataset_folder(n, root) is not None]
 
 
 __all__ = ["BASE_TO_NEW_DATASETS", "DATASETS", "IMAGENET_VARIANTS", "DatasetSpec",
-           "dataset_folder", "dataset_spec", "find_coop_datasets", "load_coop_dataset",
+           "check_coop_dataset", "dataset_folder", "dataset_spec", "find_coop_datasets", "load_coop_dataset",
            "read_imagenet_classnames"]
