@@ -6,35 +6,13 @@ import time
 import numpy as np
 
 from ._baselines import LinearProbe, nearest_class_mean_scores, zero_shot_scores
+from ._results import COLUMNS, evaluate, format_table, timed_row  # noqa: F401 (re-exported)
 from .classifier import CandleClassifier
 from .datasets import make_clip_like_features
-from .metrics import base_new_accuracy, shot_accuracy
 
-COLUMNS = ("base", "new", "hm", "joint_hm", "many", "medium", "few", "seconds")
-
-
-def evaluate(scores, data, classes, counts, raw_scores=None):
-    """Every column of the table (but time). ``raw_scores``: uncalibrated scores for the
-    reference protocol, when the method calibrates new classes for joint prediction."""
-    ref_scores = scores if raw_scores is None else raw_scores
-    ref = base_new_accuracy(data.y_test, ref_scores, classes, data.new_classes)
-    joint = base_new_accuracy(data.y_test, scores, classes, data.new_classes,
-                              protocol="joint")
-    shots = shot_accuracy(data.y_test, classes[np.argmax(ref_scores, axis=1)], classes, counts)
-    if not np.isfinite(scores[:, np.isin(classes, data.new_classes)]).any():
-        ref["new"] = ref["hm"] = float("nan")  # the method cannot score new classes
-    return {**ref, "joint_hm": joint["hm"], **shots}
-
-
-def timed_row(rows, name, data, make_scores):
-    """Time ``make_scores`` (scores, or (scores, uncalibrated scores)) and add its row;
-    returns the scores."""
-    start = time.perf_counter()
-    scores = make_scores()
-    scores, raw = scores if isinstance(scores, tuple) else (scores, None)
-    rows[name] = {**evaluate(scores, data, data.classes, data.train_counts, raw),
-                  "seconds": time.perf_counter() - start}
-    return scores
+LEGEND = ("base/new/hm: reference protocol (new-class images scored among new classes);"
+          "\njoint_hm: every image among all classes; many/medium/few: base classes with"
+          "\n>100, 20-100, <20 training images; '--': the method cannot score new classes.")
 
 
 def compare_methods(data, candle_params=None):
@@ -64,15 +42,6 @@ def compare_methods(data, candle_params=None):
     return rows
 
 
-def format_table(rows):
-    head = f"{'method':<27}" + "".join(f"{c:>9}" for c in COLUMNS)
-    lines = [head, "-" * len(head)]
-    for name, r in rows.items():
-        cells = "".join("       --" if np.isnan(r[c]) else f"{r[c]:9.3f}" for c in COLUMNS)
-        lines.append(f"{name:<27}{cells}")
-    return "\n".join(lines)
-
-
 def main(seed=0, verbose=1):
     data = make_clip_like_features(n_base=50, n_new=50, dim=512, random_state=seed)
     print(f"Synthetic CLIP-like features, seed {seed}: {len(data.base_classes)} base classes "
@@ -82,9 +51,7 @@ def main(seed=0, verbose=1):
     rows = compare_methods(data, {"random_state": seed, "verbose": verbose})
     print()
     print(format_table(rows))
-    print("\nbase/new/hm: reference protocol (new-class images scored among new classes);"
-          "\njoint_hm: every image among all classes; many/medium/few: base classes with"
-          "\n>100, 20-100, <20 training images; '--': the method cannot score new classes.")
+    print("\n" + LEGEND)
     return rows
 
 
@@ -154,7 +121,7 @@ def run_world(seed=0, verbose=1, model_name="candle-tiny", pretrained="bundled",
 
 def _moving_average(values, width):
     """Centred moving average that shrinks its window at the ends (no zero padding)."""
-    kernel = np.ones(width)
+    kernel = np.ones(max(1, min(width, len(values))))  # "same" keeps len only if <= len
     return (np.convolve(values, kernel, mode="same")
             / np.convolve(np.ones_like(values), kernel, mode="same"))
 
@@ -173,6 +140,8 @@ def plot_long_tail(data, per_class, path):
     for (name, acc), marker in zip(per_class.items(), "osd"):
         ax.plot(x, acc[order], marker, ms=4, alpha=0.75, label=name)
         for part in (slice(0, n_base), slice(n_base, None)):  # base and new apart
+            if not len(x[part]):
+                continue
             ax.plot(x[part], _moving_average(acc[order][part], 7), "-", lw=1.5,
                     color=ax.lines[-1].get_color())
     ax.axvline(n_base - 0.5, color="grey", ls="--", lw=1)
@@ -204,9 +173,7 @@ def main_world(seed=0, verbose=1, plot="candle_demo_long_tail.png"):
           f"{len(data.base_classes)} base classes (imbalance 0.02, at most 100 per class), "
           f"{len(data.y_test)} test images; model candle-tiny (bundled)\n")
     print(format_table(rows))
-    print("\nbase/new/hm: reference protocol (new-class images scored among new classes);"
-          "\njoint_hm: every image among all classes; many/medium/few: base classes with"
-          "\n>100, 20-100, <20 training images; '--': the method cannot score new classes."
+    print("\n" + LEGEND +
           "\nCandle's seconds include embedding all images; the others reuse the cached"
           " embeddings.")
     if plot:

@@ -1,0 +1,409 @@
+"""The ``candle-sklearn`` command line (also ``python -m candle_sklearn``): parsing and
+printing only; the work is in :mod:`candle_sklearn.tasks`, :mod:`candle_sklearn.reproduce`
+and :mod:`candle_sklearn.demo`."""
+
+import argparse
+import ast
+import csv
+import os
+import sys
+import warnings
+
+PROG = "candle-sklearn"
+
+DESCRIPTION = """\
+Candle (KDD 2024) for scikit-learn: adapt a CLIP model to long-tailed image data with
+classes that have few or no images.
+
+Run '%(prog)s COMMAND --help' for a command's options. Progress goes to stderr, results
+to stdout or files. Exit status: 0 on success, 1 on a bad input (the one-line message
+names it), 2 on a usage error, 130 when interrupted. CANDLE_SKLEARN_DEBUG=1 shows the
+traceback of a failure instead of the one-line message."""
+
+FIT_EPILOG = """\
+layout of TRAIN_DIR (as torchvision's ImageFolder):
+  TRAIN_DIR/golden_retriever/001.jpg    one sub-folder per class; the folder name is
+  TRAIN_DIR/golden_retriever/002.jpg    the label, and with underscores as spaces the
+  TRAIN_DIR/tabby_cat/001.png           name in the prompt ("a photo of a tabby cat.")
+Hidden files and folders are skipped; extensions: jpg jpeg png ppm bmp pgm tif tiff webp.
+
+examples:
+  %(prog)s photos/train -o pets.safetensors
+  %(prog)s photos/train --new-classes unseen.txt --model ViT-B-16 --pretrained openai \\
+      --cache-dir ~/.cache/candle -o pets.safetensors
+  %(prog)s photos/train --param tau=1.5 --param max_epochs=20 -o pets.safetensors"""
+
+PREDICT_EPILOG = """\
+output: CSV with the columns path, label, then class_1, proba_1, ... class_K, proba_K
+(the K most probable classes, K = --top-k); to stdout unless -o is given.
+
+examples:
+  %(prog)s pets.safetensors photos/test -o predictions.csv
+  %(prog)s pets.safetensors 'inbox/**/*.jpg' one.png --top-k 3"""
+
+EVALUATE_EPILOG = """\
+Prints base / new / HM (reference protocol: new-class images among new classes only,
+uncalibrated scores), joint HM (every image among all classes) and many / medium / few
+(base classes with >100, 20-100, <20 training images) for Candle and CLIP zero-shot,
+then the per-class table (joint prediction). TEST_DIR has the layout of fit's TRAIN_DIR;
+its folders must be classes of the model.
+
+examples:
+  %(prog)s pets.safetensors photos/test --plot long_tail.png -o per_class.csv"""
+
+REPRODUCE_EPILOG = """\
+datasets (CoOp layout under --root, see docs/reproducing.md):
+  imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft
+  sun397 dtd eurosat ucf101; transfer targets also: imagenetv2 imagenet_sketch
+  imagenet_a imagenet_r
+
+settings:
+  long-tailed (default)  --shots 100 --imbalance-ratio 0.02 (0.01 for imagenet)
+  balanced               --shots 16 --imbalance-ratio 1
+  base = the first ceil(n/2) labels, new = the rest; seeds 1 2 3.
+
+output (in --output):
+  results.csv   one row per (dataset, method, seed): base, new, hm, joint_hm, many,
+                medium, few, seconds (transfer: source, target, method, seed, accuracy)
+  summary.csv   mean and std over seeds; with --dataset all, the average over datasets
+  report.txt    the printed tables; run.json: the settings
+  cache/        the embedding cache (unless --cache-dir): a second run embeds nothing
+
+examples:
+  %(prog)s --dataset oxford_pets --root ~/data --model ViT-B-16 --pretrained openai
+  %(prog)s --dataset all --root ~/data --shots 16 --imbalance-ratio 1 --output balanced
+  %(prog)s --train imagenet --test imagenetv2 imagenet_sketch imagenet_a imagenet_r \\
+      --root ~/data
+  %(prog)s --dataset dtd --root ~/data --recipe reference"""
+
+
+def _param(text):
+    """``NAME=VALUE`` with VALUE a Python literal (else a string)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        pass
+    return name, value
+
+
+def _ratio(text):
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _add_model_options(p, model_default="ViT-B-16", pretrained_default="openai"):
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=model_default, metavar="NAME",
+                   help="open_clip model name (default: %(default)s; candle-tiny is the "
+                        "bundled tiny CLIP)")
+    g.add_argument("--pretrained", default=pretrained_default, metavar="TAG",
+                   help="weights: an open_clip tag, a checkpoint file, local-dir:FOLDER or "
+                        "bundled (default: %(default)s)")
+    _add_run_options(g)
+
+
+def _add_run_options(g):
+    g.add_argument("--device", default="auto",
+                   help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    g.add_argument("--batch-size", type=_positive, default=64, metavar="N",
+                   help="images per forward pass (default: %(default)s)")
+    g.add_argument("--num-workers", type=int, default=2, metavar="N",
+                   help="image-decoding worker processes (default: %(default)s)")
+
+
+def _add_common(p):
+    p.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                   help="an unreadable image stops the run (default) or is skipped with a "
+                        "warning")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+
+def _add_candle_options(p):
+    g = p.add_argument_group("Candle")
+    g.add_argument("--max-epochs", type=_positive, metavar="N",
+                   help="training epochs (default: the classifier's, 10)")
+    g.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+                   help="any CandleClassifier parameter, e.g. tau=1.5 or lr=3e-4 "
+                        "(repeatable)")
+
+
+def build_parser(prog=PROG):
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=fmt)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands")
+
+    p = sub.add_parser("fit", help="fit a pipeline on an image folder (+ names of classes "
+                       "without images)", formatter_class=fmt,
+                       description="Fit ClipEmbedder + CandleClassifier on TRAIN_DIR and save "
+                                   "the fitted pipeline to MODEL.", epilog=FIT_EPILOG)
+    p.add_argument("train_dir", metavar="TRAIN_DIR", help="one sub-folder of images per class")
+    p.add_argument("--new-classes", metavar="FILE",
+                   help="text file of classes without images, one name per line ('#' "
+                        "starts a comment)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL",
+                   help="where to save the fitted pipeline (candle_sklearn.save's safe "
+                        "format: safetensors + JSON, no pickle; CLIP weights by reference)")
+    p.add_argument("--template", action="append", metavar="TEMPLATE",
+                   help="prompt with {} for the class name, or a preset (openai_imagenet, "
+                        "simple_imagenet, or a reference dataset's name such as "
+                        "oxford_pets); repeat to average several (default: 'a photo of a "
+                        "{}.')")
+    p.add_argument("--cache-dir", metavar="DIR", help="on-disk embedding cache")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_model_options(p)
+    _add_candle_options(p)
+    _add_common(p)
+    p.set_defaults(func=_fit)
+
+    p = sub.add_parser("predict", help="predict images with a saved pipeline",
+                       formatter_class=fmt, epilog=PREDICT_EPILOG,
+                       description="Predict the class of image files, folders (recursively) "
+                                   "and glob patterns with a pipeline saved by fit.")
+    p.add_argument("model", metavar="MODEL", help="a pipeline saved by fit")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob")
+    p.add_argument("-o", "--output", metavar="CSV", help="write the CSV here (default: stdout)")
+    p.add_argument("--top-k", type=_positive, default=5, metavar="K",
+                   help="most probable classes listed per image (default: %(default)s)")
+    p.add_argument("--device", help="override the saved pipeline's device")
+    _add_common(p)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("evaluate", help="per-class accuracy and long-tail plot on a test "
+                       "folder", formatter_class=fmt, epilog=EVALUATE_EPILOG,
+                       description="Evaluate a pipeline saved by fit on TEST_DIR.")
+    p.add_argument("model", metavar="MODEL", help="a pipeline saved by fit")
+    p.add_argument("test_dir", metavar="TEST_DIR", help="one sub-folder of images per class")
+    p.add_argument("--plot", default="long_tail.png", metavar="FILE",
+                   help="long-tail plot (PNG; needs matplotlib; '' for none; default: "
+                        "%(default)s)")
+    p.add_argument("-o", "--output", metavar="CSV", help="write the per-class table as CSV")
+    p.add_argument("--device", help="override the saved pipeline's device")
+    _add_common(p)
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("reproduce", help="the paper's settings on CoOp-layout datasets "
+                       "(base to new, transfer)",
+                       formatter_class=fmt, epilog=REPRODUCE_EPILOG,
+                       description="Fit Candle, CLIP zero-shot and a linear probe per seed on "
+                                   "a reference dataset and write the paper's columns.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--dataset", metavar="NAME",
+                      help="base-to-new on one dataset, or 'all' found under --root")
+    what.add_argument("--train", metavar="NAME",
+                      help="transfer: fit on NAME (every class), test on --test")
+    p.add_argument("--test", nargs="+", default=[], metavar="NAME",
+                   help="transfer targets (ImageNet variants: domain generalisation; other "
+                        "datasets: cross-dataset, their classes as new classes)")
+    p.add_argument("--root", required=True, metavar="DATA",
+                   help="the folder holding the datasets (CoOp's $DATA)")
+    p.add_argument("--shots", type=_positive, default=100,
+                   help="at most this many training images per class (default: %(default)s; "
+                        "16 for the balanced setting)")
+    p.add_argument("--imbalance-ratio", type=_ratio, metavar="R",
+                   help="long-tail ratio (default: 0.02, 0.01 for imagenet; 1 = balanced)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], metavar="SEED",
+                   help="(default: 1 2 3)")
+    p.add_argument("--output", default="candle_reproduce", metavar="DIR",
+                   help="results folder (default: %(default)s)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="embedding cache (default: DIR/cache); share it between runs")
+    p.add_argument("--recipe", choices=("default", "reference"), default="default",
+                   help="Candle's training: the package defaults, or the reference's "
+                        "(SGD, 50 epochs, batch 128, ...)")
+    _add_model_options(p)
+    _add_candle_options(p)
+    _add_common(p)
+    p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("demo", help="run the offline end-to-end demo", formatter_class=fmt,
+                       description="Candle against zero-shot and a linear probe on the "
+                                   "generated image world, with the bundled tiny CLIP.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--plot", default="candle_demo_long_tail.png",
+                   help="where to save the long-tail plot ('' for none)")
+    p.add_argument("--features", action="store_true",
+                   help="the synthetic-features demo instead of the image world")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+# ------------------------------------------------------------------ commands
+def _verbose(args):
+    return 0 if args.quiet else 1
+
+
+def _candle_params(args, recipe=None):
+    params = dict(recipe or {})
+    if args.max_epochs is not None:
+        params["max_epochs"] = args.max_epochs
+    params.update(args.param)
+    return params
+
+
+def _fit(args):
+    from .tasks import fit_image_folder
+
+    fit_image_folder(args.train_dir, new_classes=args.new_classes or (),
+                     model_name=args.model, pretrained=args.pretrained,
+                     templates=args.template, output=args.output, cache_dir=args.cache_dir,
+                     device=args.device, batch_size=args.batch_size,
+                     num_workers=args.num_workers, on_error=args.on_error,
+                     random_state=args.seed, candle_params=_candle_params(args),
+                     verbose=_verbose(args))
+    _log(args, f"saved the fitted pipeline to {args.output}")
+
+
+def _load(args):
+    from .tasks import load_model
+
+    return load_model(args.model, device=args.device)
+
+
+def _predict(args):
+    from .tasks import prediction_fields, predict_images
+
+    model = _load(args)
+    rows = predict_images(model, args.inputs, top_k=args.top_k, on_error=args.on_error,
+                          verbose=_verbose(args))
+    fields = prediction_fields(args.top_k, len(model.classes_))
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as f:
+            _write_rows(f, rows, fields)
+        _log(args, f"wrote {len(rows)} predictions to {args.output}")
+    else:
+        _write_rows(sys.stdout, rows, fields)
+
+
+def _write_rows(f, rows, fields):
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in r.items()})
+
+
+def _evaluate(args):
+    from ._results import format_table
+    from .tasks import evaluate_image_folder, per_class_table
+
+    model = _load(args)
+    plot = args.plot or None
+    if plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            _log(args, "matplotlib is not installed: no long-tail plot "
+                       "(pip install candle-sklearn[demo])", force=True)
+            plot = None
+    result = evaluate_image_folder(model, args.test_dir, on_error=args.on_error, plot=plot,
+                                   verbose=_verbose(args))
+    print(format_table(result.summary, [c for c in ("base", "new", "hm", "joint_hm", "many",
+                                                     "medium", "few")]))
+    print("\n" + EVALUATE_LEGEND + "\n")
+    print(per_class_table(result.per_class, result.methods))
+    if args.output:
+        from ._results import write_csv
+
+        write_csv(args.output, result.per_class,
+                  ["class", "kind", "n_train", "n_test", *result.methods])
+        _log(args, f"wrote the per-class table to {args.output}")
+    if result.plot:
+        _log(args, f"long-tail plot: {result.plot}")
+
+
+EVALUATE_LEGEND = """\
+base/new/hm: reference protocol (new-class images scored among new classes, uncalibrated
+scores); joint_hm: every image among all classes; many/medium/few: base classes with >100,
+20-100, <20 training images; '--': no test image of that kind. Per class: accuracy of the
+joint prediction (what predict returns)."""
+
+
+def _reproduce(args):
+    from .reproduce import REFERENCE_RECIPE, reproduce
+
+    recipe = REFERENCE_RECIPE if args.recipe == "reference" else None
+    if args.dataset and args.test:
+        raise ValueError("--test goes with --train (transfer), not with --dataset")
+    report = reproduce(args.dataset, args.root, train=args.train, test=args.test,
+                       output=args.output, cache_dir=args.cache_dir, seeds=args.seeds,
+                       verbose=_verbose(args), model_name=args.model,
+                       pretrained=args.pretrained, shots=args.shots,
+                       imbalance_ratio=args.imbalance_ratio, device=args.device,
+                       batch_size=args.batch_size, num_workers=args.num_workers,
+                       candle_params=_candle_params(args, recipe), on_error=args.on_error)
+    print(report)
+    _log(args, f"results: {os.path.join(args.output, 'results.csv')}")
+
+
+def _demo(args):
+    from . import demo
+
+    verbose = 0 if args.quiet else 1
+    if args.features:
+        demo.main(seed=args.seed, verbose=verbose)
+    else:
+        demo.main_world(seed=args.seed, verbose=verbose, plot=args.plot)
+
+
+# ------------------------------------------------------------------ entry point
+def _log(args, message, force=False):
+    if force or not getattr(args, "quiet", False):
+        print(message, file=sys.stderr, flush=True)
+
+
+def _prog():
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else PROG
+    return "python -m candle_sklearn" if name in ("__main__.py", "-m", "-c", "") else name
+
+
+def _expected_errors():
+    """Errors that mean a bad input (reported in one line), not a bug."""
+    from ._images import ImageInputError
+    from .datasets import DatasetError
+    from .io import InvalidModelFileError, WeightsMismatchError
+    from .tasks import ModelFileError
+
+    return (DatasetError, ModelFileError, ImageInputError, InvalidModelFileError,
+            WeightsMismatchError, OSError, ValueError)
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status."""
+    prog = _prog()
+    args = build_parser(prog).parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, category, *a, **k: print(
+            f"{prog}: warning: {message}", file=sys.stderr, flush=True)
+        try:
+            args.func(args)
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return 130
+        except _expected_errors() as exc:
+            if os.environ.get("CANDLE_SKLEARN_DEBUG"):
+                raise
+            message = " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
+            print(f"{prog}: error: {message}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    sys.exit(main())

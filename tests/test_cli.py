@@ -1,0 +1,292 @@
+"""The command line and the functions behind it, end to end with the bundled tiny CLIP
+on fixtures in the exact on-disk layouts: reproduce (base to new, all, transfer), fit,
+predict, evaluate, and bad inputs (one line, non-zero exit, never a traceback)."""
+
+import csv
+import os
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from candle_sklearn.cli import main
+from candle_sklearn.datasets import base_to_new_split, load_coop_dataset
+from candle_sklearn.reproduce import reproduce
+from candle_sklearn.tasks import fit_image_folder, load_model, predict_images
+
+from .disk_layouts import (WORLD8, write_image_folder, write_imagenet, write_split_dataset,
+                           write_variant)
+
+TINY = ["--model", "candle-tiny", "--pretrained", "bundled", "--device", "cpu",
+        "--num-workers", "0"]
+FAST = ["--max-epochs", "3"]  # the paper's long tail (0.02; 0.01 for imagenet), few epochs
+API = dict(model_name="candle-tiny", pretrained="bundled", device="cpu", num_workers=0,
+           candle_params={"max_epochs": 3}, verbose=0)
+
+
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's tensors are too small for two threads to pay: on a busy 2-core
+    machine one thread runs these tests 2-3x faster."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cli(*args, cwd=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "candle_sklearn", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("data"))
+    write_split_dataset(root)  # oxford_pets, 8 classes: 4 base, 4 new
+    write_split_dataset(root, "dtd", "images", "split_zhou_DescribableTextures.json",
+                        sub_folders=True, seed=3)
+    write_imagenet(root)
+    write_variant(root)  # imagenet_a: 3 of the 8 classes
+    return root
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folders")
+    train = write_image_folder(str(root / "train"))  # 6 classes, 6 to 2 images
+    test = write_image_folder(str(root / "test"), names=WORLD8, n=(2,) * 8, seed=7)
+    new = root / "new.txt"
+    new.write_text("# classes without images\nstriped_red_star\nsolid_green_circle\n")
+    return train, test, str(new)
+
+
+@pytest.fixture(scope="module")
+def model_path(folders, tmp_path_factory):
+    train, _, new = folders
+    path = str(tmp_path_factory.mktemp("model") / "model.safetensors")
+    fit_image_folder(train, new_classes=new, output=path, model_name="candle-tiny",
+                     pretrained="bundled", device="cpu", num_workers=0,
+                     candle_params={"max_epochs": 3}, verbose=0)
+    return path
+
+
+# ------------------------------------------------------------------ reproduce
+def test_reproduce_command_line(data_root, tmp_path):
+    out = tmp_path / "out"
+    run = _cli("reproduce", "--dataset", "oxford_pets", "--root", data_root, *TINY, *FAST,
+               "--seeds", "1", "2", "--output", out)
+    assert run.returncode == 0, run.stderr
+    rows = _csv(out / "results.csv")
+    assert {"method", "seed", "base", "new", "hm", "joint_hm"} <= set(rows[0])
+    assert sorted((r["method"], r["seed"]) for r in rows) == sorted(
+        (m, s) for m in ("candle", "zero-shot", "linear-probe") for s in ("1", "2"))
+    candle = [r for r in rows if r["method"].startswith("candle")]
+    zero = [r for r in rows if "zero" in r["method"]]
+    assert len(candle) == len(zero) == 2
+    for r in candle + zero:
+        values = [float(r[c]) for c in ("base", "new", "hm", "joint_hm")]
+        assert all(0 <= v <= 1 for v in values)
+        assert float(r["new"]) > 0.5  # 4 new classes: chance is 0.25
+    assert len(_csv(out / "summary.csv")) == 3
+    # results on stdout, progress on stderr
+    assert "mean ± std over seeds 1, 2" in run.stdout and "img/s" not in run.stdout
+    assert "embedding cache" in run.stderr
+    assert (out / "report.txt").read_text().strip() == run.stdout.strip()
+    # every image embedded once: the training images of both seeds and the test set
+    with sqlite3.connect(out / "cache" / "embeddings.sqlite") as con:
+        (n,) = con.execute("SELECT COUNT(*) FROM emb").fetchone()
+    pets = load_coop_dataset("oxford_pets", data_root)
+    drawn = [base_to_new_split(pets.train.labels, pets.test.labels, random_state=s).train
+             for s in (1, 2)]
+    assert n == len(np.unique(np.concatenate(drawn))) + 24  # nothing else is read
+
+
+def test_reproduce_all_datasets(data_root, tmp_path, capsys):
+    out = tmp_path / "all"
+    assert main(["reproduce", "--dataset", "all", "--root", data_root, *TINY, *FAST,
+                 "--seeds", "1", "--output", str(out), "-q"]) == 0
+    summary = _csv(out / "summary.csv")
+    assert {r["dataset"] for r in summary} == {"imagenet", "oxford_pets", "dtd", "average"}
+    average = {r["method"]: r for r in summary if r["dataset"] == "average"}
+    per = [r for r in summary if r["method"] == "candle" and r["dataset"] != "average"]
+    assert float(average["candle"]["base"]) == pytest.approx(
+        np.mean([float(r["base"]) for r in per]), abs=1e-5)
+    assert "average over 3 datasets" in capsys.readouterr().out
+
+
+def test_transfer_through_the_python_api(data_root, tmp_path):
+    report = reproduce(train="imagenet", test=["imagenet_a", "oxford_pets"], root=data_root,
+                       output=str(tmp_path / "xd"), seeds=(1,), **API)
+    rows = _csv(tmp_path / "xd" / "results.csv")
+    by = {(r["target"], r["method"]): float(r["accuracy"]) for r in rows}
+    # the source; domain generalisation to a class subset (matched by WordNet id), also
+    # scored among the source classes; cross-dataset transfer (target classes are new)
+    assert set(by) == {(t, m) for t in ("imagenet", "imagenet_a", "oxford_pets")
+                       for m in ("candle", "zero-shot")} | {
+        ("imagenet", "linear-probe"), ("imagenet_a", "linear-probe"),
+        ("imagenet_a", "candle-source-classes")}
+    assert by[("imagenet_a", "candle-source-classes")] > 1 / 3  # 3 classes
+    assert by[("imagenet_a", "candle")] > 1 / 3 and by[("oxford_pets", "candle")] > 1 / 8
+    assert "imagenet_a" in report and "oxford_pets" in report
+
+
+# ------------------------------------------------------------------ fit, predict, evaluate
+def test_fit_command_line_then_predict(folders, tmp_path, capsys):
+    train, test, new = folders
+    model = tmp_path / "m.safetensors"
+    run = _cli("fit", train, "--new-classes", new, *TINY, "--max-epochs", "3", "-o", model)
+    assert run.returncode == 0, run.stderr
+    assert model.is_file() and "saved the fitted pipeline" in run.stderr
+    assert run.stdout == ""
+    assert main(["predict", str(model), os.path.join(test, "striped_red_star"),
+                 os.path.join(test, "solid_red_*", "*.png"), "--top-k", "3", "-q"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert list(rows[0]) == ["path", "label", "class_1", "proba_1", "class_2", "proba_2",
+                             "class_3", "proba_3"]
+    assert len(rows) == 4 and all(r["label"] == r["class_1"] for r in rows)
+    assert all(float(r["proba_1"]) >= float(r["proba_2"]) >= float(r["proba_3"]) for r in rows)
+    # a class known only by name is among the top 3 for its images
+    new = [r for r in rows if "striped_red_star" in r["path"]]
+    assert len(new) == 2 and all("striped_red_star" in (r["class_1"], r["class_2"],
+                                                        r["class_3"]) for r in new)
+
+
+def test_console_script_is_declared():
+    import configparser
+    import importlib
+    from pathlib import Path
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).parents[1] / "setup.cfg")
+    scripts = dict(line.split(" = ") for line in
+                   cfg["options.entry_points"]["console_scripts"].strip().splitlines())
+    module, _, func = scripts["candle-sklearn"].partition(":")
+    assert callable(getattr(importlib.import_module(module), func))
+
+
+def test_predict_api_and_csv_file(model_path, folders, tmp_path, capsys):
+    _, test, _ = folders
+    rows = predict_images(load_model(model_path), [test], top_k=100, verbose=0)
+    assert len(rows) == 16 and "class_8" in rows[0] and "class_9" not in rows[0]
+    out = tmp_path / "p.csv"
+    assert main(["predict", model_path, test, "-o", str(out), "-q"]) == 0
+    assert len(_csv(out)) == 16 and capsys.readouterr().out == ""
+
+
+def test_evaluate(model_path, folders, tmp_path, capsys):
+    _, test, _ = folders
+    plot = tmp_path / "lt.png"
+    args = ["evaluate", model_path, test, "-o", str(tmp_path / "pc.csv"), "-q"]
+    try:
+        import matplotlib  # noqa: F401
+        args += ["--plot", str(plot)]
+    except ImportError:
+        args += ["--plot", ""]
+        plot = None
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "joint_hm" in out and "zero-shot" in out
+    rows = _csv(tmp_path / "pc.csv")
+    kinds = {r["class"]: r["kind"] for r in rows}
+    assert kinds["striped_red_star"] == "new" and kinds["solid_red_circle"] == "base"
+    assert all(r["n_test"] == "2" for r in rows)
+    assert plot is None or plot.stat().st_size > 0
+
+
+# ------------------------------------------------------------------ bad inputs
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    root = tmp_path_factory.mktemp("broken")
+    write_image_folder(str(root / "train"), names=WORLD8[:3], n=(3, 3, 3))
+    (root / "train" / WORLD8[1] / "zz.png").write_bytes(b"not an image")
+    (root / "empty" / "a").mkdir(parents=True)
+    write_image_folder(str(root / "empty"), names=["b"], n=(1,))
+    (root / "coop" / "oxford_pets" / "images").mkdir(parents=True)
+    (root / "junk.safetensors").write_bytes(b"junk")
+    return root
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fit", "{root}/nope", "-o", "m"], "image folder {root}/nope not found"),
+    (["fit", "{root}/empty", "-o", "m"], "class folder {root}/empty/a has no images"),
+    (["fit", "{root}/train", "-o", "m", *TINY],
+     f"image {{root}}/train/{WORLD8[1]}/zz.png could not be read"),
+    (["reproduce", "--dataset", "pets9", "--root", "{root}"], "unknown dataset 'pets9'"),
+    (["reproduce", "--dataset", "oxford_pets", "--root", "{root}/nope"], "is not a folder"),
+    (["reproduce", "--dataset", "oxford_pets", "--root", "{root}/coop"],
+     "split_zhou_OxfordPets.json not found; see https://github.com/KaiyangZhou/CoOp"),
+    (["predict", "{root}/junk.safetensors", "{root}/train"],
+     "{root}/junk.safetensors: not a readable safetensors file"),
+    (["predict", "{root}/nope.safetensors", "{root}/train"],
+     "model file {root}/nope.safetensors not found"),
+    (["evaluate", "{model}", "{root}/empty"], "class folder {root}/empty/a has no images"),
+])
+def test_bad_inputs_exit_with_one_line(broken, model_path, args, message, capsys, tmp_path):
+    fill = {"root": str(broken), "model": model_path}
+    args = [a.format(**fill) for a in args]
+    if "-o" in args:
+        args[args.index("-o") + 1] = str(tmp_path / "m.safetensors")
+    assert main([*args, "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(("candle-sklearn: error: ",
+                                                "python -m candle_sklearn: error: ")), err
+    assert message.format(**fill) in err[0]
+    assert not (tmp_path / "m.safetensors").exists()
+    assert not os.path.exists("candle_reproduce")  # nothing written before the checks
+
+
+def test_unreadable_images_can_be_skipped(broken, tmp_path, capsys):
+    model = tmp_path / "m.safetensors"
+    assert main(["fit", str(broken / "train"), "-o", str(model), *TINY, "--max-epochs", "2",
+                 "--on-error", "skip", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipped 1 unreadable image(s)" in err and "zz.png" in err
+    assert load_model(model).named_steps["candle"].class_counts_.sum() == 9
+
+
+@pytest.mark.parametrize("command", ["fit", "predict", "evaluate", "reproduce", "demo"])
+def test_help_reads_like_a_man_page(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and ("examples:" in out or command == "demo")
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["reproduce", "--root", "x"])  # --dataset or --train is required
+    assert exit_.value.code == 2
+    assert "one of the arguments --dataset --train is required" in capsys.readouterr().err
+
+
+def test_embed_files_skips_or_stops_chunk_by_chunk(broken):
+    import warnings
+
+    from candle_sklearn import ClipEmbedder
+    from candle_sklearn._file_features import SkippedImageWarning, embed_files
+    from candle_sklearn._images import ImageInputError
+    from candle_sklearn.datasets import load_image_folder
+
+    paths = list(load_image_folder(broken / "train").paths)
+    bad = [i for i, p in enumerate(paths) if p.endswith("zz.png")]
+    emb = ClipEmbedder("candle-tiny", "bundled", device="cpu", num_workers=0).fit(paths[:1])
+    with pytest.warns(SkippedImageWarning, match="zz.png"):
+        X, kept = embed_files(emb, paths, on_error="skip", chunk_size=2, verbose=0)
+    assert np.flatnonzero(~kept).tolist() == bad and X.shape == (len(paths) - 1, 64)
+    good = [p for i, p in enumerate(paths) if i not in bad]
+    np.testing.assert_allclose(X, emb.transform(good), rtol=1e-5)  # rows stay aligned
+    with warnings.catch_warnings(), pytest.raises(ImageInputError, match="zz.png"):
+        warnings.simplefilter("error")
+        embed_files(emb, paths, chunk_size=2, verbose=0)

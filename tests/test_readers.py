@@ -1,0 +1,186 @@
+"""Readers of datasets on disk: the CoOp / Dassl layouts of the reference benchmarks and
+image folders, on generated fixtures in the exact layouts."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from candle_sklearn.datasets import (DatasetError, find_coop_datasets, find_images,
+                                     load_coop_dataset, load_image_folder, read_class_names)
+
+from .disk_layouts import (WNIDS, WORLD8, write_aircraft, write_image_folder, write_imagenet,
+                           write_split_dataset, write_variant)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("coop"))
+    write_split_dataset(root)  # oxford_pets
+    write_split_dataset(root, "dtd", "images", "split_zhou_DescribableTextures.json",
+                        sub_folders=True, n_train=(2,) * 8, n_test=1)
+    write_split_dataset(root, "stanford_cars", "", "split_zhou_StanfordCars.json",
+                        n_train=(1,) * 8, n_test=1)
+    write_split_dataset(root, "SUN397", "", "split_zhou_SUN397.json",  # the reference's own
+                        n_train=(1,) * 8, n_test=1)                    # folder name
+    write_aircraft(root)
+    write_imagenet(root, n_train=(2,) * 8, n_val=1)
+    write_variant(root)  # imagenet-adversarial: 3 of the 8 classes
+    write_variant(root, "imagenetv2", "imagenetv2-matched-frequency-format-val", keep=range(8),
+                  n=1, numbered=True)
+    return root
+
+
+def test_split_file_dataset(root):
+    pets = load_coop_dataset("oxford_pets", root)
+    assert pets.classes.tolist() == list(range(8))
+    assert pets.raw_class_names.tolist() == WORLD8
+    assert pets.class_names[0] == "solid red circle"  # underscores become spaces
+    assert pets.template == "a photo of a {}, a type of pet."
+    assert (len(pets.train.paths), len(pets.val.paths), len(pets.test.paths)) == (32, 8, 24)
+    assert np.bincount(pets.train.labels).tolist() == [6, 5, 5, 4, 4, 3, 3, 2]
+    assert all(p.startswith(os.path.join(root, "oxford_pets", "images") + os.sep)
+               for p in pets.train.paths)
+    assert all(os.path.isfile(p) for p in pets.test.paths)
+    with open(os.path.join(root, "oxford_pets", "split_zhou_OxfordPets.json")) as f:
+        first = json.load(f)["train"][0]
+    assert pets.train.paths[0].endswith(first[0]) and pets.train.labels[0] == first[1]
+
+
+def test_other_image_folders(root):
+    dtd = load_coop_dataset("dtd", root)
+    assert dtd.template == "{} texture." and os.path.isfile(dtd.train.paths[0])
+    assert os.sep + os.path.join("images", WORLD8[0]) + os.sep in dtd.train.paths[0]
+    cars = load_coop_dataset("Stanford-Cars", root)  # names: any case, - or _
+    assert cars.image_dir == cars.folder and os.path.isfile(cars.test.paths[0])
+    sun = load_coop_dataset("sun397", root)  # found under the alternative folder SUN397/
+    assert sun.folder.endswith("SUN397") and os.path.isfile(sun.train.paths[0])
+
+
+def test_fgvc_aircraft(root):
+    air = load_coop_dataset("fgvc_aircraft", root)
+    assert air.class_names.tolist() == ["707-320", "A300B4", "Cessna 172", "F/A-18"]
+    assert air.template == "a photo of a {}, a type of aircraft."
+    assert np.bincount(air.train.labels).tolist() == [3, 2, 2, 1]
+    assert all(os.path.isfile(p) for p in air.train.paths)
+    assert len(air.val.labels) == len(air.test.labels) == 4
+
+
+def test_imagenet_and_variants(root):
+    inet = load_coop_dataset("imagenet", root)
+    assert inet.class_ids.tolist() == sorted(WNIDS)  # labels follow sorted folders
+    assert inet.class_names[0] == "solid red circle" and inet.val is None
+    assert len(inet.train.labels) == 16 and len(inet.test.labels) == 8
+    a = load_coop_dataset("imagenet_a", root)  # README.txt is not a class
+    assert a.class_ids.tolist() == [WNIDS[i] for i in (1, 3, 5)]
+    assert a.class_names.tolist() == [WORLD8[i].replace("_", " ") for i in (1, 3, 5)]
+    assert a.train is None and a.test.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    v2 = load_coop_dataset("imagenet_v2", root)  # folders 0..7 index classnames.txt
+    assert v2.class_ids.tolist() == WNIDS and len(v2.test.labels) == 8
+
+
+def test_find_datasets(root):
+    # The 11 base-to-new datasets present, in the paper's order; variants are test sets.
+    assert find_coop_datasets(root) == ["imagenet", "oxford_pets", "stanford_cars",
+                                        "fgvc_aircraft", "sun397", "dtd"]
+
+
+def test_missing_and_malformed(root, tmp_path):
+    with pytest.raises(DatasetError, match="unknown dataset 'pets2'.*oxford_pets"):
+        load_coop_dataset("pets2", root)
+    with pytest.raises(DatasetError, match=r"caltech-101.*DATASETS.md#caltech101"):
+        load_coop_dataset("caltech101", root)
+    (tmp_path / "eurosat" / "2750").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"split_zhou_EuroSAT.json not found.*#eurosat"):
+        load_coop_dataset("eurosat", tmp_path)
+    bad = tmp_path / "eurosat" / "split_zhou_EuroSAT.json"
+    bad.write_text(json.dumps({"train": [["a.jpg", 0, "Forest"], ["b.jpg", 0, "River"]],
+                               "val": [], "test": []}))
+    with pytest.raises(DatasetError, match="label 0 is named both 'Forest' and 'River'"):
+        load_coop_dataset("eurosat", tmp_path)
+    bad.write_text(json.dumps({"train": [["a.jpg", 0]], "val": [], "test": []}))
+    with pytest.raises(DatasetError, match=r"train\[0\].*expected \[image path, label"):
+        load_coop_dataset("eurosat", tmp_path)
+    bad.write_text("{not json")
+    with pytest.raises(DatasetError, match="not a readable split file"):
+        load_coop_dataset("eurosat", tmp_path)
+    with pytest.raises(DatasetError, match="is not a folder"):
+        load_coop_dataset("dtd", tmp_path / "nope")
+
+
+def test_aircraft_unknown_variant(tmp_path):
+    base = write_aircraft(str(tmp_path))
+    with open(os.path.join(base, "images_variant_test.txt"), "a") as f:
+        f.write("1 Boeing 999\n")
+    with pytest.raises(DatasetError, match="line 5: variant 'Boeing 999'"):
+        load_coop_dataset("fgvc_aircraft", tmp_path)
+
+
+# ------------------------------------------------------------------ image folders
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("folder"))
+    write_image_folder(root, names=["b_class", "a_class", "c_class"], n=(2, 1, 1))
+    nested = os.path.join(root, "c_class", "more")
+    os.makedirs(nested)
+    os.replace(os.path.join(root, "c_class", "0.png"), os.path.join(nested, "X.PNG"))
+    with open(os.path.join(root, "a_class", "notes.txt"), "w") as f:
+        f.write("not an image")
+    return root
+
+
+def test_image_folder(folder):
+    data = load_image_folder(folder)
+    assert data.classes.tolist() == ["a_class", "b_class", "c_class"]  # sorted
+    assert data.class_names.tolist() == ["a class", "b class", "c class"]
+    assert data.labels.tolist() == ["a_class", "b_class", "b_class", "c_class"]
+    assert data.paths[-1].endswith(os.path.join("c_class", "more", "X.PNG"))  # any case
+    assert not any(".DS_Store" in p or p.endswith(".txt") for p in data.paths)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        load_image_folder(tmp_path / "nope")
+    with pytest.raises(DatasetError, match="no class sub-folders"):
+        load_image_folder(tmp_path)
+    write_image_folder(str(tmp_path), names=["a"], n=(1,))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"class folder .*empty has no images"):
+        load_image_folder(tmp_path)
+    data = load_image_folder(tmp_path, allow_empty=True)
+    assert data.classes.tolist() == ["a", "empty"] and data.labels.tolist() == ["a"]
+
+
+def test_find_images(folder):
+    one = os.path.join(folder, "a_class", "0.png")
+    found = find_images([one, os.path.join(folder, "b_class"),
+                         os.path.join(folder, "**", "*.PNG"), one])
+    assert found[0] == one and len(found) == len(set(found)) == 4
+    with pytest.raises(DatasetError, match="no such file or folder"):
+        find_images([os.path.join(folder, "missing.png")])
+    with pytest.raises(DatasetError, match="no images found"):
+        find_images([os.path.join(folder, "*.gif")])
+
+
+def test_read_class_names(tmp_path):
+    path = tmp_path / "new.txt"
+    path.write_text("# unseen\nsnow_leopard\n\n  red panda  \n")
+    assert read_class_names(path) == ["snow_leopard", "red panda"]
+    path.write_text("a\nb\na\n")
+    with pytest.raises(DatasetError, match=r"repeats \['a'\]"):
+        read_class_names(path)
+    with pytest.raises(DatasetError, match="could not be read"):
+        read_class_names(tmp_path / "missing.txt")
+
+
+def test_check_without_listing(root, tmp_path):
+    from candle_sklearn.datasets import check_coop_dataset
+
+    assert check_coop_dataset("fgvc_aircraft", root).name == "fgvc_aircraft"
+    (tmp_path / "oxford_pets" / "images").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="split_zhou_OxfordPets.json not found"):
+        check_coop_dataset("oxford_pets", tmp_path)
+    (tmp_path / "imagenet-sketch" / "images").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="classnames.txt not found.*#imagenet-sketch"):
+        check_coop_dataset("imagenet_sketch", tmp_path)
