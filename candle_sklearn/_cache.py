@@ -193,13 +193,7 @@ class DiskCache:
                 for k, v in items.items()]
         for attempt in range(2):
             try:
-                con = self._connect()
-                try:
-                    with con:
-                        con.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?)",
-                                        rows)
-                finally:
-                    con.close()
+                self._write(rows)
                 return True
             except (sqlite3.Error, OSError) as exc:  # EmbeddingCacheError is an OSError
                 if isinstance(exc, sqlite3.DatabaseError) and _corrupt(exc) and not attempt:
@@ -214,6 +208,15 @@ class DiskCache:
                     "process will encode them again", EmbeddingCacheWarning, stacklevel=3)
                 return False
         return False  # pragma: no cover
+
+
+    def _write(self, rows):
+        con = self._connect()
+        try:
+            with con:
+                con.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?)", rows)
+        finally:
+            con.close()
 
 
 def _decode(vec, row_dim, dim):

@@ -201,9 +201,7 @@ def _tag_options(model_name, tag):
     import open_clip
 
     cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
-    options = {}
-    if preprocess := {k: cfg[k] for k in _PREPROCESS_KEYS if k in cfg}:
-        options["force_preprocess_cfg"] = preprocess
+    options = {f"image_{k}": cfg[k] for k in _PREPROCESS_KEYS if k in cfg}
     if cfg.get("quick_gelu"):
         options["force_quick_gelu"] = True
     return options
@@ -343,10 +341,13 @@ def _load(spec, device, precision):
                        precision, spec.embed_dim, fingerprint, spec)
 
 
+def _open_clip_frames(exc):
+    return [frame.f_code.co_name for frame, _ in traceback.walk_tb(exc.__traceback__)
+            if "open_clip" in frame.f_code.co_filename]
+
+
 def _raised_reading_checkpoint(exc):
-    return any(frame.f_code.co_name == "load_checkpoint"
-               and "open_clip" in frame.f_code.co_filename
-               for frame, _ in traceback.walk_tb(exc.__traceback__))
+    return "load_checkpoint" in _open_clip_frames(exc)
 
 
 def _one_line(text, limit=200):
@@ -363,7 +364,7 @@ def _checkpoint_problem(spec, exc):
         return (f"checkpoint {path} holds Python objects besides tensors; candle_sklearn "
                 "never runs code from a checkpoint (torch.load(weights_only=True)). Re-save "
                 "its state dict with torch.save(model.state_dict(), path) or as safetensors")
-    if _unreadable(exc):
+    if "load_state_dict" in _open_clip_frames(exc):  # reading the file failed
         return (f"checkpoint {path} is not a readable PyTorch checkpoint (corrupt or "
                 f"truncated? {kind}: {_one_line(exc, 80)})")
     return (f"checkpoint {path} does not fit the architecture of model "
@@ -371,22 +372,10 @@ def _checkpoint_problem(spec, exc):
             "model_name against the model the checkpoint was trained as")
 
 
-def _unreadable(exc):
-    """Errors of a file that is no checkpoint at all (as opposed to one for another
-    model): torch's unpickler fails, or reads garbage as a non-string key."""
-    if isinstance(exc, (EOFError, pickle.UnpicklingError)):
-        return True
-    if isinstance(exc, RuntimeError) and "zip archive" in str(exc):
-        return True
-    return isinstance(exc, KeyError) and not (exc.args and isinstance(exc.args[0], str))
-
-
 def _first_problem(exc):
     """The first specific line of a load_state_dict report (it lists every key)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in lines[1:]:
-        return ln
-    return lines[0] if lines else "no message"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["no message"]
+    return lines[1] if len(lines) > 1 else lines[0]
 
 
 def clear_cache():
