@@ -9,6 +9,7 @@ EmbeddingCacheError naming the file where it cannot, and never loses finished
 encodings: a failed write warns and leaves them in memory."""
 
 import atexit
+import hashlib
 import multiprocessing
 import os
 import shutil
@@ -28,7 +29,7 @@ FILE_NAME = "embeddings.sqlite"
 # A name of our own, versioned: a foreign table in the same file cannot collide, and a
 # change of layout starts afresh instead of misreading old rows.
 TABLE = "candle_embeddings_v1"
-_COLUMNS = ["model", "key", "dim", "vec"]
+_COLUMNS = ["model", "key", "dim", "vec", "checksum"]
 _SQL_CHUNK = 500  # SQLite's bound-parameter limit is 999 in old builds
 
 
@@ -55,8 +56,10 @@ class MemoryCache:
 
 
 def _corrupt(exc):
+    """SQLite errors that mean the file itself is damaged (not busy, not read-only)."""
     name = getattr(exc, "sqlite_errorname", "") or ""
-    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    return (name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+            or "malformed" in str(exc) or "unsupported file format" in str(exc))
 
 
 def _reason(exc):
@@ -104,7 +107,7 @@ class DiskCache:
                 return self._try_connect()
             if not columns:
                 con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (model TEXT, key TEXT, "
-                            "dim INTEGER, vec BLOB, PRIMARY KEY (model, key))")
+                            "dim INTEGER, vec BLOB, checksum BLOB, PRIMARY KEY (model, key))")
                 con.commit()
         except sqlite3.OperationalError as exc:
             if "readonly" not in str(exc):  # read-only and new: nothing to read
@@ -161,7 +164,7 @@ class DiskCache:
                 for start in range(0, len(keys), _SQL_CHUNK):
                     chunk = keys[start:start + _SQL_CHUNK]
                     marks = ",".join("?" * len(chunk))
-                    rows += con.execute(f"SELECT key, dim, vec FROM {TABLE} WHERE model = ? "
+                    rows += con.execute(f"SELECT key, dim, vec, checksum FROM {TABLE} WHERE model = ? "
                                         f"AND key IN ({marks})", [model_key, *chunk]).fetchall()
                 break
             except sqlite3.DatabaseError as exc:
@@ -174,28 +177,30 @@ class DiskCache:
                 con.close()
         else:  # pragma: no cover
             rows = []
-        for key, row_dim, vec in rows:
-            emb = _decode(vec, row_dim, dim)
+        for key, row_dim, vec, checksum in rows:
+            emb = _decode(model_key, key, vec, checksum, row_dim, dim)
             if emb is None:
                 bad += 1
             else:
                 found[key] = emb
         if bad:
             warnings.warn(f"{bad} cached embedding(s) in {self.path} were damaged (wrong "
-                          "length or not finite); they were ignored and are encoded again",
+                          "length, checksum or values); they were ignored and are encoded again",
                           EmbeddingCacheWarning, stacklevel=4)
         return found
 
     # ------------------------------------------------------------ writing
     def put_many(self, model_key, items):
         """Store embeddings; on failure warn (they stay in the memory cache)."""
-        rows = [(model_key, k, len(v), np.asarray(v, np.float32).tobytes())
-                for k, v in items.items()]
+        rows = []
+        for k, v in items.items():
+            vec = np.asarray(v, np.float32).tobytes()
+            rows.append((model_key, k, len(v), vec, _checksum(model_key, k, vec)))
         for attempt in range(2):
             try:
                 self._write(rows)
                 return True
-            except (sqlite3.Error, OSError) as exc:  # EmbeddingCacheError is an OSError
+            except (sqlite3.Error, OSError, ValueError) as exc:  # EmbeddingCacheError too
                 if isinstance(exc, sqlite3.DatabaseError) and _corrupt(exc) and not attempt:
                     try:
                         self._move_aside(f"{type(exc).__name__}: {exc}")
@@ -214,16 +219,28 @@ class DiskCache:
         con = self._connect()
         try:
             with con:
-                con.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?)", rows)
+                con.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?, ?)", rows)
         finally:
             con.close()
 
 
-def _decode(vec, row_dim, dim):
+def _checksum(model_key, key, vec):
+    """Eight bytes over a row's identity and vector: a flipped bit, a truncated blob or
+    a row copied under another key is detected rather than served."""
+    h = hashlib.blake2b(digest_size=8)
+    for part in (model_key.encode(), key.encode("utf-8", "surrogatepass"), vec):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.digest()
+
+
+def _decode(model_key, key, vec, checksum, row_dim, dim):
     """The float32 vector of a row, or None when the row is damaged."""
-    if not isinstance(vec, bytes) or len(vec) % 4 or len(vec) // 4 != row_dim:
+    if not (isinstance(vec, bytes) and isinstance(key, str) and isinstance(row_dim, int)):
         return None
-    if dim is not None and row_dim != dim:
+    if len(vec) != 4 * row_dim:
+        return None
+    if (dim is not None and row_dim != dim) or checksum != _checksum(model_key, key, vec):
         return None
     emb = np.frombuffer(vec, dtype=np.float32)
     return emb if np.isfinite(emb).all() else None

@@ -156,7 +156,12 @@ def item_key(item, index):
             why = getattr(exc, "strerror", None) or exc
             raise ImageInputError(f"image {index} ({os.fspath(item)!r}) could not be read: "
                                   f"{why}") from None
-        return f"file:{os.path.abspath(item)}:{st.st_mtime_ns}:{st.st_size}"
+        # Undecodable bytes in a name (surrogates) cannot go into SQLite text: escape them.
+        path = os.path.abspath(item)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        path = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return f"file:{path}:{st.st_mtime_ns}:{st.st_size}"
     h = hashlib.blake2b(digest_size=20)
     if isinstance(item, Image.Image):
         _load_pil(item, index)

@@ -42,6 +42,7 @@ def fresh_embedding_cache():
     _cache.clear_session_cache()
     yield
     MEMORY.clear()
+    _cache.clear_session_cache()
 
 
 @pytest.fixture
@@ -322,14 +323,16 @@ def test_damaged_cache_file_is_moved_aside_and_rebuilt(tmp_path, image_dir, dama
     assert sum(forward_counter) - before == 4  # the rebuilt file serves them
 
 
-def test_row_of_the_wrong_length_is_ignored_and_encoded_again(tmp_path, image_dir):
+def test_damaged_rows_are_ignored_and_encoded_again(tmp_path, image_dir):
     folder, paths, want = cached_dir(tmp_path, image_dir)
     with sqlite3.connect(folder / _cache.FILE_NAME) as con:
         con.execute(f"UPDATE {_cache.TABLE} SET vec = ? WHERE key LIKE ?",
                     (b"\0" * 12, "%" + Path(paths[1]).name + "%"))
         con.execute(f"UPDATE {_cache.TABLE} SET dim = 3, vec = ? WHERE key LIKE ?",
                     (np.zeros(3, np.float32).tobytes(), "%" + Path(paths[2]).name + "%"))
-    with pytest.warns(EmbeddingCacheWarning, match="2 cached embedding"):
+        con.execute(f"UPDATE {_cache.TABLE} SET vec = ? WHERE key LIKE ?",  # right length
+                    (np.ones(32, np.float32).tobytes(), "%" + Path(paths[3]).name + "%"))
+    with pytest.warns(EmbeddingCacheWarning, match="3 cached embedding"):
         np.testing.assert_allclose(tiny(cache=str(folder)).transform(paths), want, atol=1e-6)
 
 
