@@ -579,3 +579,19 @@ def test_public_exceptions_and_model_access(image_dir):
     np.testing.assert_allclose(tiny().encode_text(["a photo of a red square."]),
                                torch.nn.functional.normalize(text, dim=-1).numpy(), atol=1e-6)
     assert len(clip.fingerprint) == 64 and clip.embed_dim == 32
+
+
+# ====================================================================== GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_gpu_thread_decoding_with_pinned_batches_and_flushes(image_dir, monkeypatch,
+                                                             precision):
+    """Several batches through decode threads, pinned host memory and non-blocking
+    copies, with results held on the device between flushes: same as on CPU."""
+    from candle_sklearn import embedder as embedder_module
+    monkeypatch.setattr(embedder_module, "_FLUSH_EVERY", 5)
+    paths = image_dir[0]
+    cpu = tiny(cache=False).transform(paths)
+    gpu = tiny(device="cuda", precision=precision, cache=False, batch_size=4,
+               num_workers=3).transform(paths)
+    np.testing.assert_allclose(gpu, cpu, atol=1e-4 if precision == "fp32" else 5e-2)
