@@ -16,7 +16,8 @@ from PIL import Image
 
 from .exceptions import ImageInputError
 
-__all__ = ["ImageInputError", "as_items", "item_key", "to_pil", "iter_batches"]
+__all__ = ["BatchPreprocess", "ImageInputError", "as_items", "item_key", "iter_batches",
+           "to_pil"]
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
@@ -181,29 +182,77 @@ def item_key(item, index):
 
 
 # ---------------------------------------------------------------- batches
-def _tensor(item, index, preprocess):
-    image = to_pil(item, index)
-    try:
-        return preprocess(image)
-    except Exception as exc:  # noqa: BLE001 - a transform failing on this image
-        raise ImageInputError(f"image {index}: preprocessing failed "
-                              f"({type(exc).__name__}: {exc})") from None
+class BatchPreprocess:
+    """open_clip's preprocess, cut where pixels become floats.
+
+    open_clip's transform is ``Compose([<PIL resizing and cropping>, ToTensor,
+    Normalize])``. The PIL part runs per image in the decoding threads (PIL releases the
+    GIL); the float conversion and normalisation run once per batch, in the consumer,
+    on the model's device. The threads then never start torch's own thread teams (which
+    oversubscribe a small machine), and a CUDA copy moves uint8 pixels, a quarter of
+    the bytes. The arithmetic is torchvision's, element for element, so the result is
+    the same as ``preprocess(image)``. Any other transform runs whole in the threads.
+    """
+
+    def __init__(self, preprocess):
+        self.preprocess, self.pil_stage, self.mean, self.std = preprocess, None, None, None
+        try:
+            from torchvision.transforms import Compose, Normalize
+        except ImportError:  # pragma: no cover - open_clip depends on torchvision
+            return
+        steps = getattr(preprocess, "transforms", None)
+        if (isinstance(preprocess, Compose) and steps and len(steps) >= 2
+                and type(steps[-2]).__name__ in ("ToTensor", "MaybeToTensor")
+                and isinstance(steps[-1], Normalize)):
+            self.pil_stage = Compose(steps[:-2])
+            self.mean, self.std = steps[-1].mean, steps[-1].std
+
+    def image(self, item, index):
+        """One image, decoded and preprocessed as far as the threads go."""
+        image = to_pil(item, index)
+        try:
+            if self.pil_stage is None:
+                return self.preprocess(image)
+            out = self.pil_stage(image)
+            return np.asarray(out.convert("RGB") if out.mode != "RGB" else out, np.uint8)
+        except ImageInputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a transform failing on this image
+            raise ImageInputError(f"image {index}: preprocessing failed "
+                                  f"({type(exc).__name__}: {exc})") from None
+
+    def collate(self, images, pin_memory=False):
+        """A host batch of images from :meth:`image` (pinned for a CUDA copy)."""
+        batch = (torch.stack(images) if self.pil_stage is None
+                 else torch.from_numpy(np.stack(images)))
+        return batch.pin_memory() if pin_memory else batch
+
+    def to_device(self, batch, device, dtype=torch.float32, non_blocking=False):
+        """The model's input: on ``device``, normalised, in ``dtype``."""
+        x = batch.to(device, non_blocking=non_blocking)
+        if self.pil_stage is not None:  # torchvision's to_tensor, then normalize
+            x = x.permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
+            mean = torch.as_tensor(self.mean, dtype=torch.float32, device=x.device)
+            std = torch.as_tensor(self.std, dtype=torch.float32, device=x.device)
+            x = x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+        return x.to(dtype)
 
 
-def iter_batches(items, indices, preprocess, batch_size, workers=0, pin_memory=False):
-    """Preprocessed batches of ``items`` in order (errors report ``indices``).
+def iter_batches(items, indices, prep, batch_size, workers=0, pin_memory=False):
+    """Host batches of ``items`` in order (``prep`` a :class:`BatchPreprocess`; errors
+    report ``indices``).
 
     With ``workers`` > 0, that many threads decode and preprocess up to one batch ahead
-    of the consumer (PIL and torch release the GIL), so decoding overlaps the model.
-    Threads, unlike DataLoader processes, work inside joblib workers, under the spawn
-    start method without a ``__main__`` guard, and with in-memory images.
+    of the consumer, so decoding overlaps the model. Threads, unlike DataLoader
+    processes, work inside joblib workers, under the spawn start method without a
+    ``__main__`` guard, and with images in memory.
     """
     n = len(items)
     if workers == 0:
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
-            yield _stack([_tensor(items[i], indices[i], preprocess)
-                          for i in range(start, stop)], pin_memory)
+            yield prep.collate([prep.image(items[i], indices[i]) for i in range(start, stop)],
+                               pin_memory)
         return
     pending, submitted = deque(), 0
     with ThreadPoolExecutor(workers, thread_name_prefix="candle-decode") as pool:
@@ -211,16 +260,11 @@ def iter_batches(items, indices, preprocess, batch_size, workers=0, pin_memory=F
             for start in range(0, n, batch_size):
                 stop = min(n, start + batch_size)
                 while submitted < min(n, stop + batch_size):  # this batch and the next
-                    pending.append(pool.submit(_tensor, items[submitted],
-                                               indices[submitted], preprocess))
+                    pending.append(pool.submit(prep.image, items[submitted],
+                                               indices[submitted]))
                     submitted += 1
                 batch = [pending.popleft().result() for _ in range(start, stop)]
-                yield _stack(batch, pin_memory)
+                yield prep.collate(batch, pin_memory)
         finally:  # an error or an early stop: drop the queued work, wait for the rest
             for future in pending:
                 future.cancel()
-
-
-def _stack(tensors, pin_memory):
-    batch = torch.stack(tensors)
-    return batch.pin_memory() if pin_memory else batch

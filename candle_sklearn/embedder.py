@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from . import _clip
 from ._cache import caches_for
-from ._images import as_items, item_key, iter_batches
+from ._images import BatchPreprocess, as_items, item_key, iter_batches
 from ._threads import torch_threads
 
 # Finished embeddings go to the caches at least this often, so that an error, an
@@ -280,19 +280,20 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     def _encode(self, loaded, items, todo):
         """Yield ``(indices, raw float32 embeddings)`` for ``items[todo]``.
 
-        Threads decode ahead of the model. On CUDA, batches are pinned and copied
-        without blocking, and results stay on the device until a flush, so the host
-        does not wait for the GPU after every batch."""
+        Threads decode ahead of the model. On CUDA, uint8 batches are pinned, copied
+        without blocking and normalised on the device, and results stay there until a
+        flush, so the host does not wait for the GPU after every batch."""
         cuda = loaded.device.type == "cuda"
         workers = self.num_workers if len(todo) > 1 else 0
-        batches = iter_batches([items[i] for i in todo], todo, loaded.preprocess,
-                               self.batch_size, workers, pin_memory=cuda)
+        prep = BatchPreprocess(loaded.preprocess)
+        batches = iter_batches([items[i] for i in todo], todo, prep, self.batch_size, workers,
+                               pin_memory=cuda)
         held, held_at, done = [], [], 0
         with contextlib.closing(batches), tqdm(total=len(todo), desc="ClipEmbedder",
                                                unit="img", disable=not self.verbose) as bar:
             for batch in batches:
                 with torch.inference_mode(), loaded.autocast():
-                    x = batch.to(loaded.device, loaded.input_dtype, non_blocking=cuda)
+                    x = prep.to_device(batch, loaded.device, loaded.input_dtype, cuda)
                     held.append(loaded.model.encode_image(x).float())
                 held_at.extend(todo[done:done + len(batch)])
                 done += len(batch)
