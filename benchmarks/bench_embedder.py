@@ -13,6 +13,7 @@ pure forward pass on pre-decoded tensors.
 """
 
 import argparse
+import os
 import resource
 import tempfile
 import time
@@ -141,7 +142,8 @@ def gpu_table(paths, models, batch_size):
             torch.cuda.reset_peak_memory_stats()
             t_fwd = best_of(forward, 3)
             emb = ClipEmbedder(name, None, device="cuda", precision=precision,
-                               batch_size=batch_size, num_workers=8, cache=False).fit(paths[:1])
+                               batch_size=batch_size, num_workers=os.cpu_count(),
+                               cache=False).fit(paths[:1])
             emb.transform(paths[:batch_size])
             t_full = best_of(lambda: emb.transform(paths), 3)
             peak = torch.cuda.max_memory_allocated() / 2**30
