@@ -1,13 +1,16 @@
-"""Baselines that the demo and the benchmarks compare Candle with. Each returns a
-score matrix (n, C) aligned with ``classes``; classes a method cannot score get -inf."""
+"""Baselines that the demo and the benchmarks compare Candle with, as score matrices
+(n, C) aligned with ``classes``; classes a method cannot score get -inf. The estimators
+themselves are public in :mod:`candle_sklearn.baselines`."""
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import normalize as _unit
+
+from .baselines import LinearProbeClassifier
 
 
 def zero_shot_scores(X, text_features):
-    """CLIP zero-shot: cosine of each image with each class's text feature."""
+    """CLIP zero-shot: cosine of each image with each class's text feature, times 100
+    (``ZeroShotClassifier.decision_function`` for more than two classes)."""
     return 100.0 * _unit(X) @ _unit(text_features).T
 
 
@@ -25,19 +28,17 @@ def nearest_class_mean_scores(X_train, y_train, X, classes):
 
 
 class LinearProbe:
-    """Logistic regression on L2-normalised features (base classes only), with
-    optional post-hoc logit adjustment ``- tau * log prior`` at prediction."""
+    """:class:`~candle_sklearn.baselines.LinearProbeClassifier` with its scores spread
+    over all ``classes`` (-inf for classes it never saw)."""
 
     def __init__(self, C=1.0, max_iter=1000):
-        self.model = LogisticRegression(C=C, max_iter=max_iter)
+        self.model = LinearProbeClassifier(C=C, max_iter=max_iter)
 
     def fit(self, X, y):
-        self.model.fit(_unit(X), y)
-        counts = np.bincount(np.searchsorted(self.model.classes_, y))
-        self.log_prior = np.log(counts / counts.sum())
+        self.model.fit(X, y)
         return self
 
     def scores(self, X, classes, tau=0.0):
-        logits = self.model.decision_function(_unit(X)) - tau * self.log_prior
+        logits = self.model.set_params(tau=tau)._logits(X)
         return _base_columns(logits, np.searchsorted(classes, self.model.classes_),
                              len(classes))

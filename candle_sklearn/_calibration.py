@@ -39,3 +39,28 @@ def best_bias(scores, y, is_new_col, is_new_row):
     hm = joint_hm_by_bias(scores, y, is_new_col, is_new_row, candidates)
     best = np.flatnonzero(hm >= hm.max() - 1e-12)
     return float(candidates[best[len(best) // 2]]), float(hm.max())
+
+
+def plateau_bias(scores, y, is_new_col, is_new_row, tolerance=0.0):
+    """The largest bias whose joint HM is within ``tolerance`` (relative) of the best.
+
+    Joint HM falls steeply below the best bias (new classes stop being predicted) and
+    gently above it, and held-out base classes, known to CLIP and to the head, need
+    less bias than real new classes: so among near-optimal biases the largest is the
+    safer choice. ``tolerance=0`` gives the right end of the optimal set.
+    """
+    if not is_new_row.any() or is_new_row.all():
+        raise ValueError("need samples of both base and new classes to choose a bias")
+    gaps = np.sort(scores[:, ~is_new_col].max(axis=1) - scores[:, is_new_col].max(axis=1))
+    candidates = np.concatenate([[gaps[0] - 1.0], (gaps[:-1] + gaps[1:]) / 2, [gaps[-1] + 1.0]])
+    hm = joint_hm_by_bias(scores, y, is_new_col, is_new_row, candidates)
+    ok = np.flatnonzero(hm >= hm.max() * (1 - tolerance) - 1e-12)
+    return float(candidates[ok[-1]]), float(hm.max())
+
+
+def rate_matched_bias(scores, is_new_col, rate):
+    """The bias at which a fraction ``rate`` of the rows (base-class samples) is predicted
+    as some new class: the bias that makes the model as ready to answer "new" as a
+    reference (zero-shot CLIP) is on the same samples."""
+    gaps = scores[:, ~is_new_col].max(axis=1) - scores[:, is_new_col].max(axis=1)
+    return float(np.quantile(gaps, np.clip(rate, 0.0, 1.0)))

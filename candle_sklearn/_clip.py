@@ -283,6 +283,7 @@ def resolve(model_name, pretrained):
 
 
 def _with_fingerprint(spec, **extra):
+    """``spec`` with the content hash of its checkpoint and its fingerprint."""
     try:
         size = os.path.getsize(spec.checkpoint)
     except OSError as exc:
@@ -292,10 +293,32 @@ def _with_fingerprint(spec, **extra):
         raise CheckpointError(f"checkpoint {spec.checkpoint} is empty (0 bytes): an "
                               "interrupted download or copy? Fetch it again")
     digest = _fingerprint.file_sha256(spec.checkpoint)
-    fingerprint = _fingerprint.combine(weights=digest, config=spec.config,
-                                       options=spec.options, **extra)
+    if spec.name.startswith(_LOCAL_DIR):  # the folder's config file holds the rest
+        fingerprint = _fingerprint.combine(weights=digest, **extra)
+    else:
+        config, preprocess = _effective(spec)
+        fingerprint = _fingerprint.combine(weights=digest, config=config,
+                                           preprocess=preprocess)
     return WeightsSpec(spec.model_name, spec.name, spec.checkpoint, spec.config,
                        spec.options, digest, fingerprint)
+
+
+def _effective(spec):
+    """The model config and preprocessing that loading will use, so that equal models
+    get equal fingerprints however they are named: "ViT-B-16" with the "openai" tag
+    and "ViT-B-16-quickgelu" with the same file are one model."""
+    from dataclasses import asdict
+
+    from open_clip.transform import PreprocessCfg
+
+    config = dict(spec.config)
+    if spec.options.get("force_quick_gelu"):
+        config["quick_gelu"] = True
+    preprocess = asdict(PreprocessCfg())
+    preprocess.update({k[len("image_"):]: v for k, v in spec.options.items()
+                       if k.startswith("image_")})
+    preprocess.pop("size", None)  # follows the config's image size
+    return config, preprocess
 
 
 # ------------------------------------------------------------------ loading

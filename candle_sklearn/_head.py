@@ -182,16 +182,24 @@ class CandleHead(nn.Module):
     context : {"isolated", "batch"}
         Attention context in training (see the method note); inference is per sample
         in both.
+    tied_text : bool
+        The new classes' text tokens read their virtual prototypes (detached), as in the
+        reference code, where the virtual prototypes are a view of those text rows and
+        training them moves the text tokens too. False: the text rows stay as given.
     """
 
     def __init__(self, visual_prototypes, text_features=None, n_new=0, *,
                  virtual_init="text", context="isolated", num_heads=8, dropout=0.1,
-                 visual_scale=1.0, logit_scale=100.0):
+                 visual_scale=1.0, logit_scale=100.0, tied_text=False):
         super().__init__()
         if context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
         n_base, dim = visual_prototypes.shape
+        if tied_text and (text_features is None or virtual_init != "text"):
+            raise ValueError("tied_text needs text features and virtual_init='text' (the "
+                             "reference ties only text-initialised virtual prototypes)")
         self.context = context
+        self.tied_text = bool(tied_text)
         self.logit_scale = float(logit_scale)
         self.visual_scale = float(visual_scale)
         self.register_buffer("visual_prototypes", visual_prototypes.float().clone())
@@ -221,7 +229,8 @@ class CandleHead(nn.Module):
                 - self.visual_prototypes.shape[0], "dim": self.visual_prototypes.shape[1],
                 "has_text": self.has_text, "context": self.context,
                 "num_heads": self.fusion.n_heads, "dropout": self.fusion.attn.dropout,
-                "visual_scale": self.visual_scale, "logit_scale": self.logit_scale}
+                "visual_scale": self.visual_scale, "logit_scale": self.logit_scale,
+                "tied_text": self.tied_text}
 
     @classmethod
     def from_config(cls, config, state_dict=None):
@@ -231,7 +240,8 @@ class CandleHead(nn.Module):
         head = cls(torch.zeros(n_base, dim), text, n_new, virtual_init="text" if text
                    is not None else "visual", context=config["context"],
                    num_heads=config["num_heads"], dropout=config["dropout"],
-                   visual_scale=config["visual_scale"], logit_scale=config["logit_scale"])
+                   visual_scale=config["visual_scale"], logit_scale=config["logit_scale"],
+                   tied_text=config.get("tied_text", False))
         if state_dict is not None:
             head.load_state_dict(state_dict)
         return head.eval()
@@ -262,8 +272,13 @@ class CandleHead(nn.Module):
         if self.virtual_prototypes is not None:
             protos = torch.cat([protos, self.virtual_prototypes])
         P = protos @ self.W_v
-        T = self.text_features @ self.W_t if self.has_text else None
-        return P, T
+        if not self.has_text:
+            return P, None
+        text = self.text_features
+        if self.tied_text and self.virtual_prototypes is not None:
+            n_base = self.visual_prototypes.shape[0]
+            text = torch.cat([text[:n_base], self.virtual_prototypes.detach()])
+        return P, text @ self.W_t
 
     def _class_sequence(self, P, T):
         return P if T is None else torch.cat([P, T])

@@ -13,28 +13,59 @@ from ._loss import cla_loss, class_log_prior
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Optimisation settings. The budget is ``max_steps`` optimizer steps or ``max_epochs``
+    passes over the data, whichever ends first (None: no limit of that kind);
+    ``epoch_schedule`` and ``drop_last`` reproduce the reference code's scheduler and
+    loader (measured in docs/method.md)."""
+
     tau: float = 1.0
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9
-    max_epochs: int = 10
+    max_steps: int | None = None
+    max_epochs: int | None = 10
     batch_size: int = 512
     warmup_epochs: int = 0
     warmup_lr: float = 1e-5
+    epoch_schedule: bool = False
+    drop_last: bool = False
+
+    def steps_per_epoch(self, n):
+        if self.drop_last and n >= self.batch_size:
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
+
+    def total_steps(self, n):
+        limits = [self.max_steps, None if self.max_epochs is None
+                  else self.max_epochs * self.steps_per_epoch(n)]
+        limits = [lim for lim in limits if lim is not None]
+        if not limits:
+            raise ValueError("set max_steps or max_epochs (or both)")
+        return min(limits)
 
 
 def resolve_device(spec):
-    """``"auto"`` is CUDA when available, else CPU; an unavailable CUDA is an error."""
+    """``"auto"`` is CUDA when available, else CPU. Only devices that can train and hold
+    a model are accepted (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``); an unavailable
+    one is an error that says so."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(spec)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device={spec!r} is not a torch device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={spec!r} was requested but CUDA is not available; "
-                         "use device='auto' or 'cpu'")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={spec!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={spec!r} was requested but CUDA is not available; "
+                             "use device='auto' or 'cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={spec!r}: only {torch.cuda.device_count()} CUDA "
+                             "device(s) are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={spec!r} was requested but MPS is not available")
     return device
 
 
@@ -52,57 +83,102 @@ def _make_optimizer(params, cfg):
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
+    # one fused kernel per step instead of a dozen passes over the D x D parameters
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32,
+                                                                 torch.float64) for p in params)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 fused=fused)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
-def _lr_at(step, steps_per_epoch, cfg):
-    """Constant warm-up epochs at ``warmup_lr``, then cosine decay per step to zero."""
+def _lr_at(step, steps_per_epoch, total, cfg):
+    """Constant warm-up epochs at ``warmup_lr``, then cosine decay from ``lr``: per step to
+    zero at ``total``, or (``epoch_schedule``, as the reference) once per epoch over
+    ``max_epochs`` cosine periods, never reaching zero."""
     warmup = cfg.warmup_epochs * steps_per_epoch
     if step < warmup:
         return cfg.warmup_lr
-    total = max(cfg.max_epochs * steps_per_epoch - warmup, 1)
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (step - warmup) / total))
+    if cfg.epoch_schedule:
+        epoch = (step - warmup) // steps_per_epoch
+        return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * epoch / cfg.max_epochs))
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+
+
+def _batches(n, cfg, generator, device):
+    """Index tensors of successive mini-batches, reshuffled at each pass over the data;
+    ``None`` marks the end of a pass."""
+    size = min(cfg.batch_size, n)
+    while True:
+        order = torch.randperm(n, generator=generator).to(device)
+        stop = n - n % size if cfg.drop_last else n
+        for start in range(0, stop, size):
+            yield order[start:start + size]
+        yield None
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Training produced a non-finite loss or parameter (too large a learning rate,
+    weight decay or loss margin)."""
+
+
+def _check_finite(head, loss, step):
+    if not math.isfinite(loss):
+        raise TrainingDivergedError(f"the training loss became {loss} by step {step}")
+    for name, p in head.named_parameters():
+        if not torch.isfinite(p).all():
+            raise TrainingDivergedError(f"parameter {name} became non-finite by step {step}")
 
 
 def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
     """Train ``head`` in place on features ``X`` (n, D) and head-order labels ``y``.
 
     Every mini-batch gets the C prototype rows appended with labels 0..C-1; the loss
-    is the sum of the CLA losses of the logits the head returns. Returns the mean
-    loss per epoch. The head is left in eval mode on ``device``.
+    is the sum of the CLA losses of the logits the head returns. Runs
+    ``cfg.total_steps(n)`` optimizer steps and returns the mean loss of each pass over
+    the data (the last one possibly partial). Raises :class:`TrainingDivergedError` when the
+    loss or a parameter stops being finite (checked once per pass: one host sync). The
+    head is left in eval mode on ``device``.
     """
     head.to(device).train()
     X, y = X.to(device), y.to(device)
-    log_prior = class_log_prior(class_counts).to(device)
+    log_prior = class_log_prior(class_counts, X.dtype).to(device)
     class_rows = torch.arange(head.n_classes, device=device)
     optimizer = _make_optimizer(head.parameters(), cfg)
-    shuffle = torch.Generator().manual_seed(seed)
     n = X.shape[0]
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    steps_per_epoch, total = cfg.steps_per_epoch(n), cfg.total_steps(n)
+    batches = _batches(n, cfg, torch.Generator().manual_seed(seed), device)
     history = []
-    for epoch in range(cfg.max_epochs):
-        total = torch.zeros((), device=device)
-        order = torch.randperm(n, generator=shuffle).to(device)
-        for i, start in enumerate(range(0, n, cfg.batch_size)):
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(epoch * steps_per_epoch + i, steps_per_epoch, cfg)
-            idx = order[start:start + cfg.batch_size]
-            target = torch.cat([y[idx], class_rows])
-            loss = sum(cla_loss(z, target, log_prior, cfg.tau)
-                       for z in head.training_logits(X[idx]) if z is not None)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(idx)
-        history.append(total.item() / n)  # one host sync per epoch
-        if on_epoch is not None:
-            on_epoch(epoch, history[-1])
+    running, seen = torch.zeros((), device=device), 0
+    for step in range(total):
+        idx = next(batches)
+        if idx is None:  # a pass over the data ended
+            _record(history, running, seen, head, step, on_epoch)
+            running, seen = torch.zeros((), device=device), 0
+            idx = next(batches)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, steps_per_epoch, total, cfg)
+        target = torch.cat([y[idx], class_rows])
+        loss = sum(cla_loss(z, target, log_prior, cfg.tau)
+                   for z in head.training_logits(X[idx]) if z is not None)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running += loss.detach() * len(idx)
+        seen += len(idx)
+    if seen:
+        _record(history, running, seen, head, total, on_epoch)
     head.eval()
     return history
+
+
+def _record(history, running, seen, head, step, on_epoch):
+    history.append(running.item() / seen)  # the one host sync of a pass
+    _check_finite(head, history[-1], step)
+    if on_epoch is not None:
+        on_epoch(len(history) - 1, history[-1])
 
 
 def inference_copy(head, device):

@@ -1,5 +1,6 @@
 """CandleClassifier: the Candle head on frozen features as a scikit-learn classifier."""
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -12,11 +13,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
-from ._calibration import best_bias
+from ._calibration import plateau_bias, rate_matched_bias
 from ._head import CONTEXTS, CandleHead
-from ._train import TrainConfig, resolve_device, score, seeded, train_head
+from ._train import (TrainConfig, TrainingDivergedError, resolve_device, score, seeded,
+                     train_head)
+from .templates import encode_class_names
 
-DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
 def _as_1d(name, values):
@@ -31,25 +33,56 @@ def _head_order(is_new):
     return np.concatenate([np.flatnonzero(~is_new), np.flatnonzero(is_new)])
 
 
+def _is_text(values):
+    """Whether labels are strings; mixed strings and numbers cannot be sorted: an error."""
+    values = np.asarray(values)
+    if values.dtype.kind != "O":
+        return values.dtype.kind in "US"
+    kinds = {isinstance(v, str) for v in values.tolist()}
+    if len(kinds) > 1:
+        raise ValueError(f"labels mix strings and numbers (for example "
+                         f"{values[:4].tolist()}); use one kind of label")
+    return kinds == {True}
+
+
+def _feature_scale(X):
+    """Median row norm of ``X``, computed without overflow. The head is invariant to a
+    global scale of its input (prototypes are means, every token is layer-normed), so
+    dividing by it only keeps float32 arithmetic in range for huge or tiny inputs."""
+    peak = float(np.max(np.abs(X)))
+    if peak == 0:
+        raise ValueError("X is all zeros: there are no features to learn from")
+    scale = float(np.median(np.linalg.norm(np.asarray(X, np.float64) / peak, axis=1))) * peak
+    return scale if scale > 0 else peak
+
+
+# Relative joint-HM tolerance of new_class_bias="auto": the largest bias within it of the
+# best one on the held-out classes (chosen over a family of worlds, docs/benchmarks.md).
+CALIBRATION_TOLERANCE = 0.02
+
+
+def _zero_shot(X, text):
+    """Cosine of each feature row with each class's text feature (zero-shot CLIP)."""
+    X = np.asarray(X, np.float64)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-300)
+    return X @ (text / np.linalg.norm(text, axis=1, keepdims=True)).T
+
+
+def _in_class_order(head_scores, order):
+    """Scores in the head's order (base classes, then new) back to ``classes_`` order."""
+    scores = np.empty(head_scores.shape, dtype=np.float64)
+    scores[:, order] = head_scores.numpy()
+    return scores
+
+
 def _duplicates(values):
     uniq, counts = np.unique(values, return_counts=True)
     return uniq[counts > 1].tolist()
 
 
 def prompts_text_features(encoder, names, templates):
-    """Text features (C, D) from ``encoder.encode_text``: per class, the mean of the
-    L2-normalised embeddings of every template filled with the class name."""
-    names = [str(n).replace("_", " ") for n in names]
-    total = None
-    for template in templates:
-        emb = np.asarray(encoder.encode_text([template.format(n) for n in names]),
-                         dtype=np.float64)
-        if emb.ndim != 2 or emb.shape[0] != len(names):
-            raise ValueError(f"encoder.encode_text returned shape {emb.shape} for "
-                             f"{len(names)} prompts; expected ({len(names)}, dim)")
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        total = emb if total is None else total + emb
-    return (total / np.linalg.norm(total, axis=1, keepdims=True)).astype(np.float32)
+    """Text features (C, D): :func:`candle_sklearn.templates.encode_class_names`."""
+    return encode_class_names(encoder, names, templates)
 
 
 class CandleClassifier(ClassifierMixin, BaseEstimator):
@@ -76,8 +109,11 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
     encoder : object with ``encode_text(list[str]) -> ndarray``, default=None
         Used to embed the prompts of the class names when ``text_features`` is None,
         for instance a :class:`~candle_sklearn.ClipEmbedder`.
-    templates : sequence of str, default=("a photo of a {}.",)
-        Prompt templates; with several, the normalised embeddings are averaged.
+    templates : str, callable or sequence of them, default=None
+        Prompt templates: format strings (``"a photo of a {}."``), callables such as
+        open_clip's ``OPENAI_IMAGENET_TEMPLATES``, or a preset name (see
+        :mod:`candle_sklearn.templates`); with several, the normalised embeddings are
+        averaged. None: ``"a photo of a {}."``.
     tau : float, default=1.0
         Loss margin: weight of the log class prior added to the logits in training.
     visual_scale : float, default=1.0
@@ -88,6 +124,11 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         token, as in the reference code. Inference is per sample in both.
     virtual_init : {"text", "visual"}, default="text"
         Initialisation of the new classes' virtual prototypes.
+    tied_text : bool, default=False
+        Tie the new classes' text tokens to their virtual prototypes, as the reference
+        code does (its virtual prototypes are a view of those text rows, so training
+        them moves the text tokens too; needs ``virtual_init="text"``). False keeps the
+        text as given. See docs/method.md for the measured difference.
     new_class_bias : float or "auto", default="auto"
         Added to the scores of classes without training samples, so that base and new
         classes compete fairly in joint prediction (new-class scores come from one
@@ -141,6 +182,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         The trained head, on CPU (class order: base classes, then new classes).
     head_order_ : ndarray of shape (n_classes,)
         ``classes_[head_order_]`` is the head's class order.
+    feature_scale_ : float
+        Median norm of the training features; inputs are divided by it (the head is
+        invariant to a global scale, this keeps huge or tiny inputs in float range).
     new_class_bias_ : float
         Bias added to the scores of ``new_classes_`` at prediction.
     calibration_ : dict or None
@@ -167,18 +211,20 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         "class_names": ["array-like", None],
         "text_features": ["array-like", None],
         "encoder": [HasMethods(["encode_text"]), None],
-        "templates": [list, tuple, None],
+        "templates": [list, tuple, str, callable, None],
         "tau": [Interval(Real, 0, None, closed="left")],
         "visual_scale": [Interval(Real, 0, None, closed="neither")],
         "context": [StrOptions(set(CONTEXTS))],
         "virtual_init": [StrOptions({"text", "visual"})],
+        "tied_text": ["boolean"],
         "new_class_bias": [StrOptions({"auto"}), Interval(Real, None, None, closed="neither")],
         "calibration_repeats": [Interval(Integral, 1, None, closed="left")],
         "optimizer": [StrOptions({"adamw", "adam", "sgd"})],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "momentum": [Interval(Real, 0, 1, closed="left")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left"), None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "warmup_epochs": [Interval(Integral, 0, None, closed="left")],
         "warmup_lr": [Interval(Real, 0, None, closed="left")],
@@ -191,9 +237,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, tau=1.0, visual_scale=1.0, context="isolated",
-                 virtual_init="text", new_class_bias="auto", calibration_repeats=3,
+                 virtual_init="text", tied_text=False, new_class_bias="auto", calibration_repeats=3,
                  optimizer="adamw", lr=1e-3, weight_decay=0.0,
-                 momentum=0.9, max_epochs=10, batch_size=512, warmup_epochs=0,
+                 momentum=0.9, max_steps=None, max_epochs=10, batch_size=512, warmup_epochs=0,
                  warmup_lr=1e-5, num_heads=8, dropout=0.0, device="auto",
                  random_state=None, verbose=0):
         self.classes = classes
@@ -205,12 +251,14 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self.visual_scale = visual_scale
         self.context = context
         self.virtual_init = virtual_init
+        self.tied_text = tied_text
         self.new_class_bias = new_class_bias
         self.calibration_repeats = calibration_repeats
         self.optimizer = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
         self.momentum = momentum
+        self.max_steps = max_steps
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.warmup_epochs = warmup_epochs
@@ -248,7 +296,12 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self : CandleClassifier
         """
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
+        _is_text(y)
         check_classification_targets(y)
+        if X.shape[1] < 2:
+            raise ValueError(f"CandleClassifier needs at least 2 features, got {X.shape[1]} "
+                             "feature(s): its attention layer-normalises each feature "
+                             "vector, which leaves nothing of a single feature")
         if self.new_class_bias != "auto" and not np.isfinite(self.new_class_bias):
             raise ValueError(f"new_class_bias must be finite, got {self.new_class_bias}")
         device = resolve_device(self.device)
@@ -265,7 +318,8 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
 
-        X_t = torch.tensor(X, dtype=torch.float32)
+        scale = _feature_scale(X)
+        X_t = torch.tensor(X / scale, dtype=torch.float32)
         y_t = torch.as_tensor(rank[y_idx])
         protos = torch.zeros(int((~is_new).sum()), X.shape[1]).index_add_(0, y_t, X_t)
         protos /= torch.as_tensor(counts[order][~is_new[order]], dtype=torch.float32)[:, None]
@@ -275,9 +329,13 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             head = CandleHead(protos, text_t, int(is_new.sum()),
                               virtual_init=self.virtual_init, context=self.context,
                               num_heads=self.num_heads, dropout=self.dropout,
-                              visual_scale=self.visual_scale)
+                              visual_scale=self.visual_scale,
+                              tied_text=self.tied_text and text_t is not None)
             history = self._train(head, X_t, y_t, torch.as_tensor(counts[order]), seed, device)
-        bias, calibration = self._new_class_bias(X, y_idx, classes, counts, text, seed)
+        bias, calibration = self._new_class_bias(
+            X, y_idx, classes, counts, text, seed,
+            lambda Z: _in_class_order(score(head, torch.tensor(Z / scale), device=device),
+                                      order))
 
         self.classes_ = classes
         self.class_counts_ = counts
@@ -287,44 +345,68 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self.text_features_ = text
         self.head_ = head.cpu()
         self.head_order_ = order
+        self.feature_scale_ = scale
         self.history_ = history
         self.new_class_bias_ = bias
         self.calibration_ = calibration
         return self
 
-    def _new_class_bias(self, X, y_idx, classes, counts, text, seed):
-        """``(bias, calibration record)`` for ``new_class_bias``."""
+    def _new_class_bias(self, X, y_idx, classes, counts, text, seed, head_scores):
+        """``(bias, calibration record)`` for ``new_class_bias``; ``head_scores(X)``
+        gives the fitted head's scores in ``classes`` order (for the fallback)."""
         if self.new_class_bias != "auto":
             return float(self.new_class_bias), None
-        base = np.flatnonzero(counts > 0)
-        if text is None or counts.min() > 0 or len(base) < 3:
-            return 0.0, None  # no new classes, or too few base classes to hold out
-        rng = np.random.RandomState(seed)
-        n_held = int(np.clip(round(len(base) * np.mean(counts == 0)), 1, len(base) - 2))
-        draws = [self._calibration_draw(X, y_idx, classes, counts, text, rng, n_held, seed + r)
-                 for r in tqdm(range(self.calibration_repeats), unit="refit",
-                               desc="new_class_bias='auto'", disable=not self.verbose)]
-        biases = [d["bias"] for d in draws]
-        return float(np.mean(biases)), {"draws": draws, "n_held_out_classes": n_held}
+        if text is None or counts.min() > 0:
+            return 0.0, None  # no new classes: nothing to balance
+        draws = self._calibration_draws(X, y_idx, classes, counts, text, seed)
+        if draws:
+            biases = [plateau_bias(d["scores"], d["y"], d["new_col"], d["new_row"],
+                                   CALIBRATION_TOLERANCE)[0] for d in draws]
+            record = [{"held_out": d["held_out"], "bias": b} for d, b in zip(draws, biases)]
+            return float(np.mean(biases)), {"method": "held-out classes", "draws": record}
+        # One base class: nothing to hold out. Be as ready to answer "new" on the
+        # training images as zero-shot CLIP is on them.
+        rate = float(np.mean(_zero_shot(X, text)[:, counts == 0].max(axis=1)
+                             > _zero_shot(X, text)[:, counts > 0].max(axis=1)))
+        bias = rate_matched_bias(head_scores(X), counts == 0, rate)
+        warnings.warn(f"new_class_bias='auto' needs at least two base classes to hold one "
+                      f"out; with one, the bias ({bias:.3g}) makes the model predict a new "
+                      f"class for as many training images ({rate:.0%}) as zero-shot CLIP "
+                      "does. Pass new_class_bias=<float> to choose it yourself.",
+                      UserWarning, stacklevel=3)
+        return bias, {"method": "zero-shot rate", "zero_shot_new_rate": rate, "draws": []}
 
-    def _calibration_draw(self, X, y_idx, classes, counts, text, rng, n_held, seed):
-        """Fit with ``n_held`` base classes turned into pretend-new classes; the bias
-        that maximises joint HM on their images and on held-back kept images."""
-        held = rng.choice(np.flatnonzero(counts > 0), n_held, replace=False)
-        is_held = np.isin(y_idx, held)
-        validation = np.zeros(len(y_idx), dtype=bool)
-        for c in np.setdiff1d(np.flatnonzero(counts >= 2), held):
-            idx = np.flatnonzero(y_idx == c)
-            validation[rng.choice(idx, max(1, len(idx) // 5), replace=False)] = True
-        train = ~is_held & ~validation
-        sub = clone(self).set_params(
-            classes=classes, text_features=text, class_names=None, encoder=None,
-            new_class_bias=0.0, verbose=0, random_state=seed)
-        sub.fit(X[train], classes[y_idx[train]])
-        evaluate = is_held | validation
-        bias, hm = best_bias(sub._head_scores(X[evaluate]), y_idx[evaluate],
-                             sub.class_counts_ == 0, is_held[evaluate])
-        return {"held_out": classes[held], "bias": bias, "joint_hm": hm}
+    def _calibration_draws(self, X, y_idx, classes, counts, text, seed):
+        """Held-out-class refits for ``new_class_bias="auto"``: in each, some base classes
+        become pretend-new classes (names kept, images dropped) and the model is refitted
+        on the rest; returns the refit's scores on the held-out classes' images and on
+        held-back images of the kept classes, with what a bias needs to be chosen."""
+        base = np.flatnonzero(counts > 0)
+        if len(base) < 2:
+            return []
+        rng = np.random.RandomState(seed)
+        n_held = int(np.clip(round(len(base) * np.mean(counts == 0)), 1, len(base) - 1))
+        draws = []
+        for r in tqdm(range(self.calibration_repeats), unit="refit",
+                      desc="new_class_bias='auto'", disable=not self.verbose):
+            held = rng.choice(base, n_held, replace=False)
+            is_held = np.isin(y_idx, held)
+            validation = np.zeros(len(y_idx), dtype=bool)
+            for c in np.setdiff1d(np.flatnonzero(counts >= 2), held):
+                idx = np.flatnonzero(y_idx == c)
+                validation[rng.choice(idx, max(1, len(idx) // 5), replace=False)] = True
+            train = ~is_held & ~validation
+            sub = clone(self).set_params(
+                classes=classes, text_features=text, class_names=None, encoder=None,
+                new_class_bias=0.0, verbose=0, random_state=seed + r)
+            sub.fit(X[train], classes[y_idx[train]])
+            # kept classes with a single image have none to hold back: when no kept
+            # image is held back, their training images (seen in training) stand in
+            evaluate = is_held | (validation if validation.any() else train)
+            draws.append({"held_out": classes[held], "y": y_idx[evaluate],
+                          "scores": sub._head_scores(X[evaluate], calibrated=False),
+                          "new_col": sub.class_counts_ == 0, "new_row": is_held[evaluate]})
+        return draws
 
     def add_classes(self, classes, class_names=None, text_features=None):
         """Add classes known only by name to a fitted model, without retraining.
@@ -349,7 +431,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self : CandleClassifier
         """
         check_is_fitted(self)
-        added = _as_1d("classes", classes)
+        added = self._as_labels_of_this_model(_as_1d("classes", classes))
+        if len(added) == 0:
+            return self
         if dup := _duplicates(added):
             raise ValueError(f"classes contains duplicates: {dup}")
         if present := np.intersect1d(added, self.classes_).tolist():
@@ -357,13 +441,14 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         if self.text_features_ is None:
             raise ValueError("the model was fitted without text, so it cannot take classes "
                              "known only by name; refit with text features")
-        if (added.dtype.kind in "OUS") != (self.classes_.dtype.kind in "OUS"):
-            raise ValueError(f"added labels ({added.dtype}) must be of the same kind as "
-                             f"classes_ ({self.classes_.dtype})")
         adder = clone(self).set_params(classes=added, class_names=class_names,
                                        text_features=text_features)
         names = adder._names(added)
         text = adder._text(added, names, self.n_features_in_)
+        if text is None:
+            raise ValueError("add_classes needs text for the added classes: pass "
+                             "text_features=..., or give the model an encoder (and "
+                             "class_names, or string labels)")
         if self.class_names_ is not None and names is not None:
             if clash := np.intersect1d(names, self.class_names_).tolist():
                 raise ValueError(f"class_names already in use: {clash}")
@@ -371,22 +456,46 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self._append_in_head_order(added, names, text)
         return self
 
+    def _as_labels_of_this_model(self, added):
+        """``added`` in the type of ``classes_``, or an error: labels never change kind."""
+        if _is_text(added) != _is_text(self.classes_) and len(added):
+            raise ValueError(f"added labels ({added.dtype}) must be of the same kind as "
+                             f"classes_ ({self.classes_.dtype})")
+        if _is_text(self.classes_) or self.classes_.dtype.kind == "O":
+            return added
+        with np.errstate(invalid="ignore"):
+            cast = added.astype(self.classes_.dtype)
+        if not np.array_equal(cast, added):
+            raise ValueError(f"added labels {added.tolist()} cannot be represented as "
+                             f"{self.classes_.dtype}, the type of classes_")
+        return cast
+
     def _train(self, head, X, y, counts, seed, device):
         cfg = TrainConfig(tau=self.tau, optimizer=self.optimizer, lr=self.lr,
                           weight_decay=self.weight_decay, momentum=self.momentum,
-                          max_epochs=self.max_epochs, batch_size=self.batch_size,
-                          warmup_epochs=self.warmup_epochs, warmup_lr=self.warmup_lr)
-        with tqdm(total=cfg.max_epochs, desc="CandleClassifier.fit", unit="epoch",
+                          max_steps=self.max_steps, max_epochs=self.max_epochs,
+                          batch_size=self.batch_size, warmup_epochs=self.warmup_epochs,
+                          warmup_lr=self.warmup_lr)
+        passes = -(-cfg.total_steps(len(X)) // cfg.steps_per_epoch(len(X)))
+        with tqdm(total=passes, desc="CandleClassifier.fit", unit="epoch",
                   disable=not self.verbose) as bar:
             def on_epoch(epoch, loss):
                 bar.set_postfix(loss=f"{loss:.4f}")
                 bar.update()
-            return train_head(head, X, y, counts, cfg, seed=seed, device=device,
-                              on_epoch=on_epoch)
+            try:
+                return train_head(head, X, y, counts, cfg, seed=seed, device=device,
+                                  on_epoch=on_epoch)
+            except TrainingDivergedError as exc:
+                raise TrainingDivergedError(
+                    f"CandleClassifier.fit diverged: {exc}. Lower lr (now {self.lr:g}), "
+                    f"weight_decay ({self.weight_decay:g}) or tau ({self.tau:g}).") from None
 
     def _class_table(self, y, n_features):
         """Sorted classes with their names and text features (or None), validated."""
         classes = np.unique(y) if self.classes is None else _as_1d("classes", self.classes)
+        if _is_text(classes) != _is_text(y):
+            raise ValueError(f"y ({np.asarray(y).dtype}) and classes ({classes.dtype}) must "
+                             "both be strings or both be numbers")
         if dup := _duplicates(classes):
             raise ValueError(f"classes contains duplicates: {dup}")
         if unknown := np.setdiff1d(np.unique(y), classes).tolist():
@@ -417,8 +526,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             if names is None:
                 raise ValueError("an encoder needs class names: pass class_names, or use "
                                  "string labels")
-            text = prompts_text_features(self.encoder, names,
-                                         self.templates or DEFAULT_TEMPLATES)
+            text = prompts_text_features(self.encoder, names, self.templates)
         else:
             return None
         if text.shape != (len(classes), n_features):
@@ -450,9 +558,8 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         """Scores (n, n_classes) in ``classes_`` order."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        head_scores = score(self.head_, torch.tensor(X), device=resolve_device(self.device))
-        scores = np.empty(head_scores.shape, dtype=np.float64)
-        scores[:, self.head_order_] = head_scores.numpy()
+        scores = _in_class_order(score(self.head_, torch.tensor(X / self.feature_scale_),
+                                       device=resolve_device(self.device)), self.head_order_)
         if calibrated:
             scores[:, self.class_counts_ == 0] += self.new_class_bias_
         return scores

@@ -41,7 +41,8 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         network answers, else a clear error within seconds), a checkpoint file,
         ``"local-dir:/folder"`` (open_clip config and weights), ``"bundled"`` (weights
         shipped with this package), or None for random weights. A tag also brings its
-        preprocessing and, for the OpenAI weights, QuickGELU activations.
+        preprocessing and, for the OpenAI weights, QuickGELU activations (for those
+        weights from a file, use the ``-quickgelu`` model name).
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
         ``"mps"``.

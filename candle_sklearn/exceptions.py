@@ -1,8 +1,25 @@
 """The exceptions candle_sklearn raises on purpose, for ``except`` clauses (as
 ``sklearn.exceptions`` does). Each message names the failing input and how to fix it."""
-
 __all__ = ["CheckpointError", "EmbeddingCacheError", "EmbeddingCacheWarning", "ImageInputError",
+           "InvalidModelFileError", "TrainingDivergedError", "WeightsMismatchError",
            "WeightsUnavailableError"]
+
+# Defined next to the code that raises them; handed on here on first access (importing
+# those modules at the top would be circular, as they import this one).
+_ELSEWHERE = {"TrainingDivergedError": "._train", "InvalidModelFileError": ".io",
+              "WeightsMismatchError": ".io"}
+
+
+def __getattr__(name):
+    if name in _ELSEWHERE:
+        from importlib import import_module
+
+        return getattr(import_module(_ELSEWHERE[name], __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
 
 
 class ImageInputError(ValueError):

@@ -4,6 +4,8 @@ medium / few-shot accuracy, as functions and as scorers for model selection."""
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from ._display import LongTailDisplay  # noqa: F401  (public here, with the metrics it plots)
+
 
 def harmonic_mean(a, b):
     """``2ab / (a + b)``; 0 when both are 0, NaN when either is NaN."""
@@ -106,8 +108,12 @@ def make_base_new_scorer(metric="hm", *, protocol="reference", new_classes=None)
 
     ``metric`` is ``"base"``, ``"new"`` or ``"hm"``. The new classes are
     ``new_classes`` or, when None, the fitted estimator's (or the pipeline's last
-    step's) ``new_classes_``. The reference protocol scores a
-    :class:`~candle_sklearn.CandleClassifier` on its uncalibrated scores
+    step's) ``new_classes_``. A test fold without a new-class sample (or with labels the
+    model does not know) raises a ``ValueError`` rather than scoring NaN: use
+    :class:`~candle_sklearn.model_selection.BaseNewSplit` to cross-validate.
+
+    The reference protocol scores a :class:`~candle_sklearn.CandleClassifier` on its
+    uncalibrated scores
     (``calibrated=False``), as the reference evaluation does; the joint protocol on
     the calibrated ones, as the model predicts.
     """
@@ -116,12 +122,36 @@ def make_base_new_scorer(metric="hm", *, protocol="reference", new_classes=None)
 
     def scorer(estimator, X, y):
         new = _final(estimator).new_classes_ if new_classes is None else new_classes
+        _check_fold(y, estimator.classes_, new, metric)
         scores = _scores(estimator, X, calibrated=protocol == "joint")
         result = base_new_accuracy(y, scores, estimator.classes_, new, protocol=protocol)
         return result[metric]
 
     scorer.__name__ = f"{metric}_{protocol}"
     return scorer
+
+
+_SPLITTER_HINT = (
+    "To select parameters by what they trade between base and new classes, cross-validate "
+    "with candle_sklearn.model_selection.BaseNewSplit, which holds whole classes out of "
+    "each training part, and give the classifier classes= listing every label (with their "
+    "names or text features), so that the held-out classes become its new classes.")
+
+
+def _check_fold(y, classes, new_classes, metric):
+    """A clear error where a base / new score could only be NaN or meaningless."""
+    y = np.asarray(y)
+    if unknown := np.setdiff1d(y, classes).tolist():
+        raise ValueError(f"the test labels {unknown[:10]} are not among the model's classes_, "
+                         "so it can never predict them. " + _SPLITTER_HINT)
+    is_new = np.isin(y, new_classes)
+    if metric in ("new", "hm") and not is_new.any():
+        raise ValueError(f"base/new scorer ({metric!r}): no test sample belongs to a new "
+                         "class (one without training samples), so new-class accuracy is "
+                         "undefined. " + _SPLITTER_HINT)
+    if metric in ("base", "hm") and is_new.all():
+        raise ValueError(f"base/new scorer ({metric!r}): every test sample belongs to a new "
+                         "class, so base-class accuracy is undefined.")
 
 
 def make_shot_scorer(group="few", *, many=100, few=20):

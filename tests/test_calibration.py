@@ -62,7 +62,8 @@ def test_zero_bias_keeps_previous_behaviour(data):
     import torch
 
     from candle_sklearn._train import score
-    raw = score(a.head_, torch.tensor(data.X_test), device=torch.device("cpu")).numpy()
+    raw = score(a.head_, torch.tensor(data.X_test / a.feature_scale_),
+                device=torch.device("cpu")).numpy()
     np.testing.assert_allclose(scores[:, a.head_order_], raw, rtol=1e-6, atol=1e-5)
 
 

@@ -485,6 +485,16 @@ def test_tag_brings_its_preprocessing_and_quick_gelu(monkeypatch):
     assert tuple(normalize.mean) == (0.5, 0.5, 0.5) and tuple(normalize.std) == (0.25,) * 3
     plain = ClipEmbedder(TINY, conftest.TINY_WEIGHTS, device="cpu").load_model()
     assert loaded.fingerprint != plain.fingerprint  # other activations, other embeddings
+    # The OpenAI tag under a plain name and the same file under the -quickgelu name are
+    # one model (open_clip's default preprocessing is OpenAI's): one fingerprint.
+    monkeypatch.setitem(_PRETRAINED, "ViT-B-16", {"openai": _pcfg(
+        hf_hub="nobody/nothing/", quick_gelu=True, mean=(0.48145466, 0.4578275, 0.40821073),
+        std=(0.26862954, 0.26130258, 0.27577711), interpolation="bicubic",
+        resize_mode="shortest")})
+    tagged = _clip.resolve("ViT-B-16", "openai")
+    by_file = _clip.resolve("ViT-B-16-quickgelu", conftest.TINY_WEIGHTS)
+    assert tagged.fingerprint == by_file.fingerprint
+    assert _clip.resolve("ViT-B-16", conftest.TINY_WEIGHTS).fingerprint != tagged.fingerprint
 
 
 # ============================== errors from deep inside, item 6: images in memory

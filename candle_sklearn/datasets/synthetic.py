@@ -13,7 +13,8 @@ def _unit(a):
 def make_clip_like_features(n_base=50, n_new=50, dim=512, *, imbalance_ratio=0.02,
                             max_per_class=100, n_test_per_class=30, group_size=5,
                             image_noise=0.12, text_noise=1.0, text_distortion=2.0,
-                            modality_gap=1.0, random_state=None):
+                            modality_gap=1.0, sibling_spread=0.8, n_modes=1, mode_spread=0.5,
+                            noise_spectrum=0.0, random_state=None):
     """Synthetic image and text features with CLIP's awkward habits.
 
     Class centres are unit vectors grouped in families of ``group_size`` similar
@@ -25,6 +26,19 @@ def make_clip_like_features(n_base=50, n_new=50, dim=512, *, imbalance_ratio=0.0
     help. Base classes are the first ``n_base`` labels; their training split is
     long-tailed by :func:`long_tailed_counts` with a random class order; new classes
     have no training image. The test split is balanced over all classes.
+
+    The knobs in which real datasets differ, for benchmarks over a family of worlds:
+    number of classes and shots (``n_base``, ``n_new``, ``max_per_class``,
+    ``imbalance_ratio``: 1 gives ``max_per_class`` balanced shots), ``dim``, text-image
+    alignment (``text_noise``, ``text_distortion``: zero-shot accuracy falls as they
+    grow), superclass structure (``group_size`` siblings per family, ``sibling_spread``
+    how far a class sits from its family's centre: small values make near-confusable
+    siblings), the modality gap (``modality_gap``), classes made of several visual modes
+    (``n_modes`` sub-centres at ``mode_spread`` from the class centre, so that a class
+    mean is a poor prototype), and anisotropic image noise (``noise_spectrum``: variances
+    decaying as ``k ** -noise_spectrum`` along random directions, as in real embeddings
+    where a few directions dominate; 0 is isotropic). The defaults reproduce earlier
+    releases exactly.
 
     Returns
     -------
@@ -40,7 +54,8 @@ def make_clip_like_features(n_base=50, n_new=50, dim=512, *, imbalance_ratio=0.0
     n_groups = -(-n_classes // group_size)
     families = _unit(rng.standard_normal((n_groups, dim)))
     group = rng.permutation(np.arange(n_classes) % n_groups)
-    centres = _unit(families[group] + 0.8 * _unit(rng.standard_normal((n_classes, dim))))
+    centres = _unit(families[group]
+                    + sibling_spread * _unit(rng.standard_normal((n_classes, dim))))
 
     image_gap, text_gap = modality_gap * _unit(rng.standard_normal((2, dim)))
     distortion = np.eye(dim) + text_distortion * rng.standard_normal((dim, dim)) / np.sqrt(dim)
@@ -52,9 +67,22 @@ def make_clip_like_features(n_base=50, n_new=50, dim=512, *, imbalance_ratio=0.0
     train_counts[rng.permutation(n_base)] = long_tailed_counts(n_base, imbalance_ratio,
                                                                max_per_class)
 
+    # extra draws only when a knob asks for them, so the defaults keep their old output
+    modes = (centres[:, None] + mode_spread * _unit(rng.standard_normal((n_classes, n_modes,
+                                                                        dim)))
+             if n_modes > 1 else centres[:, None])
+    if noise_spectrum:
+        basis = np.linalg.qr(rng.standard_normal((dim, dim)))[0]
+        scale = np.arange(1, dim + 1) ** (-noise_spectrum / 2)
+        noise_map = basis * (scale / np.sqrt(np.mean(scale ** 2)))[:, None]
+
     def images(counts):
         y = np.repeat(np.arange(n_classes), counts)
-        X = centres[y] + image_gap + image_noise * rng.standard_normal((len(y), dim))
+        mode = rng.randint(n_modes, size=len(y)) if n_modes > 1 else np.zeros(len(y), int)
+        noise = rng.standard_normal((len(y), dim))
+        if noise_spectrum:
+            noise = noise @ noise_map
+        X = modes[y, mode] + image_gap + image_noise * noise
         return X.astype(np.float32), y
 
     X_train, y_train = images(train_counts)

@@ -1,0 +1,167 @@
+"""Choose CandleClassifier's training defaults over a family of worlds, by regret.
+
+    .venv/bin/python benchmarks/bench_defaults.py sweep [--seeds 0 1] [--jobs 2]
+    .venv/bin/python benchmarks/bench_defaults.py report [--markdown]
+
+`sweep` fits every configuration of CONFIGS (lr 1e-3, batch 128 unless named) on every
+world of benchmarks/worlds.py
+(`new_class_bias=0.0`, reference-protocol HM on the head's own scores) and appends one
+JSON line per (world, seed, configuration) to benchmarks/results/defaults.jsonl; a rerun
+skips what is there, so it can be stopped and resumed. Each worker runs torch on one
+thread. `report` prints, per world, the best configuration's HM and every
+configuration's regret (best HM of that world minus its HM, mean over seeds), then the
+mean regret of each configuration over the family: the default is the configuration
+with the smallest mean regret.
+"""
+
+import argparse
+import functools
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from worlds import LARGE, RESULTS, WORLDS, load_world
+
+LOG = RESULTS / "defaults.jsonl"
+
+
+def _configs():
+    grid = {}
+
+    def add(name, **params):
+        grid[name] = dict(lr=1e-3, batch_size=128, max_steps=None, max_epochs=None) | params
+
+    for steps in (25, 50, 100, 200, 400, 800, 1600):
+        add(f"s{steps}", max_steps=steps)
+    for epochs in (10, 30, 100):  # epoch rules, capped at 1,000 steps
+        add(f"e{epochs}-cap1000", max_epochs=epochs, max_steps=1000)
+    for batch in (64, 256):
+        add(f"s400-b{batch}", max_steps=400, batch_size=batch)
+    for steps in (200, 800):
+        add(f"s{steps}-lr3e-4", max_steps=steps, lr=3e-4)
+    for steps in (100, 400):
+        add(f"s{steps}-lr3e-3", max_steps=steps, lr=3e-3)
+    add("0.1.0 default (10 epochs, batch 512)", max_epochs=10, batch_size=512)
+    return grid
+
+
+CONFIGS = _configs()
+# the large world gets the budgets and epoch rules at lr 1e-3, batch 128, and the old default
+LARGE_CONFIGS = [n for n in CONFIGS if "-b" not in n and "-lr" not in n]
+
+
+@functools.lru_cache(maxsize=2)
+def _world(name, seed):
+    return load_world(name, seed)
+
+
+def run_one(world, seed, config):
+    """Fit one configuration on one world; the reference-protocol scores and costs."""
+    import torch
+
+    from candle_sklearn import CandleClassifier
+    from candle_sklearn.metrics import base_new_accuracy
+
+    torch.set_num_threads(1)
+    data = _world(world, seed)
+    clf = CandleClassifier(classes=data.classes, text_features=data.text_features,
+                           new_class_bias=0.0, random_state=seed, device="cpu",
+                           **CONFIGS[config])
+    cpu, wall = time.process_time(), time.perf_counter()
+    clf.fit(data.X_train, data.y_train)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    scores = clf.predict_proba(data.X_test, calibrated=False)
+    acc = base_new_accuracy(data.y_test, scores, clf.classes_, clf.new_classes_)
+    return dict(world=world, seed=seed, config=config, n_train=len(data.y_train),
+                n_classes=len(data.classes), fit_cpu_s=cpu, fit_wall_s=wall, **acc)
+
+
+def done():
+    if not LOG.exists():
+        return set()
+    return {(r["world"], r["seed"], r["config"]) for r in map(json.loads, LOG.open())}
+
+
+def sweep(seeds, jobs, worlds):
+    from joblib import Parallel, delayed
+
+    import bench_defaults  # by reference, so that workers import it rather than unpickle
+
+    # worker processes import `worlds` from this folder
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent),
+                                                            os.environ.get("PYTHONPATH")]))
+    have = done()
+    todo = [(w, s, c) for w in worlds for s in seeds
+            for c in (LARGE_CONFIGS if w in LARGE else CONFIGS) if (w, s, c) not in have]
+    todo.sort(key=lambda t: (t[0] in LARGE, t[1], t[0]))  # small worlds first
+    print(f"{len(todo)} fits to run ({len(have)} already in {LOG})")
+    RESULTS.mkdir(exist_ok=True)
+    with LOG.open("a") as log:
+        results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+            delayed(bench_defaults.run_one)(*t) for t in todo)
+        for i, row in enumerate(results, 1):
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            print(f"[{i}/{len(todo)}] {row['world']} seed {row['seed']} {row['config']}: "
+                  f"hm {row['hm']:.3f} ({row['fit_cpu_s']:.1f} s cpu)", flush=True)
+
+
+def regret_table(rows, seeds=None):
+    """{world: {config: mean HM}} over the seeds that every configuration of that world
+    has, and {config: regret per world}."""
+    by = {}
+    for r in rows:
+        if seeds is None or r["seed"] in seeds:
+            by.setdefault(r["world"], {}).setdefault(r["config"], {})[r["seed"]] = r["hm"]
+    hm = {}
+    for world, per_config in by.items():
+        common = set.intersection(*(set(v) for v in per_config.values()))
+        if common:
+            hm[world] = {c: float(np.mean([v[s] for s in common]))
+                         for c, v in per_config.items() if common <= set(v)}
+    regret = {c: {w: max(hm[w].values()) - hm[w][c] for w in hm if c in hm[w]}
+              for c in CONFIGS}
+    return hm, regret
+
+
+def report(markdown):
+    rows = [json.loads(line) for line in LOG.open()]
+    hm, regret = regret_table(rows)
+    full = [w for w in hm if len(hm[w]) == len(CONFIGS)]
+    mean = {c: float(np.mean([regret[c][w] for w in full])) for c in CONFIGS
+            if all(w in regret[c] for w in full)}
+    ranked = sorted(mean, key=mean.get)
+    print(f"worlds with every configuration: {len(full)} of {len(hm)}\n")
+    sep = " | " if markdown else "  "
+    print(sep.join(["configuration", "mean regret", "max regret", "worst world"]))
+    for c in ranked:
+        worst = max(full, key=lambda w: regret[c][w])
+        print(sep.join([c, f"{mean[c]:.4f}", f"{regret[c][worst]:.3f}", worst]))
+    best = ranked[0]
+    print(f"\nper world (HM of the best configuration, and of {best}):")
+    for w in hm:
+        top = max(hm[w], key=hm[w].get)
+        mine = hm[w].get(best, float("nan"))
+        print(sep.join([w, f"best {hm[w][top]:.3f} ({top})", f"{best} {mine:.3f}",
+                        f"regret {hm[w][top] - mine:.3f}"]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["sweep", "report"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--worlds", nargs="+", default=list(WORLDS))
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    if args.command == "sweep":
+        sweep(args.seeds, args.jobs, args.worlds)
+    else:
+        report(args.markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""A family of feature worlds for choosing and checking defaults.
+
+Each world is a long-tailed or few-shot base-to-new task that differs from the others in
+the knobs in which real datasets differ: number of classes (10 to 1,000), shots (1 to 16
+balanced, at most 100 or 500 long-tailed, imbalance 1 to 0.01), feature dimension (64 to
+1,024), text-image alignment (zero-shot HM from about 0.3 to 0.8), superclass
+structure, multi-modal classes, anisotropic noise and the modality gap; one member is
+the generated image world seen through the bundled tiny CLIP (real embeddings).
+
+    from worlds import WORLDS, load_world
+    data = load_world("paper-lt", seed=0)   # a Bunch like make_clip_like_features's
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from candle_sklearn.datasets import make_clip_like_features
+
+RESULTS = Path(__file__).parent / "results"
+
+LT100 = dict(max_per_class=100, imbalance_ratio=0.02)
+
+
+def shots(k):
+    return dict(max_per_class=k, imbalance_ratio=1.0)
+
+
+# name -> make_clip_like_features arguments ("image-world": the tiny CLIP's embeddings)
+WORLDS = {
+    "paper-lt": dict(n_base=50, n_new=50, dim=512, **LT100),
+    "lt-aniso-256": dict(n_base=40, n_new=40, dim=256, noise_spectrum=1.0, **LT100),
+    "bal16-200": dict(n_base=100, n_new=100, dim=512, **shots(16)),
+    "lt500-0.01": dict(n_base=50, n_new=50, dim=512, max_per_class=500, imbalance_ratio=0.01),
+    "1shot-20": dict(n_base=10, n_new=10, dim=512, **shots(1)),
+    "4shot-10-noisytext": dict(n_base=5, n_new=5, dim=768, text_noise=3.0,
+                               text_distortion=4.0, **shots(4)),
+    "siblings-768": dict(n_base=50, n_new=50, dim=768, sibling_spread=0.3, **shots(16)),
+    "modes-1024": dict(n_base=50, n_new=50, dim=1024, n_modes=3, mode_spread=1.0,
+                       max_per_class=100, imbalance_ratio=0.1),
+    "aligned-768": dict(n_base=100, n_new=100, dim=768, text_noise=0.8, text_distortion=1.5,
+                        **LT100),
+    "gap-aniso-8shot": dict(n_base=50, n_new=50, dim=512, modality_gap=3.0,
+                            noise_spectrum=1.0, **shots(8)),
+    "noisy-lt": dict(n_base=40, n_new=40, dim=512, image_noise=0.2, **LT100),
+    "many-new": dict(n_base=20, n_new=180, dim=512, **shots(16)),
+    "classes-1000": dict(n_base=500, n_new=500, dim=512, max_per_class=100,
+                         imbalance_ratio=0.01, n_test_per_class=10),
+    "image-world": None,
+}
+
+# Worlds whose fits cost minutes each on 2 CPU cores: swept over fewer configurations.
+LARGE = {"classes-1000"}
+
+
+def load_world(name, seed):
+    """The world ``name`` drawn with ``seed`` (image-world: embedded once, then cached)."""
+    if name == "image-world":
+        return _image_world(seed)
+    return make_clip_like_features(**WORLDS[name], random_state=seed)
+
+
+def _image_world(seed):
+    """The demo's image world (48 base compositions, long-tailed, 24 new ones known by
+    name) embedded by the bundled tiny CLIP, as features."""
+    from sklearn.utils import Bunch
+
+    from candle_sklearn import ClipEmbedder
+    from candle_sklearn.classifier import prompts_text_features
+    from candle_sklearn.demo import world_data
+
+    path = RESULTS / f"image_world_seed{seed}.npz"
+    if not path.exists():
+        data = world_data(seed)
+        emb = ClipEmbedder("candle-tiny", "bundled", device="cpu", cache=False)
+        text = prompts_text_features(emb, data.classes, ["a photo of a {}."])
+        RESULTS.mkdir(exist_ok=True)
+        np.savez(path, X_train=emb.fit_transform(list(data.X_train)),
+                 X_test=emb.transform(list(data.X_test)), text=text,
+                 y_train=np.searchsorted(data.classes, data.y_train),
+                 y_test=np.searchsorted(data.classes, data.y_test),
+                 counts=data.train_counts, new=np.isin(data.classes, data.new_classes))
+    z = np.load(path)
+    classes = np.arange(len(z["counts"]))
+    return Bunch(X_train=z["X_train"], y_train=z["y_train"], X_test=z["X_test"],
+                 y_test=z["y_test"], classes=classes, text_features=z["text"],
+                 class_names=np.array([f"class {c}" for c in classes]),
+                 base_classes=classes[~z["new"]], new_classes=classes[z["new"]],
+                 train_counts=z["counts"])

@@ -1,0 +1,393 @@
+import copy
+import json
+import os
+import pickle
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import safetensors.numpy
+import torch
+from open_clip import zero_shot_metadata as ocm
+from sklearn.base import clone
+
+import candle_sklearn
+from candle_sklearn import CandleClassifier, ClipEmbedder, _clip, io, make_candle_pipeline
+from candle_sklearn.baselines import LinearProbeClassifier, ZeroShotClassifier
+from candle_sklearn.io import InvalidModelFileError, WeightsMismatchError
+
+from . import conftest
+from .conftest import FAST, TINY
+
+
+@pytest.fixture(scope="module")
+def fitted(small_data):
+    """String labels and names, auto bias (calibration_ record), a few templates."""
+    d = small_data
+    classes = np.array([f"class_{c}" for c in d.classes])
+    clf = CandleClassifier(classes=classes, text_features=d.text_features,
+                           class_names=[f"thing {c}" for c in d.classes],
+                           templates=ocm.SIMPLE_IMAGENET_TEMPLATES, calibration_repeats=1,
+                           **FAST)
+    return clf.fit(d.X_train, classes[d.y_train])
+
+
+def _roundtrip(est, tmp_path, **load_params):
+    path = tmp_path / "model.safetensors"
+    candle_sklearn.save(est, path)
+    return candle_sklearn.load(path, **load_params), path
+
+
+def _assert_same_fitted_state(a, b):
+    for attr in ("classes_", "class_counts_", "base_classes_", "new_classes_", "class_names_",
+                 "text_features_", "head_order_", "history_", "n_features_in_"):
+        np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr), err_msg=attr)
+    assert a.new_class_bias_ == b.new_class_bias_
+    assert a.classes_.dtype == b.classes_.dtype
+    for k, v in a.head_.state_dict().items():
+        assert torch.equal(v, b.head_.state_dict()[k]), k
+
+
+def test_classifier_roundtrip_predicts_identically(fitted, small_data, tmp_path):
+    loaded, _ = _roundtrip(fitted, tmp_path)
+    X = small_data.X_test
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+    np.testing.assert_array_equal(loaded.decision_function(X, calibrated=False),
+                                  fitted.decision_function(X, calibrated=False))
+    np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
+    _assert_same_fitted_state(fitted, loaded)
+    assert loaded.calibration_["n_held_out_classes"] == fitted.calibration_["n_held_out_classes"]
+    np.testing.assert_array_equal(loaded.calibration_["draws"][0]["held_out"],
+                                  fitted.calibration_["draws"][0]["held_out"])
+    # open_clip's template lambdas are stored as the format strings they equal
+    assert loaded.templates == tuple(t("{}") for t in ocm.SIMPLE_IMAGENET_TEMPLATES)
+    assert loaded.get_params()["tau"] == fitted.tau
+    # and the loaded model is an ordinary estimator: pickles, clones, refits, takes classes
+    again = pickle.loads(pickle.dumps(loaded))
+    np.testing.assert_array_equal(again.predict(X), fitted.predict(X))
+    loaded.add_classes(["class_extra"], text_features=small_data.text_features[:1])
+    assert "class_extra" in loaded.classes_
+    clone(loaded).set_params(new_class_bias=0.0).fit(small_data.X_train[:40],
+                                                       fitted.classes_[small_data.y_train[:40]])
+
+
+@pytest.mark.parametrize("params", [dict(context="batch"), dict(visual_only=True)])
+def test_classifier_variants_roundtrip(small_data, tmp_path, params):
+    d = small_data
+    if params.pop("visual_only", False):  # no text: visual-only head, no new classes
+        keep = np.isin(d.classes, d.base_classes)
+        clf = CandleClassifier(**FAST).fit(d.X_train, d.y_train)
+        X = d.X_test[np.isin(d.y_test, d.classes[keep])]
+    else:
+        clf = CandleClassifier(classes=d.classes, text_features=d.text_features,
+                               new_class_bias=1.5, **FAST, **params).fit(d.X_train, d.y_train)
+        X = d.X_test
+    loaded, _ = _roundtrip(clf, tmp_path)
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+def test_feature_names_and_output_config_roundtrip(small_data, tmp_path):
+    pd = pytest.importorskip("pandas")
+    d = small_data
+    X = pd.DataFrame(d.X_train, columns=[f"f{i}" for i in range(d.X_train.shape[1])])
+    clf = CandleClassifier(**FAST).fit(X, d.y_train)
+    loaded, _ = _roundtrip(clf, tmp_path)
+    np.testing.assert_array_equal(loaded.feature_names_in_, clf.feature_names_in_)
+    assert loaded.feature_names_in_.dtype == object
+
+
+def test_fitted_on_another_device_loads_on_cpu(fitted, small_data, tmp_path):
+    X = small_data.X_test
+    # as if fitted with device="cuda" (the head is kept on CPU after fit anyway)
+    on_gpu = clone(fitted)
+    on_gpu.__dict__.update({k: v for k, v in vars(fitted).items() if k.endswith("_")})
+    on_gpu.set_params(device="cuda:0")
+    path = tmp_path / "gpu.safetensors"
+    candle_sklearn.save(on_gpu, path)
+    if not torch.cuda.is_available():
+        with pytest.warns(UserWarning, match="no CUDA device, so it uses device='cpu'"):
+            loaded = candle_sklearn.load(path)
+        assert loaded.device == "cpu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = candle_sklearn.load(path, device="cpu")
+    assert loaded.device == "cpu"
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+
+
+@pytest.mark.gpu
+def test_fitted_on_gpu_loads_on_cpu(small_data, tmp_path):
+    d = small_data
+    clf = CandleClassifier(classes=d.classes, text_features=d.text_features,
+                           **{**FAST, "device": "cuda"}).fit(d.X_train, d.y_train)
+    loaded, _ = _roundtrip(clf, tmp_path, device="cpu")
+    np.testing.assert_allclose(loaded.predict_proba(d.X_test), clf.predict_proba(d.X_test),
+                               atol=1e-5)
+    _assert_same_fitted_state(clf, loaded)
+
+
+def test_zero_shot_roundtrip(small_data, tmp_path):
+    d = small_data
+    zs = ZeroShotClassifier(d.classes, text_features=d.text_features).fit(d.X_test)
+    loaded, _ = _roundtrip(zs, tmp_path)
+    np.testing.assert_array_equal(loaded.predict_proba(d.X_test), zs.predict_proba(d.X_test))
+
+
+# ------------------------------------------------------------- pipelines, weights
+@pytest.fixture
+def tiny_weights(tmp_path):
+    """A private copy of the tiny model's checkpoint, forgotten by the model cache after."""
+    path = tmp_path / "weights" / "tiny.pt"
+    path.parent.mkdir()
+    shutil.copy(conftest.TINY_WEIGHTS, path)
+    yield path
+    _clip.clear_cache()
+
+
+def _tiny_pipeline(weights, image_dir, **params):
+    paths, labels = image_dir
+    pipe = make_candle_pipeline(TINY, str(weights), classes=np.unique(labels),
+                                embedder_params={"device": "cpu", "num_workers": 0},
+                                new_class_bias=0.0, **{**FAST, **params})
+    train = labels != "yellow"  # yellow: a new class, known by name only
+    return pipe.fit([p for p, t in zip(paths, train) if t], labels[train])
+
+
+def test_pipeline_roundtrip_as_on_another_machine(tiny_weights, image_dir, tmp_path):
+    from candle_sklearn._cache import MEMORY
+
+    paths, _ = image_dir
+    pipe = _tiny_pipeline(tiny_weights, image_dir)
+    path = tmp_path / "pipe.safetensors"
+    candle_sklearn.save(pipe, path)
+    expected = pipe.predict_proba(paths)
+    # as in a fresh process: no loaded CLIP, no cached embedding
+    _clip.clear_cache()
+    MEMORY.clear()
+    loaded = candle_sklearn.load(path)
+    assert loaded.named_steps["candle"].encoder is loaded.named_steps["clip"]
+    proba = loaded.predict_proba(paths)
+    np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-12)
+    np.testing.assert_array_equal(loaded.predict(paths), pipe.predict(paths))
+
+
+def test_weights_are_stored_by_reference_and_checked(tiny_weights, image_dir, tmp_path):
+    pipe = _tiny_pipeline(tiny_weights, image_dir)
+    path = tmp_path / "pipe.safetensors"
+    candle_sklearn.save(pipe, path)
+    header = candle_sklearn.io.read_header(path)
+    ref = header["estimator"]["steps"][0][1]["__estimator__"]["weights"]
+    assert ref["model_name"] == TINY and ref["pretrained"] == str(tiny_weights)
+    assert isinstance(ref["fingerprint"], str) and len(ref["fingerprint"]) >= 32
+    assert os.path.getsize(path) < os.path.getsize(tiny_weights) / 2  # no CLIP weights
+
+    # another machine: the checkpoint is elsewhere
+    moved = tmp_path / "moved.pt"
+    shutil.move(tiny_weights, moved)
+    _clip.clear_cache()
+    with pytest.raises(WeightsMismatchError, match="cannot be loaded here"):
+        candle_sklearn.load(path)
+    loaded = candle_sklearn.load(path, pretrained=moved)
+    assert loaded.named_steps["clip"].pretrained == moved
+    candle_sklearn.load(path, check_weights=False)  # no check, no weights needed
+
+    # same path, other weights
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        import open_clip
+        torch.save(open_clip.create_model(TINY).state_dict(), tiny_weights)
+    _clip.clear_cache()
+    with pytest.raises(WeightsMismatchError, match="image features would not match"):
+        candle_sklearn.load(path)
+
+
+# ------------------------------------------------------------- refusing files
+def _rewrite(path, edit_doc=None, edit_tensors=None):
+    """Write a tampered copy of a model file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        doc = json.loads(f.metadata()["candle_sklearn"])
+    tensors = safetensors.numpy.load_file(str(path))
+    if edit_doc:
+        doc = edit_doc(doc) or doc
+    if edit_tensors:
+        edit_tensors(tensors)
+    out = path.with_name("tampered.safetensors")
+    text = doc if isinstance(doc, str) else json.dumps(doc)
+    safetensors.numpy.save_file(tensors, str(out), metadata={"candle_sklearn": text})
+    return out
+
+
+def _set(key, value):
+    def edit(doc):
+        node = doc
+        *parents, last = key
+        for k in parents:
+            node = node[k]
+        node[last] = value
+    return edit
+
+
+@pytest.fixture(scope="module")
+def saved(fitted, tmp_path_factory):
+    path = tmp_path_factory.mktemp("saved") / "model.safetensors"
+    candle_sklearn.save(fitted, path)
+    return path
+
+
+@pytest.mark.parametrize("edit_doc, edit_tensors, match", [
+    (lambda d: "{not json", None, "not valid JSON"),
+    (_set(["format_version"], 99), None,
+     "written by candle_sklearn .* in file format 99; this version reads formats 1 to 1"),
+    (_set(["format_version"], 0), None, "file format 0 .* is no longer supported"),
+    (_set(["format_version"], "1"), None, "format_version '1' is not an integer"),
+    (_set(["format"], "sklearn"), None, "not a candle_sklearn model description"),
+    (_set(["estimator", "class"], "os.system"), None,
+     "class 'os.system' is not one this version loads"),
+    (_set(["estimator", "params", "tau"], {"__estimator__": {"class": "builtins.eval",
+                                                             "params": {}}}), None,
+     "class 'builtins.eval' is not one"),
+    (_set(["estimator", "params", "surprise"], 1), None, r"no parameter\(s\) \['surprise'\]"),
+    (_set(["estimator", "params", "tau"], "high"), None, "tau"),
+    (_set(["estimator", "fitted", "secret_"], 1), None,
+     r"no fitted attribute\(s\) \['secret_'\]"),
+    (_set(["estimator", "fitted", "history_"], {"__pickle__": "gASV"}), None, "unknown entry"),
+    (None, lambda t: t.update({"estimator.text_features_": t["estimator.text_features_"][:3]}),
+     "has shape .3, 32. and dtype float32, the description says .12, 32."),
+    (_set(["estimator", "fitted", "text_features_", "shape"], [3, 32]),
+     lambda t: t.update({"estimator.text_features_": t["estimator.text_features_"][:3]}),
+     "text_features_ does not have shape"),
+    (_set(["estimator", "head", "config", "n_base"], 2), None,
+     "the head's configuration and tensors do not fit together"),
+    (None, lambda t: t.pop("estimator.head_.W_v"), "tensor 'estimator.head_.W_v' is missing"),
+    (None, lambda t: t.update({"extra": np.zeros(3)}), r"tensors \['extra'\] are not described"),
+    (_set(["estimator", "fitted", "classes_", "dtype"], "<U2"), None, "bad string array"),
+    (_set(["estimator", "fitted", "head_order_", "__tensor__"], "estimator.class_counts_"),
+     None, "head_order_ is not a permutation"),
+])
+def test_tampered_files_are_refused_clearly(saved, edit_doc, edit_tensors, match):
+    bad = _rewrite(saved, edit_doc, edit_tensors)
+    with pytest.raises(InvalidModelFileError, match=match):
+        candle_sklearn.load(bad)
+
+
+def test_non_model_files_are_refused(tmp_path, saved):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x80\x04\x95 not a safetensors file")
+    with pytest.raises(InvalidModelFileError, match="not a readable safetensors file"):
+        candle_sklearn.load(junk)
+    other = tmp_path / "other.safetensors"
+    safetensors.numpy.save_file({"w": np.zeros(2)}, str(other))
+    with pytest.raises(InvalidModelFileError, match="not a candle_sklearn model"):
+        candle_sklearn.load(other)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(saved.read_bytes()[:-100])
+    with pytest.raises(InvalidModelFileError):
+        candle_sklearn.load(truncated)
+
+
+def test_loading_never_unpickles_or_evaluates(saved, small_data, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("load used pickle or eval")
+
+    for module, name in [(pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"),
+                         (torch, "load")]:
+        monkeypatch.setattr(module, name, forbidden)
+    import builtins
+    monkeypatch.setattr(builtins, "eval", forbidden)
+    monkeypatch.setattr(builtins, "exec", forbidden)
+    loaded = candle_sklearn.load(saved)
+    monkeypatch.undo()
+    assert loaded.predict(small_data.X_test).shape == (len(small_data.X_test),)
+    raw = saved.read_bytes()
+    assert b"\x80\x04\x95" not in raw and b"\x80\x05\x95" not in raw  # pickle frames
+
+
+def test_older_formats_are_upgraded(saved, monkeypatch):
+    seen = []
+
+    def v1_to_v2(doc):
+        seen.append(doc["format_version"])
+        return {**doc, "format_version": 2}
+
+    monkeypatch.setattr(io, "FORMAT_VERSION", 2)
+    monkeypatch.setitem(io._MIGRATIONS, 1, v1_to_v2)
+    assert candle_sklearn.load(saved).new_class_bias_ is not None
+    assert seen == [1]
+    assert io.read_header(saved)["format_version"] == 2
+
+
+# ------------------------------------------------------------- refusing to save
+class OtherEncoder:
+    def encode_text(self, texts):
+        return np.ones((len(texts), 4))
+
+
+def test_save_refuses_what_it_cannot_store(fitted, small_data, tmp_path):
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(TypeError, match="estimator.encoder of type .*OtherEncoder"):
+        candle_sklearn.save(clone(fitted).set_params(encoder=OtherEncoder()), path)
+    with pytest.raises(TypeError, match="templates: .*cannot be written as a format string"):
+        candle_sklearn.save(clone(fitted).set_params(templates=[lambda c: c.upper()]), path)
+    with pytest.raises(TypeError, match="LinearProbeClassifier is not one of the estimators"):
+        candle_sklearn.save(LinearProbeClassifier().fit(small_data.X_train, small_data.y_train),
+                            path)
+    with pytest.raises(TypeError, match=r"random_state of type .*RandomState"):
+        candle_sklearn.save(clone(fitted).set_params(random_state=np.random.RandomState(0)),
+                            path)
+    new_attr = copy.copy(fitted)
+    new_attr.temperature_ = 2.0  # a fitted attribute io was not taught about
+    with pytest.raises(TypeError, match=r"attribute\(s\) \['temperature_'\]; add them to "
+                                        r"io._FITTED"):
+        candle_sklearn.save(new_attr, path)
+    assert not path.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_unfitted_estimators_and_embedders_roundtrip(tmp_path):
+    emb = ClipEmbedder("candle-tiny", "bundled", device="cpu")
+    loaded, _ = _roundtrip(CandleClassifier(encoder=emb, tau=2.0), tmp_path)
+    assert loaded.tau == 2.0 and isinstance(loaded.encoder, ClipEmbedder)
+    assert not hasattr(loaded, "classes_")
+
+
+def test_random_weights_cannot_be_restored_elsewhere(tmp_path):
+    emb = ClipEmbedder(TINY, pretrained=None, device="cpu").fit([np.zeros((8, 8, 3), np.uint8)])
+    path = tmp_path / "random.safetensors"
+    candle_sklearn.save(emb, path)
+    assert candle_sklearn.load(path).embed_dim_ == emb.embed_dim_  # same process: same model
+    _clip.clear_cache()  # as in another process
+    with pytest.raises(WeightsMismatchError, match="pretrained=None means random weights"):
+        candle_sklearn.load(path)
+
+
+class _HeadAsData(CandleClassifier):
+    """The __getstate__ / __setstate__ that make CandleClassifier storable by skops."""
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: it may be self.__dict__ itself
+        if "head_" in state:
+            state["head_"] = io.head_to_state(state["head_"])
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("head_"), dict):
+            state = {**state, "head_": io.head_from_state(state["head_"])}
+        super().__setstate__(state)
+
+
+def test_head_as_data_serves_skops_and_pickle(small_data, tmp_path):
+    sio = pytest.importorskip("skops.io")
+    d = small_data
+    clf = _HeadAsData(classes=d.classes, text_features=d.text_features, new_class_bias=1.0,
+                      **FAST).fit(d.X_train, d.y_train)
+    path = tmp_path / "model.skops"
+    sio.dump(clf, path)
+    untrusted = sio.get_untrusted_types(file=path)
+    assert untrusted == [f"{__name__}._HeadAsData"]  # only the estimator class to trust
+    loaded = sio.load(path, trusted=untrusted)
+    np.testing.assert_array_equal(loaded.predict_proba(d.X_test), clf.predict_proba(d.X_test))
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(d.X_test), clf.predict_proba(d.X_test))
+    assert isinstance(clf.head_, torch.nn.Module)  # pickling left the fitted model alone
