@@ -1,12 +1,36 @@
-"""Embedding caches keyed by (model, image key): a process-wide one in memory, shared
-by every clone of an embedder, and an optional on-disk one (SQLite) that survives the
-process."""
+"""Embedding caches keyed by (model fingerprint, image key): a process-wide one in
+memory, shared by every clone of an embedder; an on-disk one (SQLite) that survives the
+process; and a temporary on-disk one that the worker processes of a parallel search
+share with their parent.
 
+The disk cache repairs what it can (a corrupt file is moved aside and rebuilt, rows of
+the wrong length are ignored) with an EmbeddingCacheWarning, raises an
+EmbeddingCacheError naming the file where it cannot, and never loses finished
+encodings: a failed write warns and leaves them in memory."""
+
+import atexit
+import hashlib
+import multiprocessing
+import os
+import shutil
 import sqlite3
+import sys
+import tempfile
 import threading
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+
+from .exceptions import EmbeddingCacheError, EmbeddingCacheWarning
+
+FILE_NAME = "embeddings.sqlite"
+# A name of our own, versioned: a foreign table in the same file cannot collide, and a
+# change of layout starts afresh instead of misreading old rows.
+TABLE = "candle_embeddings_v1"
+_COLUMNS = ["model", "key", "dim", "vec", "checksum"]
+_SQL_CHUNK = 500  # SQLite's bound-parameter limit is 999 in old builds
 
 
 class MemoryCache:
@@ -14,7 +38,7 @@ class MemoryCache:
         self._data = {}
         self._lock = threading.Lock()
 
-    def get_many(self, model_key, keys):
+    def get_many(self, model_key, keys, dim=None):
         with self._lock:
             table = self._data.get(model_key, {})
             return {k: table[k] for k in keys if k in table}
@@ -31,51 +55,274 @@ class MemoryCache:
         return sum(len(t) for t in self._data.values())
 
 
+def _corrupt(exc):
+    """SQLite errors that mean the file itself is damaged (not busy, not read-only)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return (name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+            or "malformed" in str(exc) or "unsupported file format" in str(exc))
+
+
+def _reason(exc):
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
 class DiskCache:
-    """Embeddings in ``directory/embeddings.sqlite``; safe across processes."""
+    """Embeddings in ``directory/embeddings.sqlite``; safe across processes.
 
-    def __init__(self, directory):
-        self.path = Path(directory).expanduser() / "embeddings.sqlite"
+    ``strict=False`` (the automatic session cache) turns every problem into a warning:
+    the user never asked for that cache, so it must never stop them.
+    """
 
+    def __init__(self, directory, *, strict=True):
+        self.path = Path(directory).expanduser() / FILE_NAME
+        self.strict = strict
+
+    # ------------------------------------------------------------ opening
     def _connect(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=60)
-        con.execute("CREATE TABLE IF NOT EXISTS emb (model TEXT, key TEXT, dim INTEGER, "
-                    "vec BLOB, PRIMARY KEY (model, key))")
+        """A connection with our table in place; corrupt files are moved aside."""
+        for attempt in range(2):
+            try:
+                return self._try_connect()
+            except sqlite3.DatabaseError as exc:
+                if not _corrupt(exc) or attempt:
+                    raise self._error("cannot be opened", exc) from None
+                self._move_aside(f"{type(exc).__name__}: {exc}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _try_connect(self):
+        if self.path.is_dir():
+            raise EmbeddingCacheError(
+                f"the embedding cache {self.path} is a directory, not a file; remove it "
+                "or pass another folder as cache=")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, timeout=60)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error("cannot be created", exc) from None
+        try:
+            columns = [row[1] for row in con.execute(f"PRAGMA table_info({TABLE})")]
+            if columns and columns != _COLUMNS:
+                con.close()
+                self._move_aside(f"table {TABLE} has columns {columns}")
+                return self._try_connect()
+            if not columns:
+                con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (model TEXT, key TEXT, "
+                            "dim INTEGER, vec BLOB, checksum BLOB, PRIMARY KEY (model, key))")
+                con.commit()
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc):  # read-only and new: nothing to read
+                con.close()
+                raise
+        except BaseException:
+            con.close()
+            raise
         return con
 
-    def get_many(self, model_key, keys):
-        found = {}
-        con = self._connect()
+    def _error(self, what, exc):
+        return EmbeddingCacheError(
+            f"the embedding cache {self.path} {what}: {_reason(exc)}. Pass a writable "
+            "folder as cache=, or cache=True to keep embeddings in memory only")
+
+    def _move_aside(self, why):
+        """Rename an unreadable cache file (and its journal) and start a new one."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.bad-{stamp}-{os.getpid()}")
         try:
-            for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
-                chunk = keys[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = con.execute(f"SELECT key, vec FROM emb WHERE model = ? AND key IN "
-                                   f"({marks})", [model_key, *chunk])
-                found.update((k, np.frombuffer(v, dtype=np.float32)) for k, v in rows)
-        finally:
-            con.close()
+            os.replace(self.path, aside)
+        except FileNotFoundError:
+            return  # another process moved it already
+        except OSError as exc:
+            raise EmbeddingCacheError(
+                f"the embedding cache {self.path} is unreadable ({why}) and could not be "
+                f"moved aside ({_reason(exc)}); delete it, or pass another folder as "
+                "cache=") from None
+        for suffix in ("-journal", "-wal", "-shm"):
+            companion = self.path.with_name(self.path.name + suffix)
+            if companion.exists():
+                os.replace(companion, aside.with_name(aside.name + suffix))
+        warnings.warn(f"the embedding cache {self.path} was unreadable ({why}); moved it "
+                      f"to {aside.name} and started a new one", EmbeddingCacheWarning,
+                      stacklevel=4)
+
+    # ------------------------------------------------------------ reading
+    def get_many(self, model_key, keys, dim=None):
+        """Cached embeddings of ``keys`` (rows of the wrong length are left out)."""
+        try:
+            return self._read(model_key, keys, dim)
+        except EmbeddingCacheError as exc:
+            if self.strict:
+                raise
+            warnings.warn(str(exc), EmbeddingCacheWarning, stacklevel=3)
+            return {}
+
+    def _read(self, model_key, keys, dim):
+        found, bad = {}, 0
+        for attempt in range(2):
+            con = self._connect()
+            try:
+                rows = []
+                for start in range(0, len(keys), _SQL_CHUNK):
+                    chunk = keys[start:start + _SQL_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    rows += con.execute(f"SELECT key, dim, vec, checksum FROM {TABLE} WHERE model = ? "
+                                        f"AND key IN ({marks})", [model_key, *chunk]).fetchall()
+                break
+            except sqlite3.DatabaseError as exc:
+                if "no such table" in str(exc):  # read-only file without our table
+                    return {}
+                if not _corrupt(exc) or attempt:
+                    raise self._error("cannot be read", exc) from None
+                self._move_aside(f"{type(exc).__name__}: {exc}")
+            finally:
+                con.close()
+        else:  # pragma: no cover
+            rows = []
+        for key, row_dim, vec, checksum in rows:
+            emb = _decode(model_key, key, vec, checksum, row_dim, dim)
+            if emb is None:
+                bad += 1
+            else:
+                found[key] = emb
+        if bad:
+            warnings.warn(f"{bad} cached embedding(s) in {self.path} were damaged (wrong "
+                          "length, checksum or values); they were ignored and are encoded again",
+                          EmbeddingCacheWarning, stacklevel=4)
         return found
 
+    # ------------------------------------------------------------ writing
     def put_many(self, model_key, items):
+        """Store embeddings; on failure warn (they stay in the memory cache)."""
+        rows = []
+        for k, v in items.items():
+            vec = np.asarray(v, np.float32).tobytes()
+            rows.append((model_key, k, len(v), vec, _checksum(model_key, k, vec)))
+        for attempt in range(2):
+            try:
+                self._write(rows)
+                return True
+            except (sqlite3.Error, OSError, ValueError) as exc:  # EmbeddingCacheError too
+                if isinstance(exc, sqlite3.DatabaseError) and _corrupt(exc) and not attempt:
+                    try:
+                        self._move_aside(f"{type(exc).__name__}: {exc}")
+                        continue
+                    except EmbeddingCacheError as moved:
+                        exc = moved
+                warnings.warn(
+                    f"could not store {len(rows)} new embedding(s) in {self.path} "
+                    f"({_reason(exc)}); they are kept in this process's memory, but another "
+                    "process will encode them again", EmbeddingCacheWarning, stacklevel=3)
+                return False
+        return False  # pragma: no cover
+
+
+    def _write(self, rows):
         con = self._connect()
         try:
             with con:
-                con.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?)",
-                                [(model_key, k, len(v), np.asarray(v, np.float32).tobytes())
-                                 for k, v in items.items()])
+                con.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?, ?)", rows)
         finally:
             con.close()
+
+
+def _checksum(model_key, key, vec):
+    """Eight bytes over a row's identity and vector: a flipped bit, a truncated blob or
+    a row copied under another key is detected rather than served."""
+    h = hashlib.blake2b(digest_size=8)
+    for part in (model_key.encode(), key.encode("utf-8", "surrogatepass"), vec):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.digest()
+
+
+def _decode(model_key, key, vec, checksum, row_dim, dim):
+    """The float32 vector of a row, or None when the row is damaged."""
+    if not (isinstance(vec, bytes) and isinstance(key, str) and isinstance(row_dim, int)):
+        return None
+    if len(vec) != 4 * row_dim:
+        return None
+    if (dim is not None and row_dim != dim) or checksum != _checksum(model_key, key, vec):
+        return None
+    emb = np.frombuffer(vec, dtype=np.float32)
+    return emb if np.isfinite(emb).all() else None
 
 
 MEMORY = MemoryCache()
 
 
-def caches_for(setting):
-    """The caches a ``cache`` parameter asks for: False, True or a directory."""
+# ---------------------------------------------- the session cache of a search
+def _session_root():
+    try:
+        user = str(os.getuid())
+    except AttributeError:  # pragma: no cover - Windows
+        import getpass
+        user = getpass.getuser()
+    return Path(tempfile.gettempdir()) / f"candle_sklearn-{user}"
+
+
+def _session_folder(pid):
+    return _session_root() / f"session-{pid}"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _sweep_stale_sessions():
+    """Remove the session folders of parents that died without cleaning up."""
+    if sys.platform == "win32":  # pragma: no cover - os.kill(pid, 0) would kill
+        return
+    try:
+        entries = list(_session_root().glob("session-*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name.split("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+_SWEPT = []
+_CLEANUP_REGISTERED = []
+
+
+def clear_session_cache():
+    """Remove this process's session cache (its workers' shared embeddings)."""
+    shutil.rmtree(_session_folder(os.getpid()), ignore_errors=True)
+
+
+def session_cache():
+    """In a worker process (joblib, multiprocessing): a temporary disk cache shared with
+    its parent and siblings, so that the folds of a parallel search do not each encode
+    every image again. In the parent: that cache when its workers made one (a refit
+    then reads what they encoded); it is removed when the parent exits."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        if not _CLEANUP_REGISTERED:
+            _CLEANUP_REGISTERED.append(True)
+            atexit.register(clear_session_cache)
+        folder = _session_folder(os.getpid())
+        return DiskCache(folder, strict=False) if folder.is_dir() else None
+    if not _SWEPT:
+        _SWEPT.append(True)
+        _sweep_stale_sessions()
+    return DiskCache(_session_folder(parent.pid), strict=False)
+
+
+def caches_for(setting, *, disk=True):
+    """The caches a ``cache`` parameter asks for: False, True or a directory.
+    ``disk=False`` (random weights, which no other process shares) keeps to memory."""
     if setting is False or setting is None:
         return []
+    caches = [MEMORY]
+    if not disk:
+        return caches
     if setting is True:
-        return [MEMORY]
-    return [MEMORY, DiskCache(setting)]
+        session = session_cache()
+        return caches + [session] if session is not None else caches
+    return caches + [DiskCache(setting)]

@@ -1,33 +1,65 @@
-"""open_clip models: resolve ``pretrained``, fail fast offline, keep one loaded copy per
-(model, weights, device, precision) for the whole process, encode text."""
+"""open_clip models: resolve ``pretrained`` to a checkpoint and a content fingerprint,
+fail fast offline, keep one loaded copy per (weights, device, precision) for the whole
+process, encode text. Checkpoint problems become one-line errors that name the file."""
 
 import contextlib
+import json
 import os
+import pickle
 import socket
 import threading
-from dataclasses import dataclass
+import traceback
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
+from . import _fingerprint
+from .exceptions import CheckpointError, WeightsUnavailableError
+
 BUNDLED_DIR = Path(__file__).parent / "weights"
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
 _LOCAL_DIR = "local-dir:"
+_CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+# What a pretrained tag says about preprocessing; open_clip only applies it when it
+# loads the tag itself, and we hand it a file.
+_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
+
+__all__ = ["WeightsUnavailableError", "LoadedModel", "WeightsSpec", "resolve", "load",
+           "resolve_device", "clear_cache", "encode_text", "bundled_models"]
 
 
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights were asked for but cannot be found locally or fetched."""
+@dataclass(frozen=True)
+class WeightsSpec:
+    """What ``(model_name, pretrained)`` resolves to, before anything is loaded."""
+
+    model_name: str  # as the user wrote it
+    name: str  # open_clip model name, or "local-dir:/absolute/folder"
+    checkpoint: str | None  # the file open_clip loads; None: random weights
+    config: dict = field(repr=False)  # open_clip model config
+    options: dict = field(default_factory=dict)  # open_clip create_model overrides
+    weights_sha256: str | None = None  # content hash of ``checkpoint``
+    fingerprint: str | None = None  # weights + config + options; None: random
+
+    @property
+    def embed_dim(self):
+        return int(self.config["embed_dim"])
 
 
 @dataclass(frozen=True)
 class LoadedModel:
+    """A loaded open_clip model with its preprocess and tokenizer."""
+
     model: torch.nn.Module
     preprocess: object
     tokenizer: object
     device: torch.device
     precision: str
     embed_dim: int
+    fingerprint: str  # of the weights; "random:<uuid>" for random weights
+    spec: WeightsSpec = field(repr=False)
 
     def autocast(self):
         """Mixed precision for ``precision="amp"``; a no-op otherwise."""
@@ -42,7 +74,8 @@ class LoadedModel:
                                                                   torch.float32)
 
 
-_CACHE: dict = {}
+_CACHE: dict = {}  # (name, checkpoint, options, device, precision) -> LoadedModel
+_TAG_PATHS: dict = {}  # (model_name, tag) -> checkpoint file found for it
 _LOCK = threading.Lock()
 
 
@@ -53,6 +86,35 @@ def bundled_models():
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "open_clip_config.json").is_file())
 
 
+# ------------------------------------------------------------------ devices
+def resolve_device(spec):
+    """A usable torch device for an embedder: ``"auto"``, ``"cpu"``, ``"cuda"``,
+    ``"cuda:N"`` or ``"mps"``; anything else is a clear ValueError."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={spec!r} is not a torch device: {exc}") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={spec!r} was requested but CUDA is not available; "
+                             "use device='auto' or 'cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={spec!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+        return device
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={spec!r} was requested but MPS is not available")
+        return device
+    raise ValueError(f"device={spec!r} cannot run a CLIP model; use 'auto', 'cpu', "
+                     "'cuda', 'cuda:N' or 'mps'")
+
+
+# ------------------------------------------------------- finding the weights
 def _hub_offline():
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
@@ -133,8 +195,53 @@ def _download_tag(model_name, tag):
         raise _unavailable(model_name, tag, f"{type(exc).__name__}: {exc}") from exc
 
 
+def _tag_options(model_name, tag):
+    """open_clip overrides that a tag implies: its preprocessing, and QuickGELU for
+    weights trained with it (the OpenAI ones), which a plain model name lacks."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
+    options = {f"image_{k}": cfg[k] for k in _PREPROCESS_KEYS if k in cfg}
+    if cfg.get("quick_gelu"):
+        options["force_quick_gelu"] = True
+    return options
+
+
+def _find_checkpoint_in_dir(folder):
+    """The weights file open_clip picks in a ``local-dir:`` folder, or None."""
+    try:
+        from open_clip.factory import _find_checkpoint_in_dir as find
+    except ImportError:  # pragma: no cover - older open_clip: same preference order
+        def find(path):
+            files = sorted(p for p in path.iterdir() if p.suffix in _CHECKPOINT_SUFFIXES)
+            return str(files[0]) if files else None
+    return find(folder)
+
+
+def _named_config(model_name):
+    import open_clip
+
+    if model_name not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip model {model_name!r}; see open_clip.list_models() "
+                         "or register a config with open_clip.add_model_config")
+    return open_clip.get_model_config(model_name)
+
+
+def _local_dir(folder, pretrained):
+    folder = Path(folder).expanduser()
+    config_file = folder / "open_clip_config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{pretrained!r}: no open_clip_config.json in {folder}")
+    try:
+        config = json.loads(config_file.read_text())["model_cfg"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{config_file} is not an open_clip config (a JSON object with "
+                         f"'model_cfg'): {type(exc).__name__}: {exc}") from None
+    return folder.resolve(), config_file, config
+
+
 def resolve(model_name, pretrained):
-    """``(open_clip model name, pretrained argument)`` for open_clip's factory.
+    """The :class:`WeightsSpec` of ``(model_name, pretrained)``, without loading.
 
     ``pretrained`` may be None (random weights), ``"bundled"`` (weights shipped with
     this package), a checkpoint file, ``"local-dir:/folder"`` (open_clip layout: config
@@ -142,26 +249,79 @@ def resolve(model_name, pretrained):
     """
     if pretrained is None:
         if model_name in bundled_models():  # the bundled architecture, random weights
-            return _LOCAL_DIR + str(BUNDLED_DIR / model_name), None
-        return model_name, None
-    pretrained = str(pretrained)
+            folder, _, config = _local_dir(BUNDLED_DIR / model_name, "bundled")
+            return WeightsSpec(model_name, _LOCAL_DIR + str(folder), None, config)
+        return WeightsSpec(model_name, model_name, None, _named_config(model_name))
+    pretrained = os.fspath(pretrained)
     if pretrained == "bundled":
         if model_name not in bundled_models():
             raise ValueError(f"no bundled weights for model {model_name!r}; "
                              f"bundled models: {bundled_models()}")
-        return _LOCAL_DIR + str(BUNDLED_DIR / model_name), None
+        pretrained = _LOCAL_DIR + str(BUNDLED_DIR / model_name)
     if pretrained.startswith(_LOCAL_DIR):
-        folder = Path(pretrained[len(_LOCAL_DIR):]).expanduser()
-        if not (folder / "open_clip_config.json").is_file():
-            raise FileNotFoundError(f"{pretrained!r}: no open_clip_config.json in {folder}")
-        return _LOCAL_DIR + str(folder.resolve()), None
+        folder, config_file, config = _local_dir(pretrained[len(_LOCAL_DIR):], pretrained)
+        checkpoint = _find_checkpoint_in_dir(folder)
+        if checkpoint is None:
+            raise WeightsUnavailableError(
+                f"{pretrained!r}: the folder {folder} has an open_clip_config.json but no "
+                f"weights file ({', '.join('*' + s for s in _CHECKPOINT_SUFFIXES[:3])}); "
+                "put the checkpoint there (e.g. open_clip_model.safetensors)")
+        return _with_fingerprint(WeightsSpec(
+            model_name, _LOCAL_DIR + str(folder), checkpoint, config),
+            config_file=_fingerprint.file_sha256(config_file))
+    config = _named_config(model_name)
     if os.path.isfile(os.path.expanduser(pretrained)):
-        return model_name, os.path.abspath(os.path.expanduser(pretrained))
-    if os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth")):
+        checkpoint = os.path.abspath(os.path.expanduser(pretrained))
+        return _with_fingerprint(WeightsSpec(model_name, model_name, checkpoint, config))
+    if os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES):
         raise FileNotFoundError(f"pretrained checkpoint file not found: {pretrained!r}")
-    return model_name, _download_tag(model_name, pretrained)
+    checkpoint = _TAG_PATHS.get((model_name, pretrained))
+    if checkpoint is None or not os.path.isfile(checkpoint):
+        checkpoint = _TAG_PATHS[model_name, pretrained] = _download_tag(model_name, pretrained)
+    return _with_fingerprint(WeightsSpec(model_name, model_name, checkpoint, config,
+                                         _tag_options(model_name, pretrained)))
 
 
+def _with_fingerprint(spec, **extra):
+    """``spec`` with the content hash of its checkpoint and its fingerprint."""
+    try:
+        size = os.path.getsize(spec.checkpoint)
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {spec.checkpoint} cannot be read: "
+                              f"{exc.strerror or exc}") from None
+    if size == 0:
+        raise CheckpointError(f"checkpoint {spec.checkpoint} is empty (0 bytes): an "
+                              "interrupted download or copy? Fetch it again")
+    digest = _fingerprint.file_sha256(spec.checkpoint)
+    if spec.name.startswith(_LOCAL_DIR):  # the folder's config file holds the rest
+        fingerprint = _fingerprint.combine(weights=digest, **extra)
+    else:
+        config, preprocess = _effective(spec)
+        fingerprint = _fingerprint.combine(weights=digest, config=config,
+                                           preprocess=preprocess)
+    return WeightsSpec(spec.model_name, spec.name, spec.checkpoint, spec.config,
+                       spec.options, digest, fingerprint)
+
+
+def _effective(spec):
+    """The model config and preprocessing that loading will use, so that equal models
+    get equal fingerprints however they are named: "ViT-B-16" with the "openai" tag
+    and "ViT-B-16-quickgelu" with the same file are one model."""
+    from dataclasses import asdict
+
+    from open_clip.transform import PreprocessCfg
+
+    config = dict(spec.config)
+    if spec.options.get("force_quick_gelu"):
+        config["quick_gelu"] = True
+    preprocess = asdict(PreprocessCfg())
+    preprocess.update({k[len("image_"):]: v for k, v in spec.options.items()
+                       if k.startswith("image_")})
+    preprocess.pop("size", None)  # follows the config's image size
+    return config, preprocess
+
+
+# ------------------------------------------------------------------ loading
 def _open_clip_precision(precision, device):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -170,29 +330,75 @@ def _open_clip_precision(precision, device):
     return "fp32" if precision == "amp" else precision
 
 
-def load(model_name, pretrained, device, precision="fp32"):
-    """The process-wide loaded model for (model, weights, device, precision)."""
-    key = (model_name, None if pretrained is None else str(pretrained), str(device), precision)
+def load(model_name, pretrained, device, precision="fp32", spec=None):
+    """The process-wide loaded model for (weights, device, precision). A checkpoint
+    rewritten in place gets a new fingerprint, hence a fresh load."""
+    spec = spec or resolve(model_name, pretrained)
+    device = torch.device(device)
+    key = (spec.name, spec.checkpoint, json.dumps(spec.options, sort_keys=True),
+           str(device), precision)
     with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = _load(model_name, pretrained, device, precision)
-        return _CACHE[key]
+        cached = _CACHE.get(key)
+        if cached is None or (spec.fingerprint is not None
+                              and cached.fingerprint != spec.fingerprint):
+            _CACHE[key] = cached = _load(spec, device, precision)
+        return cached
 
 
-def _load(model_name, pretrained, device, precision):
+def _load(spec, device, precision):
     import open_clip
 
-    name, weights = resolve(model_name, pretrained)
-    if not name.startswith(_LOCAL_DIR) and name not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip model {model_name!r}; see open_clip.list_models() "
-                         "or register a config with open_clip.add_model_config")
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        name, pretrained=weights, device=device, load_weights=pretrained is not None,
-        precision=_open_clip_precision(precision, device))
+    local = spec.name.startswith(_LOCAL_DIR)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.name, pretrained=None if local else spec.checkpoint,
+            load_weights=spec.checkpoint is not None, device=device,
+            precision=_open_clip_precision(precision, device), **spec.options)
+    except Exception as exc:
+        if spec.checkpoint is None or not _raised_reading_checkpoint(exc):
+            raise
+        raise CheckpointError(_checkpoint_problem(spec, exc)) from None
     model.eval().requires_grad_(False)
-    embed_dim = int(open_clip.get_model_config(name)["embed_dim"])
-    return LoadedModel(model, preprocess, open_clip.get_tokenizer(name), device, precision,
-                       embed_dim)
+    fingerprint = spec.fingerprint or f"random:{uuid.uuid4().hex}"
+    return LoadedModel(model, preprocess, open_clip.get_tokenizer(spec.name), device,
+                       precision, spec.embed_dim, fingerprint, spec)
+
+
+def _open_clip_frames(exc):
+    return [frame.f_code.co_name for frame, _ in traceback.walk_tb(exc.__traceback__)
+            if "open_clip" in frame.f_code.co_filename]
+
+
+def _raised_reading_checkpoint(exc):
+    return "load_checkpoint" in _open_clip_frames(exc)
+
+
+def _one_line(text, limit=200):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _checkpoint_problem(spec, exc):
+    """One line: the file and what is wrong with it."""
+    path, kind = spec.checkpoint, type(exc).__name__
+    if kind == "SafetensorError":
+        return f"checkpoint {path} is not a valid safetensors file ({_one_line(exc)})"
+    if isinstance(exc, pickle.UnpicklingError) and "Weights only" in str(exc):
+        return (f"checkpoint {path} holds Python objects besides tensors; candle_sklearn "
+                "never runs code from a checkpoint (torch.load(weights_only=True)). Re-save "
+                "its state dict with torch.save(model.state_dict(), path) or as safetensors")
+    if "load_state_dict" in _open_clip_frames(exc):  # reading the file failed
+        return (f"checkpoint {path} is not a readable PyTorch checkpoint (corrupt or "
+                f"truncated? {kind}: {_one_line(exc, 80)})")
+    return (f"checkpoint {path} does not fit the architecture of model "
+            f"{spec.model_name!r}: {kind}: {_one_line(_first_problem(exc))}; check "
+            "model_name against the model the checkpoint was trained as")
+
+
+def _first_problem(exc):
+    """The first specific line of a load_state_dict report (it lists every key)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["no message"]
+    return lines[1] if len(lines) > 1 else lines[0]
 
 
 def clear_cache():

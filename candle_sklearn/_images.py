@@ -1,17 +1,25 @@
-"""Image inputs (paths, PIL images, arrays) to preprocessed tensors, with errors that
-name the failing input; content keys for the embedding cache."""
+"""Image inputs (paths, PIL images, arrays) to preprocessed tensor batches, decoded by
+threads, with errors that name the failing input; content keys for the embedding cache.
+
+Pixel values are converted by the image's real range: 8-bit as is, 16-bit (PNG, TIFF,
+uint16 arrays) scaled from [0, 65535], floats from [0, 1] (or [0, 255] when larger)."""
 
 import hashlib
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
+from .exceptions import ImageInputError
 
-class ImageInputError(ValueError):
-    """An input image is missing, unreadable, or of an unsupported kind or shape."""
+__all__ = ["BatchPreprocess", "ImageInputError", "as_items", "item_key", "iter_batches",
+           "to_pil"]
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def as_items(X):
@@ -44,25 +52,76 @@ def as_items(X):
     return items
 
 
-def _array_to_pil(arr, index):
+# ------------------------------------------------------------ pixel values
+def _check_array(arr, index):
+    """Shape and dtype of an array image, before anything reads its values."""
+    shape = arr.shape
+    if arr.ndim == 3 and shape[2] == 1:
+        shape = shape[:2]
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)):
+        hint = " (channels first? use arr.transpose(1, 2, 0))" if (
+            arr.ndim == 3 and shape[0] in (1, 3)) else ""
+        raise ImageInputError(f"image {index}: array of shape {arr.shape}; expected (H, W) "
+                              f"grey or (H, W, 3) RGB{hint}")
+    if arr.dtype.kind not in "biuf":
+        raise ImageInputError(f"image {index}: array of dtype {arr.dtype} is not an image")
+    if 0 in shape[:2]:
+        raise ImageInputError(f"image {index}: empty image of shape {arr.shape}")
+
+
+def _to_uint8(arr, index, sixteen_bit=False):
+    """8-bit pixels from an array, by the range its dtype or values say."""
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
-        raise ImageInputError(f"image {index}: array of shape {arr.shape}; expected (H, W) "
-                              "grey or (H, W, 3) RGB")
+    kind = arr.dtype.kind
+    if kind == "b":
+        return arr.astype(np.uint8) * 255
     if arr.dtype == np.uint8:
-        return Image.fromarray(arr)
-    if arr.dtype.kind not in "iuf":
-        raise ImageInputError(f"image {index}: array of dtype {arr.dtype} is not an image")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return arr
+    if kind == "f" and not np.isfinite(arr).all():
         raise ImageInputError(f"image {index}: array contains NaN or infinity")
+    if kind == "u" and arr.dtype.itemsize == 2:
+        sixteen_bit = True
     lo, hi = float(arr.min()), float(arr.max())
-    if arr.dtype.kind == "f" and lo >= 0 and hi <= 1:
-        arr = arr * 255.0
-    elif lo < 0 or hi > 255:
-        raise ImageInputError(f"image {index}: values in [{lo:g}, {hi:g}]; expected [0, 1] "
-                              "(float) or [0, 255]")
-    return Image.fromarray(np.round(arr).astype(np.uint8))
+    if sixteen_bit and lo >= 0 and hi <= 65535:
+        scaled = arr.astype(np.float64) * (255 / 65535)
+    elif kind == "f" and lo >= 0 and hi <= 1:
+        scaled = arr.astype(np.float64) * 255
+    elif lo >= 0 and hi <= 255:
+        scaled = arr
+    else:
+        expected = "[0, 1] or [0, 255] (float)" if kind == "f" else "[0, 255] (8-bit)"
+        raise ImageInputError(f"image {index}: values in [{lo:g}, {hi:g}]; expected "
+                              f"{expected}, or a uint16 array in [0, 65535]")
+    return np.round(scaled).astype(np.uint8)
+
+
+def _pil_to_rgb(img, index):
+    """An RGB image from a loaded PIL image of any mode."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
+        # PIL's own conversion clips these to [0, 255]: a 16-bit image turns white and
+        # a float one in [0, 1] black. Scale by the real range instead.
+        sixteen = img.mode in _SIXTEEN_BIT or (img.mode == "I" and img.format == "PNG")
+        arr = _to_uint8(np.asarray(img), index, sixteen_bit=sixteen)
+        return Image.fromarray(arr).convert("RGB")
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise ImageInputError(f"image {index}: PIL image of mode {img.mode!r} cannot be "
+                              f"converted to RGB ({exc})") from None
+
+
+def _load_pil(img, index):
+    try:
+        img.load()
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ImageInputError(f"image {index}: PIL image could not be read ({exc}); "
+                              "closed, or opened from a truncated file?") from None
+    if 0 in img.size:
+        raise ImageInputError(f"image {index}: empty image of size {img.size}")
+    return img
 
 
 def to_pil(item, index):
@@ -71,39 +130,50 @@ def to_pil(item, index):
         try:
             with Image.open(item) as img:
                 img.load()  # decode now: a truncated file fails here, not later
-                return img.convert("RGB")
+                if 0 in img.size:
+                    raise ValueError(f"empty image of size {img.size}")
+                return _pil_to_rgb(img, f"{index} ({os.fspath(item)!r})")
+        except ImageInputError:
+            raise
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise ImageInputError(f"image {index} ({os.fspath(item)!r}) could not be read: "
                                   f"{exc}") from None
     if isinstance(item, Image.Image):
-        try:
-            item.load()
-        except OSError as exc:
-            raise ImageInputError(f"image {index}: PIL image could not be decoded: {exc}") \
-                from None
-        return item if item.mode == "RGB" else item.convert("RGB")
+        return _pil_to_rgb(_load_pil(item, index), index)
     if isinstance(item, np.ndarray):
-        return _array_to_pil(item, index)
+        _check_array(item, index)
+        return Image.fromarray(_to_uint8(item, index)).convert("RGB")
     raise ImageInputError(f"image {index}: unsupported type {type(item).__name__}; expected "
                           "a path, a PIL image or an array")
 
 
 def item_key(item, index):
     """A cache key: path, modification time and size for files; a content hash for
-    images in memory."""
+    images in memory (pixels, mode, size and palette). Checks what it can cheaply."""
     if isinstance(item, (str, os.PathLike)):
         try:
             st = os.stat(item)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            why = getattr(exc, "strerror", None) or exc
             raise ImageInputError(f"image {index} ({os.fspath(item)!r}) could not be read: "
-                                  f"{exc.strerror}") from None
-        return f"file:{os.path.abspath(item)}:{st.st_mtime_ns}:{st.st_size}"
+                                  f"{why}") from None
+        # Undecodable bytes in a name (surrogates) cannot go into SQLite text: escape them.
+        path = os.path.abspath(item)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        path = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return f"file:{path}:{st.st_mtime_ns}:{st.st_size}"
     h = hashlib.blake2b(digest_size=20)
     if isinstance(item, Image.Image):
+        _load_pil(item, index)
         h.update(f"{item.mode}{item.size}".encode())
+        if item.palette is not None:  # same indices, other colours: another image
+            h.update(f"palette:{item.palette.mode}".encode())
+            h.update(bytes(item.getpalette() or []))
         h.update(item.tobytes())
     elif isinstance(item, np.ndarray):
-        h.update(f"{item.dtype}{item.shape}".encode())
+        _check_array(item, index)
+        h.update(f"{item.dtype.str}{item.shape}".encode())
         h.update(np.ascontiguousarray(item).tobytes())
     else:
         raise ImageInputError(f"image {index}: unsupported type {type(item).__name__}; "
@@ -111,14 +181,90 @@ def item_key(item, index):
     return "data:" + h.hexdigest()
 
 
-class ImageDataset(Dataset):
-    """Decode and preprocess ``items`` (reported by their ``indices`` in the input)."""
+# ---------------------------------------------------------------- batches
+class BatchPreprocess:
+    """open_clip's preprocess, cut where pixels become floats.
 
-    def __init__(self, items, indices, preprocess):
-        self.items, self.indices, self.preprocess = items, indices, preprocess
+    open_clip's transform is ``Compose([<PIL resizing and cropping>, ToTensor,
+    Normalize])``. The PIL part runs per image in the decoding threads (PIL releases the
+    GIL); the float conversion and normalisation run once per batch, in the consumer,
+    on the model's device. The threads then never start torch's own thread teams (which
+    oversubscribe a small machine), and a CUDA copy moves uint8 pixels, a quarter of
+    the bytes. The arithmetic is torchvision's, element for element, so the result is
+    the same as ``preprocess(image)``. Any other transform runs whole in the threads.
+    """
 
-    def __len__(self):
-        return len(self.items)
+    def __init__(self, preprocess):
+        self.preprocess, self.pil_stage, self.mean, self.std = preprocess, None, None, None
+        try:
+            from torchvision.transforms import Compose, Normalize
+        except ImportError:  # pragma: no cover - open_clip depends on torchvision
+            return
+        steps = getattr(preprocess, "transforms", None)
+        if (isinstance(preprocess, Compose) and steps and len(steps) >= 2
+                and type(steps[-2]).__name__ in ("ToTensor", "MaybeToTensor")
+                and isinstance(steps[-1], Normalize)):
+            self.pil_stage = Compose(steps[:-2])
+            self.mean, self.std = steps[-1].mean, steps[-1].std
 
-    def __getitem__(self, i):
-        return self.preprocess(to_pil(self.items[i], self.indices[i]))
+    def image(self, item, index):
+        """One image, decoded and preprocessed as far as the threads go."""
+        image = to_pil(item, index)
+        try:
+            if self.pil_stage is None:
+                return self.preprocess(image)
+            out = self.pil_stage(image)
+            return np.asarray(out.convert("RGB") if out.mode != "RGB" else out, np.uint8)
+        except ImageInputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a transform failing on this image
+            raise ImageInputError(f"image {index}: preprocessing failed "
+                                  f"({type(exc).__name__}: {exc})") from None
+
+    def collate(self, images, pin_memory=False):
+        """A host batch of images from :meth:`image` (pinned for a CUDA copy)."""
+        batch = (torch.stack(images) if self.pil_stage is None
+                 else torch.from_numpy(np.stack(images)))
+        return batch.pin_memory() if pin_memory else batch
+
+    def to_device(self, batch, device, dtype=torch.float32, non_blocking=False):
+        """The model's input: on ``device``, normalised, in ``dtype``."""
+        x = batch.to(device, non_blocking=non_blocking)
+        if self.pil_stage is not None:  # torchvision's to_tensor, then normalize
+            x = x.permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
+            mean = torch.as_tensor(self.mean, dtype=torch.float32, device=x.device)
+            std = torch.as_tensor(self.std, dtype=torch.float32, device=x.device)
+            x = x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+        return x.to(dtype)
+
+
+def iter_batches(items, indices, prep, batch_size, workers=0, pin_memory=False):
+    """Host batches of ``items`` in order (``prep`` a :class:`BatchPreprocess`; errors
+    report ``indices``).
+
+    With ``workers`` > 0, that many threads decode and preprocess up to one batch ahead
+    of the consumer, so decoding overlaps the model. Threads, unlike DataLoader
+    processes, work inside joblib workers, under the spawn start method without a
+    ``__main__`` guard, and with images in memory.
+    """
+    n = len(items)
+    if workers == 0:
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            yield prep.collate([prep.image(items[i], indices[i]) for i in range(start, stop)],
+                               pin_memory)
+        return
+    pending, submitted = deque(), 0
+    with ThreadPoolExecutor(workers, thread_name_prefix="candle-decode") as pool:
+        try:
+            for start in range(0, n, batch_size):
+                stop = min(n, start + batch_size)
+                while submitted < min(n, stop + batch_size):  # this batch and the next
+                    pending.append(pool.submit(prep.image, items[submitted],
+                                               indices[submitted]))
+                    submitted += 1
+                batch = [pending.popleft().result() for _ in range(start, stop)]
+                yield prep.collate(batch, pin_memory)
+        finally:  # an error or an early stop: drop the queued work, wait for the rest
+            for future in pending:
+                future.cancel()

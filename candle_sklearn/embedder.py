@@ -1,5 +1,6 @@
 """ClipEmbedder: open_clip image features behind a scikit-learn transformer."""
 
+import contextlib
 import os
 from numbers import Integral
 
@@ -8,21 +9,25 @@ import torch
 from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
                           _fit_context)
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import _clip
 from ._cache import caches_for
-from ._images import ImageDataset, as_items, item_key
-from ._train import resolve_device
+from ._images import BatchPreprocess, as_items, item_key, iter_batches
+from ._threads import torch_threads
+
+# Finished embeddings go to the caches at least this often, so that an error, an
+# interrupt or a crash late in a long run loses at most this many encodings.
+_FLUSH_EVERY = 1024
 
 
 class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """CLIP image features from an open_clip model.
 
-    The model is loaded at first use (never in ``__init__``) into a process-wide cache
-    keyed by (model, weights, device, precision): every clone of the estimator, and a
+    Nothing is learned: ``transform`` works without ``fit`` (``fit`` only checks the
+    input and loads the model early). The model is loaded at first use (never in
+    ``__init__``) into a process-wide cache keyed by the weights' content fingerprint,
+    device and precision: every clone of the estimator, and a
     :class:`~candle_sklearn.CandleClassifier` that uses it as ``encoder``, share one
     copy. Embeddings are cached too, so that no image is encoded twice in a process
     (and, with ``cache=<directory>``, across processes). Pickling never stores weights.
@@ -35,23 +40,35 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Weights: an open_clip tag (looked up in the local cache, downloaded when the
         network answers, else a clear error within seconds), a checkpoint file,
         ``"local-dir:/folder"`` (open_clip config and weights), ``"bundled"`` (weights
-        shipped with this package), or None for random weights.
+        shipped with this package), or None for random weights. A tag also brings its
+        preprocessing and, for the OpenAI weights, QuickGELU activations (for those
+        weights from a file, use the ``-quickgelu`` model name).
     device : str, default="auto"
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+        ``"mps"``.
     precision : {"fp32", "fp16", "bf16", "amp"}, default="fp32"
         Model precision; ``"amp"`` runs fp32 weights under autocast (fp16 on CUDA,
         bf16 on CPU); ``"fp16"`` needs CUDA. Outputs are float32 in every case.
     batch_size : int, default=64
         Images per forward pass.
     num_workers : int, default=2
-        DataLoader worker processes that decode and preprocess images off the main
-        process (0: decode in the main process).
+        Threads that decode and preprocess images while the model runs (0: decode in
+        the calling thread). Threads work everywhere processes do not: inside joblib
+        workers, in scripts without a ``__main__`` guard, with images in memory.
+    n_jobs : int or None, default=None
+        Torch threads for the model while this estimator computes; None leaves
+        torch's setting (one thread per core, fewer inside joblib workers), -1 means
+        every core. Lower it when other work shares the cores.
     normalize : bool, default=True
         L2-normalise the embeddings (as CLIP's zero-shot classifier does).
     cache : bool or str, default=True
-        True: keep embeddings in a process-wide memory cache; a directory: also in an
-        SQLite file there, keyed by path, modification time and size (files) or content
-        hash (images in memory); False: no cache.
+        True: keep embeddings in a process-wide memory cache (and, in the worker
+        processes of a parallel search, in a temporary disk cache that the workers
+        share with their parent and that is removed when it exits); a directory: also
+        in an SQLite file there that any process can reuse; False: no cache. Keys are
+        the weights' fingerprint and precision, plus each image's path, modification
+        time and size (files) or content hash (images in memory). Random weights
+        (``pretrained=None``) are cached in memory only.
     verbose : int, default=0
         Progress bar over images being encoded.
 
@@ -60,12 +77,16 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     embed_dim_ : int
         Dimension of the embeddings (number of output features).
 
+    See Also
+    --------
+    load_model : the loaded open_clip model, preprocess and tokenizer.
+
     Examples
     --------
     >>> from candle_sklearn import ClipEmbedder
     >>> emb = ClipEmbedder("ViT-B-32", pretrained=None, device="cpu")  # random weights
     >>> import numpy as np
-    >>> emb.fit_transform([np.zeros((64, 64, 3), dtype=np.uint8)]).shape
+    >>> emb.transform([np.zeros((64, 64, 3), dtype=np.uint8)]).shape
     (1, 512)
     """
 
@@ -76,26 +97,30 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "precision": [StrOptions(set(_clip.PRECISIONS))],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"),
+                   Interval(Integral, None, -1, closed="right"), None],
         "normalize": ["boolean"],
         "cache": ["boolean", str, os.PathLike],
         "verbose": ["verbose"],
     }
 
     def __init__(self, model_name="ViT-B-16", pretrained="openai", *, device="auto",
-                 precision="fp32", batch_size=64, num_workers=2, normalize=True, cache=True,
-                 verbose=0):
+                 precision="fp32", batch_size=64, num_workers=2, n_jobs=None, normalize=True,
+                 cache=True, verbose=0):
         self.model_name = model_name
         self.pretrained = pretrained
         self.device = device
         self.precision = precision
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.n_jobs = n_jobs
         self.normalize = normalize
         self.cache = cache
         self.verbose = verbose
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.requires_fit = False  # stateless: nothing is learned from the data
         tags.input_tags.two_d_array = False  # a list of images, not a feature matrix
         tags.input_tags.string = True  # file paths
         tags.transformer_tags.preserves_dtype = []  # always float32
@@ -104,16 +129,42 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return tags
 
     # -------------------------------------------------------------- model
-    def _loaded(self):
-        return _clip.load(self.model_name, self.pretrained, resolve_device(self.device),
-                          self.precision)
+    def _spec(self):
+        return _clip.resolve(self.model_name, self.pretrained)
 
-    def _model_key(self):
-        return f"{self.model_name}|{self.pretrained}|{self.precision}"
+    def _loaded(self, spec=None):
+        return _clip.load(self.model_name, self.pretrained, _clip.resolve_device(self.device),
+                          self.precision, spec=spec)
+
+    def load_model(self):
+        """The open_clip model this estimator uses, loaded if it is not yet.
+
+        The object is shared by every estimator with the same weights, device and
+        precision in the process; do not modify the model in place.
+
+        Returns
+        -------
+        loaded : object
+            With attributes ``model`` (the open_clip ``torch.nn.Module``, in eval
+            mode), ``preprocess`` (PIL image to tensor), ``tokenizer`` (list of str to
+            token tensor), ``device``, ``precision``, ``embed_dim`` and ``fingerprint``
+            (SHA-256 over the weights, config and preprocessing; ``"random:..."`` for
+            random weights).
+
+        Examples
+        --------
+        >>> from candle_sklearn import ClipEmbedder
+        >>> clip = ClipEmbedder("candle-tiny", "bundled", device="cpu").load_model()
+        >>> clip.model.encode_text(clip.tokenizer(["a photo of a cat."])).shape
+        torch.Size([1, 64])
+        """
+        return self._loaded()
 
     @property
     def _n_features_out(self):
-        return self.embed_dim_
+        if hasattr(self, "embed_dim_"):
+            return self.embed_dim_
+        return self._spec().embed_dim  # read from the config; nothing is loaded
 
     # ---------------------------------------------------------- sklearn API
     @_fit_context(prefer_skip_nested_validation=True)
@@ -123,8 +174,9 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Parameters
         ----------
         X : list of images
-            Paths (str or ``pathlib.Path``), PIL images, uint8 arrays (H, W, 3) or
-            (H, W), a 4-D array (n, H, W, 3), or a one-column DataFrame of these.
+            Paths (str or ``pathlib.Path``), PIL images, arrays (H, W, 3) or (H, W)
+            (uint8; uint16 as 16-bit; float in [0, 1]), a 4-D array (n, H, W, 3), or a
+            one-column DataFrame of these.
         y : ignored
 
         Returns
@@ -136,14 +188,21 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return self
 
     def transform(self, X):
-        """Embed images.
+        """Embed images (no ``fit`` needed).
+
+        Parameters
+        ----------
+        X : list of images
+            See :meth:`fit`.
 
         Returns
         -------
         features : ndarray of shape (n_images, embed_dim_), float32
         """
-        check_is_fitted(self)
-        return self._embed(as_items(X))
+        self._validate_params()
+        items = as_items(X)
+        with torch_threads(self.n_jobs):
+            return self._embed(items)
 
     def fit_transform(self, X, y=None):
         """Fit, then embed ``X`` (validated and loaded once)."""
@@ -162,7 +221,8 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         """
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError("texts must be a list of strings")
-        emb = _clip.encode_text(self._loaded(), list(texts)).numpy()
+        with torch_threads(self.n_jobs):
+            emb = _clip.encode_text(self._loaded(), list(texts)).numpy()
         return self._finish(emb)
 
     # ---------------------------------------------------------- internals
@@ -173,70 +233,81 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     def _embed(self, items):
         keys = [item_key(item, i) for i, item in enumerate(items)]
-        caches, model_key = caches_for(self.cache), self._model_key()
+        spec, loaded = self._spec(), None
+        if spec.fingerprint is None:  # random weights: this process's model is the key
+            loaded = self._loaded(spec)
+        model_key = f"{spec.fingerprint or loaded.fingerprint}|{self.precision}"
+        caches = caches_for(self.cache, disk=spec.fingerprint is not None)
         found = {}
-        for cache in caches:
-            missing = list({k for k in keys if k not in found})
-            if missing:
-                found.update(cache.get_many(model_key, missing))
+        for depth, cache in enumerate(caches):
+            missing = [k for k in dict.fromkeys(keys) if k not in found]
+            if not missing:
+                break
+            hits = cache.get_many(model_key, missing, spec.embed_dim)
+            for faster in caches[:depth]:  # the memory cache serves them next time
+                faster.put_many(model_key, hits)
+            found.update(hits)
         first = {}  # each distinct missing image is encoded once, at its first index
         for i, k in enumerate(keys):
             if k not in found and k not in first:
                 first[k] = i
         if first:
-            new = self._encode([items[i] for i in first.values()], list(first.values()))
-            new = dict(zip(first, new))
-            for cache in caches:
-                cache.put_many(model_key, new)
-            found.update(new)
+            self._encode_missing(loaded or self._loaded(spec), items, keys,
+                                 list(first.values()), caches, model_key, found)
         return self._finish(np.stack([found[k] for k in keys]))
 
-    @torch.inference_mode()
-    def _encode(self, items, indices):
-        """Raw embeddings of ``items`` (decoded in DataLoader workers), float32."""
-        loaded = self._loaded()
-        cuda = loaded.device.type == "cuda"
-        workers = self.num_workers if len(items) > self.batch_size else 0
-        loader = DataLoader(ImageDataset(items, indices, loaded.preprocess),
-                            batch_size=self.batch_size, num_workers=workers, pin_memory=cuda)
-        out = []
-        batches = iter(loader)
+    def _encode_missing(self, loaded, items, keys, todo, caches, model_key, found):
+        """Encode ``items[todo]`` into ``found``, storing them in the caches as they
+        come, and on the way out whatever happens (never lose finished work)."""
+        pending = {}
+
+        def flush():
+            if pending:
+                batch = dict(pending)
+                pending.clear()
+                for cache in caches:
+                    cache.put_many(model_key, batch)
+
         try:
-            with tqdm(total=len(items), desc="ClipEmbedder", unit="img",
-                      disable=not self.verbose) as bar:
-                for batch in batches:
-                    batch = batch.to(loaded.device, loaded.input_dtype, non_blocking=cuda)
-                    with loaded.autocast():
-                        out.append(loaded.model.encode_image(batch).float().cpu().numpy())
-                    bar.update(len(batch))
+            for positions, emb in self._encode(loaded, items, todo):
+                new = {keys[i]: e for i, e in zip(positions, emb)}
+                found.update(new)
+                pending.update(new)
+                if len(pending) >= _FLUSH_EVERY:
+                    flush()
         finally:
-            # A failed image leaves the iterator referenced by the traceback; stop its
-            # workers now rather than whenever it is collected.
-            shutdown = getattr(batches, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
-        return list(np.concatenate(out))
+            flush()
+
+    def _encode(self, loaded, items, todo):
+        """Yield ``(indices, raw float32 embeddings)`` for ``items[todo]``.
+
+        Threads decode ahead of the model. On CUDA, uint8 batches are pinned, copied
+        without blocking and normalised on the device, and results stay there until a
+        flush, so the host does not wait for the GPU after every batch."""
+        cuda = loaded.device.type == "cuda"
+        workers = self.num_workers if len(todo) > 1 else 0
+        prep = BatchPreprocess(loaded.preprocess)
+        batches = iter_batches([items[i] for i in todo], todo, prep, self.batch_size, workers,
+                               pin_memory=cuda)
+        held, held_at, done = [], [], 0
+        with contextlib.closing(batches), tqdm(total=len(todo), desc="ClipEmbedder",
+                                               unit="img", disable=not self.verbose) as bar:
+            for batch in batches:
+                with torch.inference_mode(), loaded.autocast():
+                    x = prep.to_device(batch, loaded.device, loaded.input_dtype, cuda)
+                    held.append(loaded.model.encode_image(x).float())
+                held_at.extend(todo[done:done + len(batch)])
+                done += len(batch)
+                bar.update(len(batch))
+                if not cuda or len(held_at) >= _FLUSH_EVERY or done == len(todo):
+                    yield held_at, torch.cat(held).cpu().numpy()
+                    held, held_at = [], []
 
 
-def make_candle_pipeline(model_name="ViT-B-16", pretrained="openai", *, embedder_params=None,
-                         **classifier_params):
-    """``Pipeline([("clip", ClipEmbedder), ("candle", CandleClassifier)])`` sharing one model.
+def __getattr__(name):
+    # make_candle_pipeline lives in candle_sklearn.pipeline; older imports keep working.
+    if name == "make_candle_pipeline":
+        from .pipeline import make_candle_pipeline
 
-    The classifier gets the embedder as its ``encoder``, so class names become text
-    prototypes through the same CLIP model; both load it from the process-wide cache.
-
-    Parameters
-    ----------
-    model_name, pretrained : see :class:`ClipEmbedder`
-    embedder_params : dict, optional
-        More :class:`ClipEmbedder` parameters (device, batch_size, ...).
-    **classifier_params
-        :class:`~candle_sklearn.CandleClassifier` parameters (classes, tau, ...).
-    """
-    from sklearn.pipeline import Pipeline
-
-    from .classifier import CandleClassifier
-
-    embedder = ClipEmbedder(model_name, pretrained, **(embedder_params or {}))
-    classifier = CandleClassifier(encoder=embedder, **classifier_params)
-    return Pipeline([("clip", embedder), ("candle", classifier)])
+        return make_candle_pipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,6 +32,7 @@ from ._head import CandleHead
 from .baselines import ZeroShotClassifier
 from .classifier import CandleClassifier
 from .embedder import ClipEmbedder
+from .pipeline import CandlePipeline
 from .templates import as_format_string
 
 __all__ = ["InvalidModelFileError", "WeightsMismatchError", "FORMAT_VERSION", "save", "load",
@@ -52,6 +53,7 @@ _CLASSES: dict[str, type] = {
     "ClipEmbedder": ClipEmbedder,
     "ZeroShotClassifier": ZeroShotClassifier,
     "Pipeline": Pipeline,
+    "CandlePipeline": CandlePipeline,
 }
 
 # Fitted attributes stored per class. A new fitted attribute made of arrays, numbers,
@@ -60,12 +62,13 @@ _CLASSES: dict[str, type] = {
 _FITTED: dict[str, tuple[str, ...]] = {
     "CandleClassifier": ("classes_", "class_counts_", "base_classes_", "new_classes_",
                          "class_names_", "text_features_", "head_order_", "feature_scale_",
-                         "new_class_bias_",
-                         "calibration_", "history_", "n_features_in_", "feature_names_in_"),
+                         "new_class_bias_", "calibration_", "history_", "n_features_in_",
+                         "feature_names_in_"),
     "ClipEmbedder": ("embed_dim_",),
     "ZeroShotClassifier": ("classes_", "class_names_", "text_features_", "n_features_in_",
                            "feature_names_in_"),
     "Pipeline": (),
+    "CandlePipeline": (),
 }
 # Attributes with their own encoding: the torch head (config in JSON, state as tensors).
 _SPECIAL: dict[str, tuple[str, ...]] = {"CandleClassifier": ("head_",)}

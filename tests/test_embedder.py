@@ -96,10 +96,19 @@ def test_subset_invariance_and_feature_names(image_dir):
     assert list(out.columns) == list(names) and out.shape == (2, 32)
 
 
-def test_unfitted_transform_raises(image_dir):
-    from sklearn.exceptions import NotFittedError
-    with pytest.raises(NotFittedError):
-        tiny().transform(image_dir[0][:1])
+def test_transform_needs_no_fit(image_dir):
+    """Stateless, like Normalizer: transform works unfitted (requires_fit=False)."""
+    from sklearn.utils import get_tags
+    paths = image_dir[0][:3]
+    emb = tiny(cache=False)
+    assert get_tags(emb).requires_fit is False
+    np.testing.assert_allclose(emb.transform(paths), tiny(cache=False).fit(paths).transform(paths),
+                               atol=1e-6)
+    assert not hasattr(emb, "embed_dim_")  # transform leaves no fitted state behind
+    out = tiny().set_output(transform="pandas").transform(paths)
+    assert out.shape == (3, 32) and out.columns[0] == "clipembedder0"
+    with pytest.raises(ValueError, match="batch_size"):  # parameters are still checked
+        tiny(batch_size=0).transform(paths)
 
 
 # --------------------------------------------------------------- bad input

@@ -1,0 +1,53 @@
+"""Torch's intra-op thread count for the length of a call, set from an ``n_jobs``
+value read as scikit-learn reads it.
+
+``n_jobs=None`` leaves torch alone (its default is one thread per core; inside joblib's
+worker processes joblib lowers it so that the workers do not oversubscribe the cores).
+A positive value is a thread count; -1 means every core, -2 all but one, and so on.
+Torch's setting is process-wide: overlapping calls from several threads share it, and
+the value from before the first of them comes back when the last one ends.
+"""
+
+import contextlib
+import threading
+
+import torch
+
+__all__ = ["effective_n_jobs", "torch_threads"]
+
+_LOCK = threading.Lock()
+_STATE = {"depth": 0, "saved": None}
+
+
+def effective_n_jobs(n_jobs):
+    """Threads for ``n_jobs`` (None: None, meaning "leave torch's setting")."""
+    if n_jobs is None:
+        return None
+    if n_jobs == 0:
+        raise ValueError("n_jobs == 0 has no meaning; use None, a positive count or -1")
+    if n_jobs > 0:
+        return int(n_jobs)
+    from joblib import cpu_count  # respects CPU affinity and container quotas
+
+    return max(cpu_count() + 1 + int(n_jobs), 1)
+
+
+@contextlib.contextmanager
+def torch_threads(n_jobs):
+    """Run a block with ``torch.set_num_threads(effective_n_jobs(n_jobs))``."""
+    threads = effective_n_jobs(n_jobs)
+    if threads is None:
+        yield
+        return
+    with _LOCK:
+        if _STATE["depth"] == 0:
+            _STATE["saved"] = torch.get_num_threads()
+        _STATE["depth"] += 1
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _STATE["depth"] -= 1
+            if _STATE["depth"] == 0:
+                torch.set_num_threads(_STATE["saved"])
