@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from candle_sklearn._cache import TABLE
 from candle_sklearn.cli import main
 from candle_sklearn.datasets import base_to_new_split, load_coop_dataset
 from candle_sklearn.reproduce import reproduce
@@ -105,7 +106,7 @@ def test_reproduce_command_line(data_root, tmp_path):
     assert (out / "report.txt").read_text().strip() == run.stdout.strip()
     # every image embedded once: the training images of both seeds and the test set
     with sqlite3.connect(out / "cache" / "embeddings.sqlite") as con:
-        (n,) = con.execute("SELECT COUNT(*) FROM emb").fetchone()
+        (n,) = con.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()
     pets = load_coop_dataset("oxford_pets", data_root)
     drawn = [base_to_new_split(pets.train.labels, pets.test.labels, random_state=s).train
              for s in (1, 2)]

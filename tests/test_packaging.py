@@ -44,6 +44,17 @@ def sdist(tmp_path_factory):
     return top, {n.split("/", 1)[1] for n in names if "/" in n}
 
 
+def _source_files(folder):
+    """The project's files under ``folder``: git's list in a checkout (ignored outputs
+    such as benchmarks/results are not sources), every file otherwise."""
+    if (ROOT / ".git").exists():
+        out = subprocess.run(["git", "ls-files", folder], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+        return {name for name in out if (ROOT / name).is_file()}
+    return {str(p.relative_to(ROOT)) for p in (ROOT / folder).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+
+
 def test_sdist_carries_tests_docs_and_examples(sdist):
     _, names = sdist
     expected = {"LICENSE", "CITATION.cff", "CHANGELOG.md", "README.md", "setup.cfg",
@@ -52,8 +63,7 @@ def test_sdist_carries_tests_docs_and_examples(sdist):
                 "candle_sklearn/weights/candle-tiny/open_clip_config.json"}
     assert expected <= names, sorted(expected - names)
     for folder in ("tests", "docs", "examples", "benchmarks", "candle_sklearn"):
-        tracked = {str(p.relative_to(ROOT)) for p in (ROOT / folder).rglob("*")
-                   if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+        tracked = _source_files(folder)
         assert tracked <= names, sorted(tracked - names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
