@@ -45,12 +45,26 @@ def _configs():
     for steps in (100, 400):
         add(f"s{steps}-lr3e-3", max_steps=steps, lr=3e-3)
     add("0.1.0 default (10 epochs, batch 512)", max_epochs=10, batch_size=512)
+    # epoch rules at both learning rates: the cost limit (half the reference recipe's
+    # 50 epochs, calibration included) caps small data at a few epochs
+    for lr in (3e-4, 1e-3):
+        for epochs in (5, 10, 20):
+            for cap in (400, 1000):
+                add(f"e{epochs}-cap{cap}-lr{lr:g}", max_epochs=epochs, max_steps=cap, lr=lr)
+    add("s1600-lr3e-4", max_steps=1600, lr=3e-4)
+    for steps in (800, 1600):
+        add(f"s{steps}-lr1e-4", max_steps=steps, lr=1e-4)
+    add("reference recipe", optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4,
+        max_epochs=50, warmup_epochs=1, warmup_lr=1e-5, dropout=0.1, context="batch")
     return grid
 
 
 CONFIGS = _configs()
-# the large world gets the budgets and epoch rules at lr 1e-3, batch 128, and the old default
-LARGE_CONFIGS = [n for n in CONFIGS if "-b" not in n and "-lr" not in n]
+# the large world gets the budgets and epoch rules at lr 1e-3, batch 128, the old default,
+# the epoch rules capped at 1,000 steps and the reference recipe
+LARGE_CONFIGS = [n for n in CONFIGS if ("-b" not in n and "-lr" not in n
+                                        and n != "reference recipe")
+                 or (n.startswith("e") and "cap1000-lr" in n)]
 
 
 @functools.lru_cache(maxsize=2)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ._loss import cla_loss, class_log_prior
+from .exceptions import TrainingDivergedError
 
 
 @dataclass(frozen=True)
@@ -116,11 +117,6 @@ def _batches(n, cfg, generator, device):
         for start in range(0, stop, size):
             yield order[start:start + size]
         yield None
-
-
-class TrainingDivergedError(FloatingPointError):
-    """Training produced a non-finite loss or parameter (too large a learning rate,
-    weight decay or loss margin)."""
 
 
 def _check_finite(head, loss, step):

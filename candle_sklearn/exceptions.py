@@ -6,8 +6,7 @@ __all__ = ["CheckpointError", "EmbeddingCacheError", "EmbeddingCacheWarning", "I
 
 # Defined next to the code that raises them; handed on here on first access (importing
 # those modules at the top would be circular, as they import this one).
-_ELSEWHERE = {"TrainingDivergedError": "._train", "InvalidModelFileError": ".io",
-              "WeightsMismatchError": ".io"}
+_ELSEWHERE = {"InvalidModelFileError": ".io", "WeightsMismatchError": ".io"}
 
 
 def __getattr__(name):
@@ -45,3 +44,8 @@ class EmbeddingCacheError(OSError):
 class EmbeddingCacheWarning(UserWarning):
     """The on-disk embedding cache was repaired (a corrupt file moved aside, rows of
     the wrong length ignored) or could not store new embeddings; results are correct."""
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Training produced a non-finite loss or parameter (too large a learning rate,
+    weight decay or loss margin). The message says what diverged and what to lower."""
