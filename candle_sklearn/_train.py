@@ -28,6 +28,7 @@ class TrainConfig:
     batch_size: int = 512
     warmup_epochs: int = 0
     warmup_lr: float = 1e-5
+    precision: str = "fp32"
     epoch_schedule: bool = False
     drop_last: bool = False
 
@@ -122,9 +123,26 @@ def _batches(n, cfg, generator, device):
 def _check_finite(head, loss, step):
     if not math.isfinite(loss):
         raise TrainingDivergedError(f"the training loss became {loss} by step {step}")
-    for name, p in head.named_parameters():
-        if not torch.isfinite(p).all():
-            raise TrainingDivergedError(f"parameter {name} became non-finite by step {step}")
+    params = dict(head.named_parameters())
+    finite = torch.stack([torch.isfinite(p).all() for p in params.values()]).cpu()
+    if not finite.all():  # one transfer for every parameter
+        bad = [name for name, ok in zip(params, finite.tolist()) if not ok]
+        raise TrainingDivergedError(f"parameter {bad[0]} became non-finite by step {step}")
+
+
+@contextlib.contextmanager
+def _precision(device, precision):
+    """bf16 autocast (``"bf16"``; ``"auto"`` on CUDA) with TF32 matmuls allowed on CUDA;
+    plain float32 otherwise. Parameters, optimizer state and the loss stay float32."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    saved = torch.get_float32_matmul_precision()
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for what autocast leaves fp32
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(saved)
 
 
 def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
@@ -156,8 +174,9 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, steps_per_epoch, total, cfg)
         target = torch.cat([y[idx], class_rows])
-        loss = sum(cla_loss(z, target, log_prior, cfg.tau)
-                   for z in head.training_logits(X[idx]) if z is not None)
+        with _precision(device, cfg.precision):
+            logits = [z.float() for z in head.training_logits(X[idx]) if z is not None]
+        loss = sum(cla_loss(z, target, log_prior, cfg.tau) for z in logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

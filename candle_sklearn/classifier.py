@@ -162,6 +162,11 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         classes, see docs/benchmarks.md).
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        Arithmetic of training steps: ``"bf16"`` runs the head's forward pass under
+        bfloat16 autocast (parameters, optimizer and loss stay float32), ``"auto"`` does
+        so on CUDA (where TF32 matmuls are allowed too) and uses float32 on CPU.
+        Prediction is float32 in every case.
     n_jobs : int, default=None
         Torch threads for ``fit`` and prediction (None: torch's setting, one per core;
         -1: every core). One thread is often faster when other processes share the
@@ -237,6 +242,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         "num_heads": [Interval(Integral, 1, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "device": [str],
+        "precision": [StrOptions({"auto", "fp32", "bf16"})],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -248,7 +254,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
                  optimizer="adamw", lr=1e-3, weight_decay=0.0,
                  momentum=0.9, max_steps=None, max_epochs=10, batch_size=512, warmup_epochs=0,
                  warmup_lr=1e-5, num_heads=8, dropout=0.0, device="auto",
-                 n_jobs=None, random_state=None, verbose=0):
+                 precision="auto", n_jobs=None, random_state=None, verbose=0):
         self.classes = classes
         self.class_names = class_names
         self.text_features = text_features
@@ -273,6 +279,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self.num_heads = num_heads
         self.dropout = dropout
         self.device = device
+        self.precision = precision
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -415,7 +422,8 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             # kept classes with a single image have none to hold back: when no kept
             # image is held back, their training images (seen in training) stand in
             evaluate = is_held | (validation if validation.any() else train)
-            draws.append({"held_out": classes[held], "y": y_idx[evaluate],
+            draws.append({"held_out": classes[held], "rows": np.flatnonzero(evaluate),
+                          "y": y_idx[evaluate],
                           "scores": sub._head_scores(X[evaluate], calibrated=False),
                           "new_col": sub.class_counts_ == 0, "new_row": is_held[evaluate]})
         return draws
@@ -487,7 +495,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
                           weight_decay=self.weight_decay, momentum=self.momentum,
                           max_steps=self.max_steps, max_epochs=self.max_epochs,
                           batch_size=self.batch_size, warmup_epochs=self.warmup_epochs,
-                          warmup_lr=self.warmup_lr)
+                          warmup_lr=self.warmup_lr, precision=self.precision)
         passes = -(-cfg.total_steps(len(X)) // cfg.steps_per_epoch(len(X)))
         with tqdm(total=passes, desc="CandleClassifier.fit", unit="epoch",
                   disable=not self.verbose) as bar:
