@@ -97,6 +97,25 @@ def run_one(world, seed, config):
                 n_classes=len(data.classes), fit_cpu_s=cpu, fit_wall_s=wall, **acc)
 
 
+def signature(world, config):
+    """What decides a fit, given the world's size: configurations that differ only in
+    how they state the same number of steps train identically and are run once."""
+    from candle_sklearn._train import TrainConfig
+
+    params = dict(CONFIGS[config])
+    n = _n_train(world)
+    steps = TrainConfig(max_steps=params.pop("max_steps"), max_epochs=params.pop("max_epochs"),
+                        batch_size=params["batch_size"]).total_steps(n)
+    if "warmup_epochs" in params:  # the reference recipe's schedule is stated in epochs
+        return config
+    return json.dumps({**params, "steps": steps}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _n_train(world):
+    return len(load_world(world, 0).y_train)
+
+
 def done():
     if not LOG.exists():
         return set()
@@ -115,16 +134,34 @@ def sweep(seeds, jobs, worlds, configs):
     todo = [(w, s, c) for w in worlds for s in (seeds[:1] if w in LARGE else seeds)
             for c in (LARGE_CONFIGS if w in LARGE else configs) if (w, s, c) not in have]
     todo.sort(key=lambda t: (t[0] in LARGE, t[1], t[0]))  # small worlds first
-    print(f"{len(todo)} fits to run ({len(have)} already in {LOG})")
+    # one fit per distinct training run; its row is copied to the equivalent configurations
+    runs, same = {}, {}
+    rows = [json.loads(line) for line in LOG.open()] if LOG.exists() else []
+    known = {(r["world"], r["seed"], signature(r["world"], r["config"])): r for r in rows}
+    copies = []
+    for w, s, c in todo:
+        key = (w, s, signature(w, c))
+        if key in known:
+            copies.append({**known[key], "config": c})
+        else:
+            runs.setdefault(key, (w, s, c))
+            same.setdefault(key, []).append(c)
+    print(f"{len(todo)} results to add ({len(have)} already in {LOG}): {len(copies)} from "
+          f"equivalent runs, {len(runs)} fits to run")
     RESULTS.mkdir(exist_ok=True)
     with LOG.open("a") as log:
-        results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
-            delayed(bench_defaults.run_one)(*t) for t in todo)
-        for i, row in enumerate(results, 1):
+        for row in copies:
             log.write(json.dumps(row) + "\n")
+        results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+            delayed(bench_defaults.run_one)(*t) for t in runs.values())
+        for i, row in enumerate(results, 1):
+            key = (row["world"], row["seed"], signature(row["world"], row["config"]))
+            for config in same[key]:
+                log.write(json.dumps({**row, "config": config}) + "\n")
             log.flush()
-            print(f"[{i}/{len(todo)}] {row['world']} seed {row['seed']} {row['config']}: "
-                  f"hm {row['hm']:.3f} ({row['fit_cpu_s']:.1f} s cpu)", flush=True)
+            print(f"[{i}/{len(runs)}] {row['world']} seed {row['seed']} {row['config']}"
+                  f" (= {len(same[key])} configurations): hm {row['hm']:.3f} "
+                  f"({row['fit_cpu_s']:.1f} s cpu)", flush=True)
 
 
 def regret_table(rows, seeds=None):
