@@ -601,9 +601,10 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         :meth:`decision_function` for ``calibrated``."""
         return softmax(self._head_scores(X, calibrated))
 
-    def predict_log_proba(self, X):
-        """Log of :meth:`predict_proba`."""
-        scores = self._head_scores(X)
+    def predict_log_proba(self, X, *, calibrated=True):
+        """Log of :meth:`predict_proba`, computed stably from the class scores; columns
+        follow ``classes_``. See :meth:`decision_function` for ``calibrated``."""
+        scores = self._head_scores(X, calibrated)
         return scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
 
     def predict(self, X):
