@@ -45,7 +45,7 @@ class BaseNewSplit(BaseCrossValidator):
     >>> for train, test in cv.split(np.zeros((20, 1)), y):
     ...     print(np.unique(y[train]), np.unique(y[test]))
     [0 1 3] [0 1 2 3]
-    [0 1 2] [0 1 2 3]
+    [0 2 3] [0 1 2 3]
     """
 
     _parameter_constraints: dict = {
