@@ -52,8 +52,8 @@ def format_table(rows, columns=COLUMNS, label="method"):
     """Text table of ``rows`` ({row name: {column: value}}); a value is a float, NaN
     (printed ``--``: the method cannot score that column) or a ``(mean, std)`` pair."""
     rows = dict(rows)
-    width = {c: 13 if any(isinstance(r.get(c), tuple) for r in rows.values()) else 9
-             for c in columns}
+    width = {c: max(13 if any(isinstance(r.get(c), tuple) for r in rows.values()) else 9,
+                    len(str(c)) + 1) for c in columns}
     name_width = max([27, len(label) + 2, *(len(n) + 2 for n in rows)])
     head = f"{label:<{name_width}}" + "".join(f"{c:>{width[c]}}" for c in columns)
     lines = [head, "-" * len(head)]

@@ -15,10 +15,30 @@ DESCRIPTION = """\
 Candle (KDD 2024) for scikit-learn: adapt a CLIP model to long-tailed image data with
 classes that have few or no images.
 
-Run '%(prog)s COMMAND --help' for a command's options. Progress goes to stderr, results
-to stdout or files. Exit status: 0 on success, 1 on a bad input (the one-line message
-names it), 2 on a usage error, 130 when interrupted. CANDLE_SKLEARN_DEBUG=1 shows the
-traceback of a failure instead of the one-line message."""
+Run '%(prog)s COMMAND --help' for a command's options.
+Progress goes to stderr, results to stdout or files."""
+
+EXIT_STATUS = """\
+exit status:
+  0 success; 1 a bad input (missing folder or file, empty class folder, unknown dataset,
+  unreadable image, ...), reported in one line that names it; 2 a usage error;
+  130 interrupted."""
+
+MAIN_EPILOG = f"""\
+examples:
+  %(prog)s fit photos/train --new-classes unseen.txt -o pets.safetensors
+  %(prog)s predict pets.safetensors photos/inbox -o predictions.csv
+  %(prog)s evaluate pets.safetensors photos/test --plot long_tail.png
+  %(prog)s reproduce --dataset oxford_pets --root ~/data --output pets_results
+  %(prog)s demo
+
+environment:
+  HF_HUB_OFFLINE=1        never download weights: use the local cache or --pretrained FILE
+  CANDLE_SKLEARN_DEBUG=1  show the traceback of a failure instead of the one-line message
+
+{EXIT_STATUS}
+
+See docs/reproducing.md for the dataset layouts and the paper's settings."""
 
 FIT_EPILOG = """\
 layout of TRAIN_DIR (as torchvision's ImageFolder):
@@ -29,9 +49,11 @@ Hidden files and folders are skipped; extensions: jpg jpeg png ppm bmp pgm tif t
 
 examples:
   %(prog)s photos/train -o pets.safetensors
-  %(prog)s photos/train --new-classes unseen.txt --model ViT-B-16 --pretrained openai \\
-      --cache-dir ~/.cache/candle -o pets.safetensors
-  %(prog)s photos/train --param tau=1.5 --param max_epochs=20 -o pets.safetensors"""
+  %(prog)s photos/train --new-classes unseen.txt \\
+      --model ViT-B-16 --pretrained openai --cache-dir ~/.cache/candle -o pets.safetensors
+  %(prog)s photos/train --param tau=1.5 --max-epochs 20 -o pets.safetensors
+
+""" + EXIT_STATUS
 
 PREDICT_EPILOG = """\
 output: CSV with the columns path, label, then class_1, proba_1, ... class_K, proba_K
@@ -39,7 +61,9 @@ output: CSV with the columns path, label, then class_1, proba_1, ... class_K, pr
 
 examples:
   %(prog)s pets.safetensors photos/test -o predictions.csv
-  %(prog)s pets.safetensors 'inbox/**/*.jpg' one.png --top-k 3"""
+  %(prog)s pets.safetensors 'inbox/**/*.jpg' one.png --top-k 3
+
+""" + EXIT_STATUS
 
 EVALUATE_EPILOG = """\
 Prints base / new / HM (reference protocol: new-class images among new classes only,
@@ -49,7 +73,10 @@ then the per-class table (joint prediction). TEST_DIR has the layout of fit's TR
 its folders must be classes of the model.
 
 examples:
-  %(prog)s pets.safetensors photos/test --plot long_tail.png -o per_class.csv"""
+  %(prog)s pets.safetensors photos/test --plot long_tail.png \\
+      -o per_class.csv
+
+""" + EXIT_STATUS
 
 REPRODUCE_EPILOG = """\
 datasets (CoOp layout under --root, see docs/reproducing.md):
@@ -62,19 +89,40 @@ settings:
   balanced               --shots 16 --imbalance-ratio 1
   base = the first ceil(n/2) labels, new = the rest; seeds 1 2 3.
 
-output (in --output):
+output (in --output; the tables also go to stdout, progress to stderr):
   results.csv   one row per (dataset, method, seed): base, new, hm, joint_hm, many,
-                medium, few, seconds (transfer: source, target, method, seed, accuracy)
+                medium, few, seconds; methods candle, zero-shot, linear-probe
+                (transfer: source, target, method, seed, accuracy)
   summary.csv   mean and std over seeds; with --dataset all, the average over datasets
+                (transfer: per target, and the average over the targets)
   report.txt    the printed tables; run.json: the settings
   cache/        the embedding cache (unless --cache-dir): a second run embeds nothing
 
 examples:
-  %(prog)s --dataset oxford_pets --root ~/data --model ViT-B-16 --pretrained openai
-  %(prog)s --dataset all --root ~/data --shots 16 --imbalance-ratio 1 --output balanced
-  %(prog)s --train imagenet --test imagenetv2 imagenet_sketch imagenet_a imagenet_r \\
-      --root ~/data
-  %(prog)s --dataset dtd --root ~/data --recipe reference"""
+  %(prog)s --dataset oxford_pets --root ~/data \\
+      --model ViT-B-16 --pretrained openai
+  %(prog)s --dataset all --root ~/data \\
+      --shots 16 --imbalance-ratio 1 --output balanced
+  %(prog)s --train imagenet --root ~/data \\
+      --test imagenetv2 imagenet_sketch imagenet_a imagenet_r
+  %(prog)s --dataset dtd --root ~/data --recipe reference
+
+""" + EXIT_STATUS
+
+
+DEMO_EPILOG = """\
+examples:
+  %(prog)s
+  %(prog)s --seed 1 --plot ''
+
+""" + EXIT_STATUS
+
+
+def _wrap(text):
+    """A paragraph for a raw-formatted help text, wrapped at 88 columns."""
+    import textwrap
+
+    return textwrap.fill(text, 88)
 
 
 def _param(text):
@@ -120,7 +168,8 @@ def _add_run_options(g):
     g.add_argument("--batch-size", type=_positive, default=64, metavar="N",
                    help="images per forward pass (default: %(default)s)")
     g.add_argument("--num-workers", type=int, default=2, metavar="N",
-                   help="image-decoding worker processes (default: %(default)s)")
+                   help="threads that decode images while the model runs (default: "
+                        "%(default)s)")
 
 
 def _add_common(p):
@@ -141,7 +190,8 @@ def _add_candle_options(p):
 
 def build_parser(prog=PROG):
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=fmt)
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=fmt,
+                                     epilog=MAIN_EPILOG)
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -150,8 +200,12 @@ def build_parser(prog=PROG):
 
     p = sub.add_parser("fit", help="fit a pipeline on an image folder (+ names of classes "
                        "without images)", formatter_class=fmt,
-                       description="Fit ClipEmbedder + CandleClassifier on TRAIN_DIR and save "
-                                   "the fitted pipeline to MODEL.", epilog=FIT_EPILOG)
+                       description=_wrap(
+                           "Fit ClipEmbedder + CandleClassifier on the images of TRAIN_DIR "
+                           "(one sub-folder per class) and on the names of classes without "
+                           "images (--new-classes), and save the fitted pipeline to MODEL. "
+                           "Every image is embedded once by the CLIP model; Candle then "
+                           "trains on the embeddings."), epilog=FIT_EPILOG)
     p.add_argument("train_dir", metavar="TRAIN_DIR", help="one sub-folder of images per class")
     p.add_argument("--new-classes", metavar="FILE",
                    help="text file of classes without images, one name per line ('#' "
@@ -173,8 +227,10 @@ def build_parser(prog=PROG):
 
     p = sub.add_parser("predict", help="predict images with a saved pipeline",
                        formatter_class=fmt, epilog=PREDICT_EPILOG,
-                       description="Predict the class of image files, folders (recursively) "
-                                   "and glob patterns with a pipeline saved by fit.")
+                       description=_wrap(
+                           "Predict the class of image files, folders (recursively) and "
+                           "glob patterns (quote them: '**' matches sub-folders) with a "
+                           "pipeline saved by fit, and write one CSV row per image."))
     p.add_argument("model", metavar="MODEL", help="a pipeline saved by fit")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob")
     p.add_argument("-o", "--output", metavar="CSV", help="write the CSV here (default: stdout)")
@@ -186,7 +242,10 @@ def build_parser(prog=PROG):
 
     p = sub.add_parser("evaluate", help="per-class accuracy and long-tail plot on a test "
                        "folder", formatter_class=fmt, epilog=EVALUATE_EPILOG,
-                       description="Evaluate a pipeline saved by fit on TEST_DIR.")
+                       description=_wrap(
+                           "Evaluate a pipeline saved by fit on TEST_DIR (one sub-folder per "
+                           "class): the summary table, the per-class table and the long-tail "
+                           "plot."))
     p.add_argument("model", metavar="MODEL", help="a pipeline saved by fit")
     p.add_argument("test_dir", metavar="TEST_DIR", help="one sub-folder of images per class")
     p.add_argument("--plot", default="long_tail.png", metavar="FILE",
@@ -200,8 +259,12 @@ def build_parser(prog=PROG):
     p = sub.add_parser("reproduce", help="the paper's settings on CoOp-layout datasets "
                        "(base to new, transfer)",
                        formatter_class=fmt, epilog=REPRODUCE_EPILOG,
-                       description="Fit Candle, CLIP zero-shot and a linear probe per seed on "
-                                   "a reference dataset and write the paper's columns.")
+                       description=_wrap(
+                           "Run a setting of the paper on datasets in the CoOp layout: "
+                           "base-to-new generalisation (--dataset) or transfer (--train with "
+                           "--test). Every image is embedded once through an on-disk cache; "
+                           "for each seed, Candle, CLIP zero-shot and a linear probe are "
+                           "fitted and scored, per seed and as mean ± std."))
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--dataset", metavar="NAME",
                       help="base-to-new on one dataset, or 'all' found under --root")
@@ -212,13 +275,14 @@ def build_parser(prog=PROG):
                         "datasets: cross-dataset, their classes as new classes)")
     p.add_argument("--root", required=True, metavar="DATA",
                    help="the folder holding the datasets (CoOp's $DATA)")
-    p.add_argument("--shots", type=_positive, default=100,
+    p.add_argument("--shots", type=_positive, default=100, metavar="N",
                    help="at most this many training images per class (default: %(default)s; "
                         "16 for the balanced setting)")
     p.add_argument("--imbalance-ratio", type=_ratio, metavar="R",
                    help="long-tail ratio (default: 0.02, 0.01 for imagenet; 1 = balanced)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], metavar="SEED",
-                   help="(default: 1 2 3)")
+                   help="one split and fit per seed; the same seed draws the same split "
+                        "(default: 1 2 3)")
     p.add_argument("--output", default="candle_reproduce", metavar="DIR",
                    help="results folder (default: %(default)s)")
     p.add_argument("--cache-dir", metavar="DIR",
@@ -232,12 +296,16 @@ def build_parser(prog=PROG):
     p.set_defaults(func=_reproduce)
 
     p = sub.add_parser("demo", help="run the offline end-to-end demo", formatter_class=fmt,
-                       description="Candle against zero-shot and a linear probe on the "
-                                   "generated image world, with the bundled tiny CLIP.")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--plot", default="candle_demo_long_tail.png",
-                   help="where to save the long-tail plot ('' for none)")
+                       description=_wrap(
+                           "Candle against CLIP zero-shot and a linear probe on the generated "
+                           "image world, with the bundled tiny CLIP: no download, no data. "
+                           "Prints the results table and saves the long-tail "
+                           "plot."), epilog=DEMO_EPILOG)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--plot", default="candle_demo_long_tail.png", metavar="FILE",
+                   help="where to save the long-tail plot ('' for none; default: "
+                        "%(default)s)")
     p.add_argument("--features", action="store_true",
                    help="the synthetic-features demo instead of the image world")
     p.set_defaults(func=_demo)
@@ -280,6 +348,7 @@ def _predict(args):
     from .tasks import prediction_fields, predict_images
 
     model = _load(args)
+    _output_file(args.output)
     rows = predict_images(model, args.inputs, top_k=args.top_k, on_error=args.on_error,
                           verbose=_verbose(args))
     fields = prediction_fields(args.top_k, len(model.classes_))
@@ -303,7 +372,8 @@ def _evaluate(args):
     from .tasks import evaluate_image_folder, per_class_table
 
     model = _load(args)
-    plot = args.plot or None
+    _output_file(args.output)
+    plot = _output_file(args.plot) or None
     if plot:
         try:
             import matplotlib  # noqa: F401
@@ -374,13 +444,32 @@ def _prog():
 
 def _expected_errors():
     """Errors that mean a bad input (reported in one line), not a bug."""
-    from ._images import ImageInputError
     from .datasets import DatasetError
+    from .exceptions import (CheckpointError, EmbeddingCacheError, ImageInputError,
+                             TrainingDivergedError, WeightsUnavailableError)
     from .io import InvalidModelFileError, WeightsMismatchError
     from .tasks import ModelFileError
 
     return (DatasetError, ModelFileError, ImageInputError, InvalidModelFileError,
-            WeightsMismatchError, OSError, ValueError)
+            WeightsMismatchError, WeightsUnavailableError, CheckpointError,
+            EmbeddingCacheError, TrainingDivergedError, OSError, ValueError)
+
+
+def _one_line(exc):
+    """The message of ``exc`` on one line; a system error names its file first."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc).split("\n")[0]
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _output_file(path):
+    """``path`` after creating its folder: a file the command will write."""
+    if path:
+        folder = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
+        os.makedirs(folder, exist_ok=True)
+    return path
 
 
 def main(argv=None):
@@ -398,8 +487,7 @@ def main(argv=None):
         except _expected_errors() as exc:
             if os.environ.get("CANDLE_SKLEARN_DEBUG"):
                 raise
-            message = " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
-            print(f"{prog}: error: {message}", file=sys.stderr)
+            print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
             return 1
     return 0
 

@@ -19,9 +19,9 @@ from ._baselines import LinearProbe, zero_shot_scores
 from ._file_features import embed_files
 from ._results import (COLUMNS, average_over_datasets, format_table, mean_std, timed_row,
                        write_csv)
-from .datasets import (BASE_TO_NEW_DATASETS, DatasetError, base_to_new_split,
-                       check_coop_dataset, dataset_spec, find_coop_datasets,
-                       imbalanced_fewshot_indices, load_coop_dataset)
+from .datasets import (BASE_TO_NEW_DATASETS, IMAGENET_VARIANTS, DatasetError,
+                       base_to_new_split, check_coop_dataset, dataset_spec,
+                       find_coop_datasets, imbalanced_fewshot_indices, load_coop_dataset)
 
 #: The reference's training recipe (its example script and config), as CandleClassifier
 #: parameters; the package's defaults are faster at equal accuracy (docs/benchmarks.md).
@@ -357,21 +357,85 @@ class _TransferFits:
                 self.source_model("probe").scores(X, classes), y, columns))
 
 
-def transfer_report(records, seeds):
-    """Mean ± std accuracy over seeds, one column per target."""
+TRANSFER_SUMMARY_FIELDS = ("source", "target", "method", "n_seeds", "accuracy",
+                           "accuracy_std")
+
+
+def _target_groups(source, targets):
+    """``{column name: targets}`` of the averages over targets, as the paper's tables
+    report them: domain generalisation (the ImageNet variants) and cross-dataset
+    transfer (other datasets) apart; ``"average"`` when only one kind is there."""
+    groups = {"dg": [t for t in targets if t != source and t in IMAGENET_VARIANTS],
+              "xd": [t for t in targets if t != source and t not in IMAGENET_VARIANTS]}
+    groups = {k: v for k, v in groups.items() if v}
+    if len(groups) == 1:
+        return {"average": next(iter(groups.values()))}
+    return {f"average ({k})": v for k, v in groups.items()}
+
+
+def _with_averages(records):
+    """``records`` plus, per (method, seed), one row per average over targets
+    (:func:`_target_groups`): the mean accuracy over the group's targets, NaN when the
+    method cannot score all of them (the linear probe on other datasets)."""
+    if not records:
+        return []
+    source = records[0]["source"]
     targets = list(dict.fromkeys(r["target"] for r in records))
+    acc = {(r["method"], r["seed"], r["target"]): r["accuracy"] for r in records}
+    keys = list(dict.fromkeys((r["method"], r["seed"]) for r in records))
+    out = list(records)
+    for name, group in _target_groups(source, targets).items():
+        for method, seed in keys:
+            values = [acc.get((method, seed, t)) for t in group]
+            mean = (float("nan") if any(v is None for v in values)
+                    else float(np.mean(values)))
+            out.append({"source": source, "target": name, "method": method, "seed": seed,
+                        "accuracy": mean})
+    return out
+
+
+def _transfer_methods(records):
+    return [m for m in TRANSFER_METHODS if any(r["method"] == m for r in records)]
+
+
+def transfer_report(records, seeds):
+    """The printed report of a transfer run: accuracy on every test set (the source's
+    own first) and the average over the targets, per seed, then mean ± std over seeds."""
+    rows = _with_averages(records)
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    acc = {(r["method"], r["seed"], r["target"]): r["accuracy"] for r in rows}
+    methods = _transfer_methods(records)
+    per_seed = {f"{m} (seed {s})": {t: acc.get((m, s, t), float("nan")) for t in targets}
+                for s in seeds for m in methods}
     table = {}
-    for method in [m for m in TRANSFER_METHODS if any(r["method"] == m for r in records)]:
-        row = {}
+    for method in methods:
+        table[method] = {}
         for t in targets:
-            rs = [r for r in records if r["method"] == method and r["target"] == t]
-            row[t] = mean_std([{"acc": r["accuracy"]} for r in rs], ("acc",))["acc"] \
-                if rs else float("nan")
-        table[method] = row
+            values = [{"acc": acc[(method, s, t)]} for s in seeds if (method, s, t) in acc]
+            table[method][t] = (mean_std(values, ("acc",))["acc"] if values
+                                else (float("nan"), float("nan")))
     source = records[0]["source"] if records else ""
     seeds_txt = ", ".join(str(s) for s in seeds)
-    return (f"fitted on {source}; accuracy on each test set, mean ± std over seeds "
+    return (f"fitted on {source}; accuracy on each test set: per seed\n"
+            f"{format_table(per_seed, targets)}\n\n"
+            f"fitted on {source}; accuracy on each test set: mean ± std over seeds "
             f"{seeds_txt}\n{format_table(table, targets)}")
+
+
+def transfer_summary_records(records):
+    """Rows of a transfer run's ``summary.csv``: per target (and average over targets)
+    and method, the mean and std of the accuracy over seeds."""
+    rows = _with_averages(records)
+    out = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        for method in _transfer_methods(records):
+            rs = [r for r in rows if r["target"] == target and r["method"] == method]
+            if not rs:
+                continue
+            mean, std = mean_std([{"acc": r["accuracy"]} for r in rs], ("acc",))["acc"]
+            out.append({"source": rs[0]["source"], "target": target, "method": method,
+                        "n_seeds": len(rs), "accuracy": mean, "accuracy_std": std})
+    return out
 
 
 # ------------------------------------------------------------------ one command
@@ -389,16 +453,30 @@ def _write_settings(output, **settings):
         json.dump(settings, f, indent=2, default=str)
 
 
+def _check_model(options):
+    """Load the CLIP model (kept for the run: the loaded model is shared in the process)
+    and check the Candle parameters' names."""
+    from .embedder import ClipEmbedder
+    from .tasks import check_candle_params
+
+    check_candle_params(options.get("candle_params"))
+    ClipEmbedder(options.get("model_name", "ViT-B-16"), options.get("pretrained", "openai"),
+                 device=options.get("device", "auto")).load_model()
+
+
 def reproduce(dataset=None, root=".", *, train=None, test=(), output="candle_reproduce",
               cache_dir=None, seeds=(1, 2, 3), verbose=1, **options):
     """Run a setting of the paper and write its files; returns the printed report.
 
     ``dataset`` (a name, or ``"all"``: every base-to-new dataset found under ``root``)
     runs base-to-new; ``train`` and ``test`` run transfer. Writes ``output/results.csv``
-    (one row per method, seed and dataset or target), ``output/summary.csv`` (base-to-new:
-    mean and std over seeds, plus the average over datasets), ``output/report.txt`` (the
-    report) and ``output/run.json`` (the settings). The embedding cache is
+    (one row per method, seed and dataset or target), ``output/summary.csv`` (mean and std
+    over seeds, plus the average over datasets, or over the targets), ``output/report.txt``
+    (the report) and ``output/run.json`` (the settings). The embedding cache is
     ``cache_dir`` (default ``output/cache``). ``options``: see :func:`base_to_new`.
+
+    Unknown names, missing folders or index files, a variant as a training set, weights
+    that cannot be loaded and unknown Candle parameters raise before anything is written.
     """
     if (dataset is None) == (train is None):
         raise DatasetError("give either a dataset (base to new) or --train with --test "
@@ -413,8 +491,13 @@ def reproduce(dataset=None, root=".", *, train=None, test=(), output="candle_rep
         if not names:
             raise DatasetError(f"no dataset of {', '.join(BASE_TO_NEW_DATASETS)} found under "
                                f"{os.path.abspath(root)}")
+    for name in ([train] if train is not None else names):
+        if dataset_spec(name).kind == "variant":
+            raise DatasetError(f"{dataset_spec(name).name} has no training set: use it as a "
+                               "transfer target (--train imagenet --test ...)")
     for name in ([train, *test] if train is not None else names):
         check_coop_dataset(name, root)  # a missing file fails before anything is written
+    _check_model(options)  # so do unavailable weights, a bad device or Candle parameter
     os.makedirs(output, exist_ok=True)
     cache_dir = os.path.join(output, "cache") if cache_dir is None else cache_dir
     _say(verbose, f"embedding cache: {os.path.abspath(cache_dir)}")
@@ -424,6 +507,8 @@ def reproduce(dataset=None, root=".", *, train=None, test=(), output="candle_rep
         records = transfer(train, test, root, seeds=seeds, cache_dir=cache_dir,
                            verbose=verbose, **options)
         write_csv(os.path.join(output, "results.csv"), records, TRANSFER_FIELDS)
+        write_csv(os.path.join(output, "summary.csv"), transfer_summary_records(records),
+                  TRANSFER_SUMMARY_FIELDS)
         report = transfer_report(records, seeds)
     else:
         records = []

@@ -46,6 +46,23 @@ def load_model(path, device=None):
 
 
 # --------------------------------------------------------------- fit
+#: CandleClassifier parameters that the commands set themselves (from the data, --seed,
+#: --device, --template, -q), so not through ``candle_params`` / ``--param``.
+SET_BY_COMMAND = ("classes", "class_names", "text_features", "templates", "encoder",
+                  "random_state", "device", "verbose")
+
+
+def check_candle_params(params):
+    """Raise ``ValueError`` naming any key of ``params`` that is not a
+    :class:`~candle_sklearn.CandleClassifier` parameter, or one the commands set."""
+    from .classifier import CandleClassifier
+
+    known = set(CandleClassifier().get_params(deep=False)) - set(SET_BY_COMMAND)
+    if unknown := sorted(set(params or {}) - known):
+        raise ValueError(f"--param {', '.join(unknown)}: not a CandleClassifier parameter "
+                         f"that can be set here; these can: {', '.join(sorted(known))}")
+
+
 def _format_strings(templates):
     """Format strings (storable by :func:`candle_sklearn.save`), presets expanded."""
     from .templates import preset, resolve_templates
@@ -108,6 +125,7 @@ def fit_image_folder(train_dir, *, new_classes=(), model_name="ViT-B-16",
     from .embedder import make_candle_pipeline
 
     templates = _format_strings(templates)
+    check_candle_params(candle_params)
     data = load_image_folder(train_dir)
     if isinstance(new_classes, (str, os.PathLike)):
         new_classes = read_class_names(new_classes)
@@ -204,7 +222,7 @@ def evaluate_image_folder(model, test_dir, *, on_error="stop", plot=None, verbos
     y = test.labels[kept]
     counts = final.class_counts_
     data = Bunch(y_test=y, new_classes=classes[counts == 0])
-    scores = {"Candle": (final.predict_proba(features),
+    scores = {"candle": (final.predict_proba(features),
                          final.predict_proba(features, calibrated=False))}
     if getattr(final, "text_features_", None) is not None:
         scores["zero-shot"] = (zero_shot_scores(features, final.text_features_), None)

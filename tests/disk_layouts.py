@@ -122,3 +122,58 @@ def write_image_folder(root, names=WORLD8[:6], n=(6, 5, 4, 3, 2, 2), seed=0, ext
 def _mkdir(path):
     os.makedirs(path, exist_ok=True)
     return path
+
+
+#: The split-file datasets with image paths and class names as the real split files
+#: have them (CoOp's renamed classes, paths whose folder is not the class name, names
+#: with spaces, capitals and slashes in the path): dataset -> (folder, image folder,
+#: split file, [(path pattern, class name), ...]).
+REAL_SPLITS = {
+    "caltech101": ("caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json",
+                   [("Faces/image_{i:04d}.jpg", "face"),
+                    ("Leopards/image_{i:04d}.jpg", "leopard"),
+                    ("yin_yang/image_{i:04d}.jpg", "yin_yang")]),
+    "oxford_pets": ("oxford_pets", "images", "split_zhou_OxfordPets.json",
+                    [("Abyssinian_{i}.jpg", "abyssinian"),
+                     ("american_bulldog_{i}.jpg", "american_bulldog")]),
+    "stanford_cars": ("stanford_cars", "", "split_zhou_StanfordCars.json",
+                      [("cars_train/{i:05d}.jpg", "2000 AM General Hummer SUV"),
+                       ("cars_test/{i:05d}.jpg", "2012 Acura TL Sedan")]),
+    "oxford_flowers": ("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json",
+                       [("image_{i:05d}.jpg", "pink primrose"),
+                        ("image_1{i:04d}.jpg", "globe thistle")]),
+    "food101": ("food-101", "images", "split_zhou_Food101.json",
+                [("apple_pie/{i}.jpg", "apple_pie"),
+                 ("baby_back_ribs/{i}.jpg", "baby_back_ribs")]),
+    "sun397": ("sun397", "SUN397", "split_zhou_SUN397.json",
+               [("a/abbey/sun_{i}.jpg", "abbey"),
+                ("a/apartment_building/outdoor/sun_{i}.jpg", "outdoor apartment_building")]),
+    "dtd": ("dtd", "images", "split_zhou_DescribableTextures.json",
+            [("banded/banded_{i:04d}.jpg", "banded"),
+             ("zigzagged/zigzagged_{i:04d}.jpg", "zigzagged")]),
+    "eurosat": ("eurosat", "2750", "split_zhou_EuroSAT.json",
+                [("AnnualCrop/AnnualCrop_{i}.jpg", "Annual Crop Land"),
+                 ("HerbaceousVegetation/HerbaceousVegetation_{i}.jpg",
+                  "Herbaceous Vegetation Land")]),
+    "ucf101": ("ucf101", "UCF-101-midframes", "split_zhou_UCF101.json",
+               [("Apply_Eye_Makeup/v_ApplyEyeMakeup_g{i:02d}_c01.jpg", "Apply_Eye_Makeup"),
+                ("Yo_Yo/v_YoYo_g{i:02d}_c01.jpg", "Yo_Yo")]),
+}
+
+
+def write_real_split(root, dataset, seed=0):
+    """``dataset`` of :data:`REAL_SPLITS` with one image per class in each of train,
+    val and test (world images stand in)."""
+    folder, image_dir, split_file, classes = REAL_SPLITS[dataset]
+    rng = np.random.default_rng(seed)
+    base = os.path.join(root, folder)
+    split, i = {"train": [], "val": [], "test": []}, 0
+    for part in split:
+        for label, (pattern, name) in enumerate(classes):
+            i += 1
+            rel = pattern.format(i=i)
+            _save(os.path.join(base, image_dir, rel), WORLD8[label], rng)
+            split[part].append([rel, label, name])
+    with open(os.path.join(_mkdir(base), split_file), "w") as f:
+        json.dump(split, f)
+    return base

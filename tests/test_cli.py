@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from candle_sklearn._cache import TABLE
+from candle_sklearn._clip import BUNDLED_DIR as WEIGHTS
 from candle_sklearn.cli import main
 from candle_sklearn.datasets import base_to_new_split, load_coop_dataset
 from candle_sklearn.reproduce import reproduce
@@ -139,7 +140,17 @@ def test_transfer_through_the_python_api(data_root, tmp_path):
         ("imagenet_a", "candle-source-classes")}
     assert by[("imagenet_a", "candle-source-classes")] > 1 / 3  # 3 classes
     assert by[("imagenet_a", "candle")] > 1 / 3 and by[("oxford_pets", "candle")] > 1 / 8
-    assert "imagenet_a" in report and "oxford_pets" in report
+    # as base to new: per seed and mean ± std, with the averages over the targets (domain
+    # generalisation and cross-dataset apart), in the report and in summary.csv
+    head = [line.split() for line in report.splitlines() if line.startswith("method")]
+    assert len(head) == 2 and all(h == ["method", "imagenet", "imagenet_a", "oxford_pets",
+                                        "average", "(dg)", "average", "(xd)"] for h in head)
+    assert "candle (seed 1)" in report and "mean ± std over seeds 1" in report
+    summary = {(r["target"], r["method"]): r for r in _csv(tmp_path / "xd" / "summary.csv")}
+    assert summary[("average (dg)", "candle")]["accuracy"] == rows[
+        [(r["target"], r["method"]) for r in rows].index(("imagenet_a", "candle"))]["accuracy"]
+    assert summary[("average (xd)", "linear-probe")]["accuracy"] == ""  # cannot score it
+    assert summary[("oxford_pets", "zero-shot")]["n_seeds"] == "1"
 
 
 # ------------------------------------------------------------------ fit, predict, evaluate
@@ -197,7 +208,7 @@ def test_evaluate(model_path, folders, tmp_path, capsys):
         plot = None
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "joint_hm" in out and "zero-shot" in out
+    assert "joint_hm" in out and "zero-shot" in out and "candle" in out
     rows = _csv(tmp_path / "pc.csv")
     kinds = {r["class"]: r["kind"] for r in rows}
     assert kinds["striped_red_star"] == "new" and kinds["solid_red_circle"] == "base"
@@ -214,7 +225,11 @@ def broken(tmp_path_factory):
     (root / "empty" / "a").mkdir(parents=True)
     write_image_folder(str(root / "empty"), names=["b"], n=(1,))
     (root / "coop" / "oxford_pets" / "images").mkdir(parents=True)
+    write_image_folder(str(root / "two"), names=WORLD8[:2], n=(2, 2))
     (root / "junk.safetensors").write_bytes(b"junk")
+    (root / "no_weights").mkdir()  # an open_clip folder without its checkpoint
+    (root / "no_weights" / "open_clip_config.json").write_text(
+        (WEIGHTS / "candle-tiny" / "open_clip_config.json").read_text())
     return root
 
 
@@ -232,11 +247,24 @@ def broken(tmp_path_factory):
     (["predict", "{root}/nope.safetensors", "{root}/train"],
      "model file {root}/nope.safetensors not found"),
     (["evaluate", "{model}", "{root}/empty"], "class folder {root}/empty/a has no images"),
+    (["reproduce", "--dataset", "imagenet_a", "--root", "{root}"],
+     "imagenet_a has no training set"),
+    (["fit", "{root}/train", "-o", "m", *TINY, "--param", "foo=1"],
+     "--param foo: not a CandleClassifier parameter"),
+    (["reproduce", "--dataset", "oxford_pets", "--root", "{data}", *TINY,
+      "--param", "classes=3"], "--param classes: not a CandleClassifier parameter"),
+    (["fit", "{root}/train", "-o", "m", "--model", "candle-tiny", "--pretrained",
+      "local-dir:{root}/no_weights"], "the folder {root}/no_weights has an open_clip_config"),
+    (["fit", "{root}/two", "-o", "m", *TINY, "--param", "lr=1e30", "--max-epochs", "3"],
+     "CandleClassifier.fit diverged"),
+    (["predict", "{model}", "{root}/train", "-o", "{root}/junk.safetensors/p.csv"],
+     "{root}/junk.safetensors: "),
 ])
-def test_bad_inputs_exit_with_one_line(broken, model_path, args, message, capsys, tmp_path):
-    fill = {"root": str(broken), "model": model_path}
+def test_bad_inputs_exit_with_one_line(broken, model_path, data_root, args, message, capsys,
+                                       tmp_path):
+    fill = {"root": str(broken), "model": model_path, "data": data_root}
     args = [a.format(**fill) for a in args]
-    if "-o" in args:
+    if args[0] == "fit":
         args[args.index("-o") + 1] = str(tmp_path / "m.safetensors")
     assert main([*args, "-q"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -262,7 +290,17 @@ def test_help_reads_like_a_man_page(command, capsys):
         main([command, "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage:") and ("examples:" in out or command == "demo")
+    assert out.startswith("usage:") and "examples:" in out and "exit status:" in out
+    assert max(map(len, out.splitlines())) <= 100  # readable in a terminal
+
+
+def test_main_help_lists_commands_examples_and_environment(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for word in ("fit", "predict", "evaluate", "reproduce", "demo", "examples:",
+                 "environment:", "HF_HUB_OFFLINE", "exit status:"):
+        assert word in out
 
 
 def test_usage_errors_exit_2(capsys):

@@ -7,11 +7,14 @@ import os
 import numpy as np
 import pytest
 
-from candle_sklearn.datasets import (DatasetError, find_coop_datasets, find_images,
-                                     load_coop_dataset, load_image_folder, read_class_names)
+from candle_sklearn.datasets import (BASE_TO_NEW_DATASETS, DATASETS, IMAGENET_VARIANTS,
+                                     DatasetError, dataset_spec, find_coop_datasets,
+                                     find_images, load_coop_dataset, load_image_folder,
+                                     read_class_names)
 
-from .disk_layouts import (WNIDS, WORLD8, write_aircraft, write_image_folder, write_imagenet,
-                           write_split_dataset, write_variant)
+from .disk_layouts import (REAL_SPLITS, WNIDS, WORLD8, write_aircraft, write_image_folder,
+                           write_imagenet, write_real_split, write_split_dataset,
+                           write_variant)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +81,61 @@ def test_imagenet_and_variants(root):
     assert a.train is None and a.test.labels.tolist() == [0, 0, 1, 1, 2, 2]
     v2 = load_coop_dataset("imagenet_v2", root)  # folders 0..7 index classnames.txt
     assert v2.class_ids.tolist() == WNIDS and len(v2.test.labels) == 8
+
+
+# The per-dataset prompts of ../shared/candle-method.md, section 5 (CoOp's templates).
+METHOD_TABLE = {
+    "imagenet": ("a photo of a {}.", 1000), "caltech101": ("a photo of a {}.", 100),
+    "oxford_pets": ("a photo of a {}, a type of pet.", 37),
+    "stanford_cars": ("a photo of a {}.", 196),
+    "oxford_flowers": ("a photo of a {}, a type of flower.", 102),
+    "food101": ("a photo of {}, a type of food.", 101),
+    "fgvc_aircraft": ("a photo of a {}, a type of aircraft.", 100),
+    "sun397": ("a photo of a {}.", 397), "dtd": ("{} texture.", 47),
+    "eurosat": ("a centered satellite photo of {}.", 10),
+    "ucf101": ("a photo of a person doing {}.", 101),
+    "imagenetv2": ("a photo of a {}.", 1000), "imagenet_sketch": ("a photo of a {}.", 1000),
+    "imagenet_a": ("a photo of a {}.", 200), "imagenet_r": ("a photo of a {}.", 200),
+}
+
+
+def test_every_dataset_is_known_with_its_template():
+    assert set(DATASETS) == set(METHOD_TABLE) and len(BASE_TO_NEW_DATASETS) == 11
+    assert IMAGENET_VARIANTS == ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+    for name, (template, n_classes) in METHOD_TABLE.items():
+        assert (DATASETS[name].template, DATASETS[name].n_classes) == (template, n_classes)
+    # names: lower case, "-" or "_", and the folder names of the layouts
+    for alias, name in [("Caltech-101", "caltech101"), ("food-101", "food101"),
+                        ("OXFORD_PETS", "oxford_pets"), ("imagenet-sketch", "imagenet_sketch"),
+                        ("imagenet-adversarial", "imagenet_a"),
+                        ("imagenet-rendition", "imagenet_r"), ("ImageNet-V2", "imagenetv2"),
+                        ("FGVC-Aircraft", "fgvc_aircraft")]:
+        assert dataset_spec(alias).name == name
+
+
+@pytest.mark.parametrize("dataset", sorted(REAL_SPLITS))
+def test_real_split_files(dataset, tmp_path):
+    """Every split-file dataset, with its real paths and class-name quirks."""
+    write_real_split(str(tmp_path), dataset)
+    data = load_coop_dataset(dataset, tmp_path)
+    raw = [name for _, name in REAL_SPLITS[dataset][3]]
+    assert data.raw_class_names.tolist() == raw
+    assert data.class_names.tolist() == [n.replace("_", " ") for n in raw]
+    assert data.template == METHOD_TABLE[dataset][0]
+    for part in (data.train, data.val, data.test):
+        assert part.labels.tolist() == list(range(len(raw)))
+        assert all(os.path.isfile(p) for p in part.paths)  # paths, nothing decoded
+        assert all(isinstance(p, str) for p in part.paths)
+
+
+def test_imagenet_sketch_and_r(tmp_path):
+    write_variant(str(tmp_path), "imagenet-sketch", "images", keep=range(8), n=1)
+    write_variant(str(tmp_path), "imagenet-rendition", "imagenet-r", keep=(0, 2, 7), n=1)
+    sketch = load_coop_dataset("imagenet_sketch", tmp_path)
+    assert sketch.class_ids.tolist() == WNIDS and sketch.test.labels.tolist() == list(range(8))
+    r = load_coop_dataset("imagenet_r", tmp_path)
+    assert r.class_ids.tolist() == [WNIDS[i] for i in (0, 2, 7)]
+    assert r.class_names[2] == "solid green circle" and r.template == "a photo of a {}."
 
 
 def test_find_datasets(root):

@@ -94,8 +94,12 @@ DATASETS = {spec.name: spec for spec in _SPECS}
 BASE_TO_NEW_DATASETS = tuple(s.name for s in _SPECS if s.kind != "variant")
 #: The ImageNet variants (test sets only) for domain generalisation.
 IMAGENET_VARIANTS = tuple(s.name for s in _SPECS if s.kind == "variant")
-_ALIASES = {"imagenet_v2": "imagenetv2", "caltech_101": "caltech101", "food_101": "food101",
-            "flowers102": "oxford_flowers", "pets": "oxford_pets", "describable_textures": "dtd"}
+_ALIASES = {"imagenet_v2": "imagenetv2", "flowers102": "oxford_flowers", "pets": "oxford_pets",
+            "describable_textures": "dtd",
+            # every folder name of a known layout names its dataset too ("caltech-101",
+            # "food-101", "imagenet-adversarial", "oxford-iiit-pet", ...)
+            **{folder.lower().replace("-", "_"): spec.name for spec in _SPECS
+               for folder, _ in spec.layouts if "/" not in folder}}
 
 
 def dataset_spec(name):
@@ -367,5 +371,5 @@ def find_coop_datasets(root, names=BASE_TO_NEW_DATASETS):
 
 
 __all__ = ["BASE_TO_NEW_DATASETS", "DATASETS", "IMAGENET_VARIANTS", "DatasetSpec",
-           "check_coop_dataset", "dataset_folder", "dataset_spec", "find_coop_datasets", "load_coop_dataset",
-           "read_imagenet_classnames"]
+           "check_coop_dataset", "dataset_folder", "dataset_spec", "find_coop_datasets",
+           "load_coop_dataset", "read_imagenet_classnames"]
