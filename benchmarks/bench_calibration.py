@@ -25,7 +25,8 @@ from worlds import WORLDS, load_world
 
 from candle_sklearn import CandleClassifier
 from candle_sklearn._baselines import zero_shot_scores
-from candle_sklearn._calibration import best_bias, joint_hm_by_bias, plateau_bias
+from candle_sklearn._calibration import (best_bias, joint_hm_by_bias, plateau_bias,
+                                         rate_matched_bias)
 from candle_sklearn.datasets import make_clip_like_features
 from candle_sklearn.metrics import base_new_accuracy, best_new_class_bias
 
@@ -56,7 +57,8 @@ def one_world(world, seed, params):
     y_idx = np.searchsorted(clf.classes_, data.y_train)
     start = time.process_time()
     draws = clf.set_params(calibration_repeats=3)._calibration_draws(
-        data.X_train, y_idx, clf.classes_, clf.class_counts_, clf.text_features_, seed)
+        data.X_train, y_idx, clf.classes_, clf.class_counts_, clf.text_features_, seed,
+        clf.lr_)
     refit_s = time.process_time() - start
     scores = clf.decision_function(data.X_test, calibrated=False)
     y_test = np.searchsorted(clf.classes_, data.y_test)
@@ -66,6 +68,11 @@ def one_world(world, seed, params):
         return float(joint_hm_by_bias(scores, y_test, new_col, new_col[y_test], [bias])[0])
 
     out = {rule: joint(b) for rule, b in _rules(draws).items()}
+    # no refit: as ready to answer "new" on the training images as zero-shot CLIP is
+    zs_train = zero_shot_scores(data.X_train, data.text_features)
+    rate = float(np.mean(zs_train[:, new_col].max(1) > zs_train[:, ~new_col].max(1)))
+    out["zero-shot rate on training images (no refit)"] = joint(rate_matched_bias(
+        clf.decision_function(data.X_train, calibrated=False), new_col, rate))
     out["no bias"] = joint(0.0)
     out["hindsight optimum"] = joint(best_new_class_bias(clf, data.X_test, data.y_test))
     zs = zero_shot_scores(data.X_test, data.text_features)

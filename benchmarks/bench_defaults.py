@@ -51,6 +51,11 @@ def _configs():
         for epochs in (5, 10, 20):
             for cap in (400, 1000):
                 add(f"e{epochs}-cap{cap}-lr{lr:g}", max_epochs=epochs, max_steps=cap, lr=lr)
+    add("e30-cap1000-lr0.001", max_epochs=30, max_steps=1000)
+    for lr in (3e-4, 1e-3):
+        add(f"e20-cap200-lr{lr:g}", max_epochs=20, max_steps=200, lr=lr)
+    add("auto lr, e20-cap200 (0.2.0 default)", max_epochs=20, max_steps=200, lr="auto")
+    add("e40-cap1000-b256-lr0.001", max_epochs=40, max_steps=1000, batch_size=256)
     add("s1600-lr3e-4", max_steps=1600, lr=3e-4)
     for steps in (800, 1600):
         add(f"s{steps}-lr1e-4", max_steps=steps, lr=1e-4)
@@ -60,15 +65,18 @@ def _configs():
 
 
 CONFIGS = _configs()
-# The grid a sweep runs by default; the rest of CONFIGS were explored on the small worlds
-# first (steps alone, batch 64/256, lr 1e-4 and 3e-3 lost there) and stay reportable.
-CANDIDATES = [c for c in CONFIGS if c.startswith("e") and "-lr" in c] + [
-    "s200-lr3e-4", "s800-lr3e-4", "s200", "s400", "s800",
-    "0.1.0 default (10 epochs, batch 512)", "reference recipe"]
-# the large world (seconds per step): the two learning rates at the two caps its epoch
-# rules reach (400 and 1,000 steps), and the old default
-LARGE_CONFIGS = ["e5-cap400-lr0.0003", "e20-cap1000-lr0.0003", "e5-cap400-lr0.001",
-                 "e20-cap1000-lr0.001", "0.1.0 default (10 epochs, batch 512)"]
+# The grid a sweep runs by default: epoch rules with step caps at two learning rates, the
+# long schedules (800 steps) that show each world's plateau, the 0.1.0 default and the
+# 0.2.0 default. The rest of CONFIGS were explored on a few worlds first (steps alone
+# overfit the few-shot worlds, batch 256 and lr 1e-4 and 3e-3 lost there) and stay
+# reportable.
+CANDIDATES = [c for c in CONFIGS if c.startswith("e") and "-lr" in c and "b256" not in c] + [
+    "s800-lr3e-4", "s800", "0.1.0 default (10 epochs, batch 512)",
+    "auto lr, e20-cap200 (0.2.0 default)"]
+# the large world (seconds per step): short schedules at both learning rates, one long
+# one (1,000 steps) for its plateau, and the two defaults
+LARGE_CONFIGS = ["e5-cap400-lr0.0003", "e5-cap400-lr0.001", "e20-cap1000-lr0.001",
+                 "0.1.0 default (10 epochs, batch 512)", "auto lr, e20-cap200 (0.2.0 default)"]
 
 
 @functools.lru_cache(maxsize=2)

@@ -1,0 +1,117 @@
+"""What the default CandleClassifier costs, against LogisticRegression and the reference
+recipe, on every world of the family, in one run.
+
+    .venv/bin/python benchmarks/bench_cost.py [--worlds ...] [--seed 0]
+
+Per world (benchmarks/worlds.py, plus "10k-x-100": 10,000 balanced samples of 100
+classes, D = 512, no new class): fit + predict of
+
+- ``LogisticRegression()`` (scikit-learn's defaults) on the same features;
+- the default ``CandleClassifier`` (``new_class_bias="auto"``, its refits included);
+- the reference recipe (``optimizer="sgd", lr=3e-4, weight_decay=5e-4, batch_size=128,
+  max_epochs=50, warmup_epochs=1, dropout=0.1, context="batch"``), once with the same
+  automatic calibration (the recipe as parameters of CandleClassifier) and once without
+  any (``new_class_bias=0``, as the official code trains).
+
+Times are CPU seconds of one thread (torch and BLAS pinned to one thread, process time):
+a cost that other jobs on a shared machine do not inflate. Where the reference recipe
+would take more than a few minutes it is timed at 2 and 4 epochs and extrapolated
+linearly to 50 (every epoch costs the same; the fit's fixed costs are the intercept).
+Printed: the ratios default / LogisticRegression (target at most 20 in the paper's
+long-tailed regime and at 10k x 100) and default / reference (target at most 0.5 on
+every world), and the reference-protocol HM of each.
+"""
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
+
+from worlds import WORLDS, load_world
+
+from candle_sklearn import CandleClassifier
+from candle_sklearn.datasets import make_clip_like_features
+from candle_sklearn.metrics import base_new_accuracy
+
+REFERENCE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4, batch_size=128,
+                 max_epochs=50, warmup_epochs=1, warmup_lr=1e-5, dropout=0.1,
+                 context="batch")
+# reference fits longer than this many optimizer steps (x 4 with calibration) are timed
+# at 2 and 4 epochs and extrapolated
+FULL_REFERENCE_STEPS = 4_000
+
+
+def ten_k_by_100(seed):
+    return make_clip_like_features(n_base=100, n_new=0, dim=512, imbalance_ratio=1.0,
+                                   max_per_class=100, n_test_per_class=10,
+                                   random_state=seed)
+
+
+def cpu_seconds(fn):
+    start = time.process_time()
+    out = fn()
+    return out, time.process_time() - start
+
+
+def fit_predict(data, **params):
+    """CPU seconds of fit + predict_proba on the test set, and the reference-protocol HM."""
+    clf = CandleClassifier(classes=data.classes, text_features=data.text_features,
+                           random_state=0, device="cpu", **params)
+    scores, t = cpu_seconds(lambda: clf.fit(data.X_train, data.y_train).predict_proba(
+        data.X_test, calibrated=False))
+    hm = (base_new_accuracy(data.y_test, scores, clf.classes_, clf.new_classes_)["hm"]
+          if len(clf.new_classes_) else float(np.mean(clf.classes_[scores.argmax(1)]
+                                                      == data.y_test)))
+    return t, hm
+
+
+def reference(data, **params):
+    """(seconds, HM or NaN, how it was timed) of the 50-epoch reference recipe."""
+    steps = 50 * -(-len(data.y_train) // 128)
+    if steps <= FULL_REFERENCE_STEPS:
+        t, hm = fit_predict(data, **REFERENCE, **params)
+        return t, hm, "full"
+    t2, _ = fit_predict(data, **{**REFERENCE, "max_epochs": 2}, **params)
+    t4, _ = fit_predict(data, **{**REFERENCE, "max_epochs": 4}, **params)
+    return t2 + (t4 - t2) / 2 * 48, float("nan"), "2 and 4 epochs, extrapolated"
+
+
+def one_world(name, seed):
+    data = ten_k_by_100(seed) if name == "10k-x-100" else load_world(name, seed)
+    _, t_lr = cpu_seconds(lambda: LogisticRegression().fit(data.X_train, data.y_train)
+                          .predict_proba(data.X_test))
+    t_default, hm_default = fit_predict(data)
+    t_ref, hm_ref, how = reference(data)
+    t_ref0, _, _ = reference(data, new_class_bias=0.0)
+    return dict(world=name, n=len(data.y_train), classes=len(data.classes), lr=t_lr,
+                default=t_default, ref=t_ref, ref_plain=t_ref0, hm_default=hm_default,
+                hm_ref=hm_ref, how=how)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worlds", nargs="+", default=[*WORLDS, "10k-x-100"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print("CPU seconds, one thread; default = CandleClassifier() with its calibration; "
+          "ref = the reference recipe with the same calibration, ref0 = without")
+    head = ["world", "n", "C", "LogReg s", "default s", "ref s", "ref0 s", "default/LogReg",
+            "default/ref", "default/ref0", "HM default", "HM ref", "reference timed"]
+    print(" | ".join(head))
+    with threadpool_limits(1):
+        for name in args.worlds:
+            r = one_world(name, args.seed)
+            print(" | ".join([
+                r["world"], f"{r['n']:,}", str(r["classes"]), f"{r['lr']:.2f}",
+                f"{r['default']:.1f}", f"{r['ref']:.1f}", f"{r['ref_plain']:.1f}",
+                f"{r['default'] / r['lr']:.1f}", f"{r['default'] / r['ref']:.2f}",
+                f"{r['default'] / r['ref_plain']:.2f}", f"{r['hm_default']:.3f}",
+                f"{r['hm_ref']:.3f}", r["how"]]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
