@@ -25,25 +25,35 @@ from worlds import WORLDS, load_world
 
 from candle_sklearn import CandleClassifier
 from candle_sklearn._baselines import zero_shot_scores
-from candle_sklearn._calibration import (best_bias, joint_hm_by_bias, plateau_bias,
-                                         rate_matched_bias)
+from candle_sklearn._calibration import (best_bias, choose_calibration, joint_hm_by_bias,
+                                         plateau_bias, rate_matched_bias)
 from candle_sklearn.datasets import make_clip_like_features
 from candle_sklearn.metrics import base_new_accuracy, best_new_class_bias
 
-TOLERANCES = (0.0, 0.01, 0.02, 0.05, 0.1)
+TOLERANCES = (0.0, 0.02, 0.05)
 
 
-def _rules(draws):
-    """{rule name: bias} from the held-out draws."""
+def _rules(draws, fallback):
+    """{rule name: (zero-shot weight, bias)} from the held-out draws; every rule takes
+    the classifier's ``fallback`` when there are none (nothing to hold back)."""
     rules = {}
-    for k in (1, 2, 3)[:len(draws)]:
+    for k in (1, 3):
         use = draws[:k]
-        rules[f"K={k} middle of optimum (0.1.0)"] = np.mean(
-            [best_bias(d["scores"], d["y"], d["new_col"], d["new_row"])[0] for d in use])
+
+        def add(name, rule):
+            rules[f"K={k} {name}"] = rule() if use else fallback
+
+        add("0.1.0: w=0, middle of optimum, per image", lambda: (0.0, np.mean(
+            [best_bias(d["scores"], d["y"], d["new_col"], d["new_row"])[0] for d in use])))
+        add("w=0, largest within 2%, per image", lambda: (0.0, np.mean(
+            [plateau_bias(d["scores"], d["y"], d["new_col"], d["new_row"], 0.02)[0]
+             for d in use])))
         for tol in TOLERANCES:
-            rules[f"K={k} largest within {tol:.0%}"] = np.mean(
-                [plateau_bias(d["scores"], d["y"], d["new_col"], d["new_row"], tol)[0]
-                 for d in use])
+            add(f"w=0, largest within {tol:.0%}, per class", lambda: (0.0, np.mean(
+                [plateau_bias(d["scores"], d["y"], d["new_col"], d["new_row"], tol,
+                              d["weights"])[0] for d in use])))
+            add(f"w chosen, largest within {tol:.0%}, per class",
+                lambda: choose_calibration(use, tol)[:2])
     return rules
 
 
@@ -61,21 +71,26 @@ def one_world(world, seed, params):
         clf.lr_)
     refit_s = time.process_time() - start
     scores = clf.decision_function(data.X_test, calibrated=False)
+    zs = zero_shot_scores(data.X_test, data.text_features)
     y_test = np.searchsorted(clf.classes_, data.y_test)
     new_col = clf.class_counts_ == 0
 
-    def joint(bias):
-        return float(joint_hm_by_bias(scores, y_test, new_col, new_col[y_test], [bias])[0])
+    def joint(bias, w=0.0):
+        return float(joint_hm_by_bias((1 - w) * scores + w * zs, y_test, new_col,
+                                      new_col[y_test], [bias])[0])
 
-    out = {rule: joint(b) for rule, b in _rules(draws).items()}
     # no refit: as ready to answer "new" on the training images as zero-shot CLIP is
     zs_train = zero_shot_scores(data.X_train, data.text_features)
     rate = float(np.mean(zs_train[:, new_col].max(1) > zs_train[:, ~new_col].max(1)))
+    fallback = (1.0, rate_matched_bias(zs_train, new_col, rate))
+    out = {rule: joint(b, w) for rule, (w, b) in _rules(draws, fallback).items()}
     out["zero-shot rate on training images (no refit)"] = joint(rate_matched_bias(
         clf.decision_function(data.X_train, calibrated=False), new_col, rate))
+    out["hindsight optimum, w and bias"] = max(
+        best_bias((1 - w) * scores + w * zs, y_test, new_col, new_col[y_test])[1]
+        for w in (0.0, 0.25, 0.5, 0.75, 1.0))
     out["no bias"] = joint(0.0)
     out["hindsight optimum"] = joint(best_new_class_bias(clf, data.X_test, data.y_test))
-    zs = zero_shot_scores(data.X_test, data.text_features)
     out["zero-shot CLIP"] = base_new_accuracy(data.y_test, zs, data.classes,
                                               data.new_classes, protocol="joint")["hm"]
     out["_refit_over_fit"] = refit_s / fit_s

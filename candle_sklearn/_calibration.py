@@ -4,12 +4,25 @@ joint prediction. NumPy only."""
 import numpy as np
 
 
-def joint_hm_by_bias(scores, y, is_new_col, is_new_row, biases):
+# Weights of zero-shot CLIP's scores in the calibrated scores that new_class_bias="auto"
+# chooses among (see choose_calibration).
+ZERO_SHOT_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def class_balanced_weights(y):
+    """Sample weights under which every class of ``y`` counts the same: a held-out set
+    drawn from a long-tailed training set is scored as a class-balanced test set is."""
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse]
+
+
+def joint_hm_by_bias(scores, y, is_new_col, is_new_row, biases, weights=None):
     """Joint harmonic mean of base and new accuracy for each candidate bias.
 
     ``scores`` (n, C) and ``y`` (column index of the true class); the bias is added to
     the columns in ``is_new_col``. A sample's prediction only depends on whether its
     best new score plus the bias beats its best base score, so each bias costs O(n).
+    ``weights`` (n,) weigh the samples in each accuracy (default: equally).
     """
     base_cols, new_cols = np.flatnonzero(~is_new_col), np.flatnonzero(is_new_col)
     best_base = scores[:, base_cols].max(axis=1)
@@ -18,14 +31,15 @@ def joint_hm_by_bias(scores, y, is_new_col, is_new_row, biases):
     right_if_new = new_cols[scores[:, new_cols].argmax(axis=1)] == y
     picks_new = best_new[None, :] + np.asarray(biases)[:, None] > best_base[None, :]
     correct = np.where(picks_new, right_if_new, right_if_base)
-    acc_base = correct[:, ~is_new_row].mean(axis=1)
-    acc_new = correct[:, is_new_row].mean(axis=1)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    acc_base = correct[:, ~is_new_row] @ w[~is_new_row] / w[~is_new_row].sum()
+    acc_new = correct[:, is_new_row] @ w[is_new_row] / w[is_new_row].sum()
     with np.errstate(invalid="ignore", divide="ignore"):
         hm = np.where(acc_base + acc_new > 0, 2 * acc_base * acc_new / (acc_base + acc_new), 0)
     return hm
 
 
-def best_bias(scores, y, is_new_col, is_new_row):
+def best_bias(scores, y, is_new_col, is_new_row, weights=None):
     """The bias that maximises joint HM (the middle one of the optimal candidates).
 
     Candidates are the score gaps at which some sample's prediction flips between its
@@ -36,12 +50,12 @@ def best_bias(scores, y, is_new_col, is_new_row):
     gaps = np.sort(scores[:, ~is_new_col].max(axis=1) - scores[:, is_new_col].max(axis=1))
     # one bias inside every interval between consecutive flip points, and beyond both ends
     candidates = np.concatenate([[gaps[0] - 1.0], (gaps[:-1] + gaps[1:]) / 2, [gaps[-1] + 1.0]])
-    hm = joint_hm_by_bias(scores, y, is_new_col, is_new_row, candidates)
+    hm = joint_hm_by_bias(scores, y, is_new_col, is_new_row, candidates, weights)
     best = np.flatnonzero(hm >= hm.max() - 1e-12)
     return float(candidates[best[len(best) // 2]]), float(hm.max())
 
 
-def plateau_bias(scores, y, is_new_col, is_new_row, tolerance=0.0):
+def plateau_bias(scores, y, is_new_col, is_new_row, tolerance=0.0, weights=None):
     """The largest bias whose joint HM is within ``tolerance`` (relative) of the best.
 
     Joint HM falls steeply below the best bias (new classes stop being predicted) and
@@ -53,7 +67,7 @@ def plateau_bias(scores, y, is_new_col, is_new_row, tolerance=0.0):
         raise ValueError("need samples of both base and new classes to choose a bias")
     gaps = np.sort(scores[:, ~is_new_col].max(axis=1) - scores[:, is_new_col].max(axis=1))
     candidates = np.concatenate([[gaps[0] - 1.0], (gaps[:-1] + gaps[1:]) / 2, [gaps[-1] + 1.0]])
-    hm = joint_hm_by_bias(scores, y, is_new_col, is_new_row, candidates)
+    hm = joint_hm_by_bias(scores, y, is_new_col, is_new_row, candidates, weights)
     ok = np.flatnonzero(hm >= hm.max() * (1 - tolerance) - 1e-12)
     return float(candidates[ok[-1]]), float(hm.max())
 
@@ -64,3 +78,24 @@ def rate_matched_bias(scores, is_new_col, rate):
     reference (zero-shot CLIP) is on the same samples."""
     gaps = scores[:, ~is_new_col].max(axis=1) - scores[:, is_new_col].max(axis=1)
     return float(np.quantile(gaps, np.clip(rate, 0.0, 1.0)))
+
+
+def choose_calibration(draws, tolerance, weights=ZERO_SHOT_WEIGHTS):
+    """The zero-shot weight and the new-class bias for calibrated scores, from held-out
+    draws (dicts with the refit's ``scores``, zero-shot CLIP's ``zero_shot`` scores on
+    the same rows, ``y``, ``new_col``, ``new_row`` and per-row ``weights``).
+
+    Each candidate weight w blends the scores as ``(1 - w) * scores + w * zero_shot``;
+    its bias is :func:`plateau_bias` on every draw (averaged) and its merit the mean
+    held-out joint HM. The weight with the best merit wins, the smallest among ties, so
+    the model falls back towards zero-shot CLIP only as far as the held-out classes say
+    it predicts them better. Returns ``(weight, bias, {weight: (bias, merit)})``.
+    """
+    table = {}
+    for w in weights:
+        picks = [plateau_bias((1 - w) * d["scores"] + w * d["zero_shot"], d["y"],
+                              d["new_col"], d["new_row"], tolerance, d["weights"])
+                 for d in draws]
+        table[w] = (float(np.mean([b for b, _ in picks])), float(np.mean([h for _, h in picks])))
+    best = max(weights, key=lambda w: table[w][1])  # the first of equal merits
+    return best, table[best][0], table

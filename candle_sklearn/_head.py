@@ -44,6 +44,8 @@ class ClassContext(NamedTuple):
     # isolated inference only: s * (gamma * n(P~) + n(T~)), so that z^vt + z^vv of a fused
     # image u is one product s * n(u) @ class_matrix^T
     class_matrix: torch.Tensor | None = None  # (C, D)
+    # zero-shot CLIP's scores of a raw image x are s * n(x) @ zero_shot_matrix^T
+    zero_shot_matrix: torch.Tensor | None = None  # (C, D) n(t), the given text
 
 
 class CrossModalFusion(nn.Module):
@@ -165,8 +167,10 @@ class CrossModalFusion(nn.Module):
             n_heads, n, n_heads, -1)  # <g_h, G_h'm>, (H, n, H', M)
         quad -= 2 * (b * (g_G * b.transpose(0, 1).unsqueeze(0)).sum(2)).sum(0)
         norm2 = (F_ * F_).sum(-1) + 2 * self.alpha * linear + self.alpha ** 2 * quad
-        cosine = dot / (x.norm(dim=-1, keepdim=True) * norm2.clamp_min(1e-24).sqrt())
-        return cosine
+        # both norms floored as F.normalize floors them: a constant feature row fuses to
+        # a zero vector (layer norm), whose cosine is 0 as in training, not 0/0
+        x_norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return dot / (x_norm * norm2.clamp_min(1e-24).sqrt())
 
     def _head_slices(self, weight):
         """Split an output-projection weight (D, D) into its per-head columns (H, D, dh)."""
@@ -336,6 +340,8 @@ class CandleHead(nn.Module):
         """Fuse the class tokens once, for inference over any number of images."""
         P, T = self.class_tokens()
         ctx = self.fusion.fuse_class_tokens(self._class_sequence(P, T))
+        if self.has_text:
+            ctx = ctx._replace(zero_shot_matrix=F.normalize(self.text_features, dim=-1))
         if self.context == "batch":
             return self.fusion.with_closed_form(ctx)
         P_f, T_f = self._split_classes(ctx.fused)
@@ -362,6 +368,11 @@ class CandleHead(nn.Module):
             zvv = self.logit_scale * self.visual_scale * cosine[:, :c]
             zvt = self.logit_scale * cosine[:, c:] if self.has_text else None
         return zvv if zvt is None else zvt + zvv
+
+    def zero_shot_scores(self, X, ctx):
+        """Zero-shot CLIP's scores (n, C) of raw features: s * cos(x, t_c) with the text
+        as given (not the learned text tokens)."""
+        return self.logit_scale * F.normalize(X, dim=-1) @ ctx.zero_shot_matrix.T
 
     def flops_per_image(self):
         """Floating-point operations that scoring one image costs, roughly."""

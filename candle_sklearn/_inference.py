@@ -9,10 +9,15 @@ Samples are scored in float32, in chunks of one fixed shape (the last one padded
 BLAS kernel's arithmetic for a row depends on the shape of the product it takes part in
 (one to three rows take another kernel than four or more, for instance), never on the
 other rows of a product of the same shape; so fixed-shape chunks make a sample's scores
-bitwise the same whatever it is predicted with, at float32 speed.
+bitwise the same whatever it is predicted with, at float32 speed. It may depend on the
+row's memory alignment, though (MKL rounds a row of D floats differently by its address
+modulo 16 bytes when D is not a multiple of 4): so samples sit in a chunk at rows whose
+offset is a multiple of 64 bytes, as a sample alone does, with zero rows between them
+when D is not a multiple of 16 (:func:`row_spacing`).
 """
 
 import copy
+import math
 
 import torch
 
@@ -34,6 +39,13 @@ def chunk_rows(head, device_type):
     return 1 << max(int(rows).bit_length() - 1, 0)
 
 
+def row_spacing(dim):
+    """Rows from one sample to the next in a chunk: 64 bytes (16 floats) divide the
+    offset of each sample's row in every per-sample tensor, whose rows are multiples of
+    ``dim`` floats long. 1 for the usual embedding sizes (multiples of 16)."""
+    return 16 // math.gcd(dim, 16)
+
+
 class HeadScorer:
     """Scores ``z^vt + z^vv`` of a fitted head, per sample, in float32.
 
@@ -51,22 +63,30 @@ class HeadScorer:
         with torch.inference_mode():
             self.context = self.head.class_context()
         self.rows = chunk_rows(self.head, device.type)
+        self.spacing = row_spacing(self.head.visual_prototypes.shape[1])  # divides rows
 
     @torch.inference_mode()
-    def __call__(self, X):
-        """Scores (n, C) in head order, float32 on CPU, for features ``X`` (n, D)."""
+    def __call__(self, X, zero_shot_weight=0.0):
+        """Scores (n, C) in head order, float32 on CPU, for features ``X`` (n, D);
+        blended as ``(1 - w) * scores + w * zero-shot CLIP's`` for a weight w > 0."""
         X = torch.as_tensor(X, dtype=torch.float32)
-        n, rows = X.shape[0], self.rows
-        padded = torch.zeros(-(-n // rows) * rows, X.shape[1])
-        padded[:n] = X
+        n, rows, every = X.shape[0], self.rows, self.spacing
+        padded = torch.zeros(-(-n * every // rows) * rows, X.shape[1])
+        padded[:n * every:every] = X
         out = torch.empty(padded.shape[0], self.head.n_classes)
         block = max(rows, (64 * 2**20) // (4 * max(self.head.n_classes, 1)) // rows * rows)
         for start in range(0, padded.shape[0], block):  # one host transfer per block
             part = padded[start:start + block].to(self.device, non_blocking=True)
-            scores = [self.head.scores(part[i:i + rows], self.context)
+            scores = [self._scores(part[i:i + rows], zero_shot_weight)
                       for i in range(0, part.shape[0], rows)]
             out[start:start + part.shape[0]] = torch.cat(scores).cpu()
-        return out[:n]
+        return out[:n * every:every].contiguous()
+
+    def _scores(self, chunk, w):
+        scores = self.head.scores(chunk, self.context)
+        if w == 0:
+            return scores
+        return (1 - w) * scores + w * self.head.zero_shot_scores(chunk, self.context)
 
 
 def scorer_for(head, device):

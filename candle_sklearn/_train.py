@@ -23,9 +23,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9
-    max_steps: int | None = None
-    max_epochs: int | None = 10
-    batch_size: int = 512
+    max_steps: int | None = 200
+    max_epochs: int | None = 20
+    batch_size: int = 128
     warmup_epochs: int = 0
     warmup_lr: float = 1e-5
     precision: str = "fp32"
@@ -44,6 +44,15 @@ class TrainConfig:
         if not limits:
             raise ValueError("set max_steps or max_epochs (or both)")
         return min(limits)
+
+
+def auto_lr(n_samples, n_features):
+    """The default peak learning rate: 1e-3 for 1,000 or more samples of at most 512
+    features, lower with fewer samples (down to 0.3x below 300: little data, small steps)
+    and with wider features (x 512 / D: an Adam step moves a D x D projection by about
+    lr * D in spectral norm, so the step is kept the size it has at D = 512). Chosen over
+    a family of worlds by regret (docs/benchmarks.md)."""
+    return 1e-3 * min(1.0, 512 / n_features) * min(1.0, max(n_samples / 1000, 0.3))
 
 
 def resolve_device(spec):
@@ -152,8 +161,8 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
     is the sum of the CLA losses of the logits the head returns. Runs
     ``cfg.total_steps(n)`` optimizer steps and returns the mean loss of each pass over
     the data (the last one possibly partial). Raises :class:`TrainingDivergedError` when the
-    loss or a parameter stops being finite (checked once per pass: one host sync). The
-    head is left in eval mode on ``device``.
+    loss or a parameter stops being finite (checked once per pass: one host sync), or when
+    the trained head's scores are not. The head is left in eval mode on ``device``.
     """
     head.to(device).train()
     X, y = X.to(device), y.to(device)
@@ -185,7 +194,17 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
     if seen:
         _record(history, running, seen, head, total, on_epoch)
     head.eval()
+    _check_scores(head, total)
     return history
+
+
+@torch.no_grad()
+def _check_scores(head, step):
+    """Finite parameters can still be too large for float32 scoring (one step of weight
+    decay 1e30 scales them by -1e18): the fitted head must score its prototypes finitely."""
+    if not torch.isfinite(head.scores(head.visual_prototypes)).all():
+        raise TrainingDivergedError(f"the head's parameters grew so large by step {step} "
+                                    "that its scores are not finite")
 
 
 def _record(history, running, seen, head, step, on_epoch):

@@ -13,11 +13,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
-from ._calibration import plateau_bias, rate_matched_bias
+from ._calibration import (ZERO_SHOT_WEIGHTS, choose_calibration, class_balanced_weights,
+                           rate_matched_bias)
 from ._head import CONTEXTS, CandleHead
 from ._inference import scorer_for
 from ._threads import torch_threads
-from ._train import TrainConfig, resolve_device, seeded, train_head
+from ._train import TrainConfig, auto_lr, resolve_device, seeded, train_head
 from .exceptions import TrainingDivergedError
 from .templates import encode_class_names
 
@@ -40,11 +41,12 @@ def _is_text(values):
     values = np.asarray(values)
     if values.dtype.kind != "O":
         return values.dtype.kind in "US"
-    kinds = {isinstance(v, str) for v in values.tolist()}
-    if len(kinds) > 1:
-        raise ValueError(f"labels mix strings and numbers (for example "
-                         f"{values[:4].tolist()}); use one kind of label")
-    return kinds == {True}
+    is_str = [isinstance(v, str) for v in values.tolist()]
+    if any(is_str) and not all(is_str):
+        example = [values[is_str.index(True)], values[is_str.index(False)]]
+        raise ValueError(f"labels mix strings and numbers (for example {example}); use "
+                         "one kind of label")
+    return bool(is_str) and all(is_str)
 
 
 def _feature_scale(X):
@@ -58,9 +60,29 @@ def _feature_scale(X):
     return scale if scale > 0 else peak
 
 
+# Largest absolute value a row keeps, in units of feature_scale_ (see _for_head).
+ROW_LIMIT = 1e6
+
+
+def _for_head(X, scale):
+    """``X / scale`` in float32, computed in float64, each row shrunk where needed so that
+    its largest value is at most ``ROW_LIMIT``. The head sees a row only through a layer
+    norm of a linear map of it, so shrinking a row that large changes none of its scores
+    (the norm's epsilon is negligible there), and rows far beyond the training scale
+    (times 1e30, say) stay within float32 range instead of overflowing to NaN scores."""
+    X = np.array(X, dtype=np.float64)
+    peak = np.abs(X).max(axis=1, initial=0.0)
+    X /= np.where(peak > ROW_LIMIT * scale, peak / ROW_LIMIT, scale)[:, None]
+    return X.astype(np.float32)
+
+
 # Relative joint-HM tolerance of new_class_bias="auto": the largest bias within it of the
 # best one on the held-out classes (chosen over a family of worlds, docs/benchmarks.md).
 CALIBRATION_TOLERANCE = 0.02
+
+
+# Zero-shot CLIP's scores are cosines times CLIP's logit scale, as the head's are.
+ZERO_SHOT_SCALE = 100.0
 
 
 def _zero_shot(X, text):
@@ -138,18 +160,41 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         time without any new-class image: random base classes are held out as
         pretend-new classes (names kept, images dropped), the model is refitted on the
         rest, and the bias that maximises the joint harmonic mean of base and new
-        accuracy on the held-out images (and on a validation part of the kept
-        classes) is averaged over ``calibration_repeats`` draws. 0.0 disables it.
+        accuracy on the held-out images and on a held-back fifth of the kept classes'
+        images (every class weighted equally, as in a class-balanced test set; the
+        largest bias within 2 % of the best) is averaged over ``calibration_repeats``
+        draws. When no image can be held back (one base class, or one image per
+        class), the calibrated scores fall back to zero-shot CLIP's (see
+        ``zero_shot_weight``) with the bias that makes the model answer "new" on the
+        training images as often as zero-shot CLIP does. 0.0 disables it.
+    zero_shot_weight : float in [0, 1] or "auto", default="auto"
+        Weight w of zero-shot CLIP's scores (cosines with the given text features,
+        times 100) in the calibrated scores, ``(1 - w) * head + w * zero_shot +
+        new_class_bias_`` on new classes. With ``new_class_bias="auto"``, ``"auto"``
+        chooses w among 0, 0.25, 0.5, 0.75 and 1 with the bias, by the same held-out
+        classes: text scores rank base against new classes on one scale, where the
+        head's new classes have only their virtual prototypes, so the held-out classes
+        decide how far to lean on them. Otherwise ``"auto"`` is 0. The uncalibrated
+        scores (``calibrated=False``) are always the head's own.
     calibration_repeats : int, default=3
         Held-out draws (extra fits) for ``new_class_bias="auto"``.
     optimizer : {"adamw", "adam", "sgd"}, default="adamw"
-    lr : float, default=1e-3
-        Peak learning rate, decayed by a cosine schedule over all steps.
+    lr : float or "auto", default="auto"
+        Peak learning rate, decayed by a cosine schedule over all steps. ``"auto"``
+        (tuned for AdamW): ``1e-3 * min(1, 512 / n_features) * clip(n_samples / 1000,
+        0.3, 1)``, smaller steps for little data and for wide features; see
+        docs/benchmarks.md for how it was chosen. The value used is ``lr_``.
     weight_decay : float, default=0.0
     momentum : float, default=0.9
         Momentum of SGD (ignored by the Adam optimizers).
-    max_epochs : int, default=10
-    batch_size : int, default=512
+    max_steps : int or None, default=200
+        Most optimizer steps; the budget is ``max_steps`` or ``max_epochs`` passes
+        over the data, whichever ends first (None: no limit of that kind). The
+        defaults give small data sets 20 epochs (few steps: little data, little
+        training) and large ones 200 steps (more steps stopped gaining accuracy on
+        the benchmark worlds while they cost time). The steps taken are ``n_iter_``.
+    max_epochs : int or None, default=20
+    batch_size : int, default=128
         Images per step; the C prototype rows are added to every step.
     warmup_epochs : int, default=0
         Epochs at the constant ``warmup_lr`` before the cosine schedule.
@@ -198,10 +243,18 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         invariant to a global scale, this keeps huge or tiny inputs in float range).
     new_class_bias_ : float
         Bias added to the scores of ``new_classes_`` at prediction.
+    zero_shot_weight_ : float
+        Weight of zero-shot CLIP's scores in the calibrated scores.
     calibration_ : dict or None
-        With ``new_class_bias="auto"``: the bias and joint HM of each held-out draw.
+        With ``new_class_bias="auto"``: how they were chosen (the held-out classes of
+        each draw, and per candidate zero-shot weight the bias and the held-out joint
+        HM).
     history_ : list of float
         Mean training loss per epoch.
+    lr_ : float
+        Peak learning rate used (``lr``, or its ``"auto"`` value).
+    n_iter_ : int
+        Optimizer steps taken.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined only when ``X`` has string feature names.
@@ -229,9 +282,10 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         "virtual_init": [StrOptions({"text", "visual"})],
         "tied_text": ["boolean"],
         "new_class_bias": [StrOptions({"auto"}), Interval(Real, None, None, closed="neither")],
+        "zero_shot_weight": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="both")],
         "calibration_repeats": [Interval(Integral, 1, None, closed="left")],
         "optimizer": [StrOptions({"adamw", "adam", "sgd"})],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "momentum": [Interval(Real, 0, 1, closed="left")],
         "max_steps": [Interval(Integral, 1, None, closed="left"), None],
@@ -250,9 +304,10 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, tau=1.0, visual_scale=1.0, context="isolated",
-                 virtual_init="text", tied_text=False, new_class_bias="auto", calibration_repeats=3,
-                 optimizer="adamw", lr=1e-3, weight_decay=0.0,
-                 momentum=0.9, max_steps=None, max_epochs=10, batch_size=512, warmup_epochs=0,
+                 virtual_init="text", tied_text=False, new_class_bias="auto",
+                 zero_shot_weight="auto", calibration_repeats=3,
+                 optimizer="adamw", lr="auto", weight_decay=0.0,
+                 momentum=0.9, max_steps=200, max_epochs=20, batch_size=128, warmup_epochs=0,
                  warmup_lr=1e-5, num_heads=8, dropout=0.0, device="auto",
                  precision="auto", n_jobs=None, random_state=None, verbose=0):
         self.classes = classes
@@ -266,6 +321,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self.virtual_init = virtual_init
         self.tied_text = tied_text
         self.new_class_bias = new_class_bias
+        self.zero_shot_weight = zero_shot_weight
         self.calibration_repeats = calibration_repeats
         self.optimizer = optimizer
         self.lr = lr
@@ -338,7 +394,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         rank[order] = np.arange(len(order))
 
         scale = _feature_scale(X)
-        X_t = torch.tensor(X / scale, dtype=torch.float32)
+        X_t = torch.as_tensor(_for_head(X, scale))
         y_t = torch.as_tensor(rank[y_idx])
         protos = torch.zeros(int((~is_new).sum()), X.shape[1]).index_add_(0, y_t, X_t)
         protos /= torch.as_tensor(counts[order][~is_new[order]], dtype=torch.float32)[:, None]
@@ -350,10 +406,13 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
                               num_heads=self.num_heads, dropout=self.dropout,
                               visual_scale=self.visual_scale,
                               tied_text=self.tied_text and text_t is not None)
-            history = self._train(head, X_t, y_t, torch.as_tensor(counts[order]), seed, device)
-        bias, calibration = self._new_class_bias(
-            X, y_idx, classes, counts, text, seed,
-            lambda Z: _in_class_order(scorer_for(head, device)(Z / scale), order))
+            cfg = self._train_config(*X_t.shape)
+            history = self._train(head, X_t, y_t, torch.as_tensor(counts[order]), seed,
+                                  device, cfg)
+        weight, bias, calibration = self._calibrate(
+            X, y_idx, classes, counts, text, seed, cfg.lr,
+            lambda Z, w: _in_class_order(scorer_for(head, device)(_for_head(Z, scale), w),
+                                         order))
 
         self.classes_ = classes
         self.class_counts_ = counts
@@ -365,43 +424,61 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self.head_order_ = order
         self.feature_scale_ = scale
         self.history_ = history
+        self.lr_ = cfg.lr
+        self.n_iter_ = cfg.total_steps(len(X_t))
         self.new_class_bias_ = bias
+        self.zero_shot_weight_ = weight
         self.calibration_ = calibration
         return self
 
-    def _new_class_bias(self, X, y_idx, classes, counts, text, seed, head_scores):
-        """``(bias, calibration record)`` for ``new_class_bias``; ``head_scores(X)``
-        gives the fitted head's scores in ``classes`` order (for the fallback)."""
+    def _calibrate(self, X, y_idx, classes, counts, text, seed, lr, head_scores):
+        """``(zero-shot weight, bias, calibration record)`` of the calibrated scores;
+        ``head_scores(X, w)`` gives the fitted head's scores blended with weight ``w``,
+        in ``classes`` order (for the fallbacks)."""
+        fixed = None if self.zero_shot_weight == "auto" else float(self.zero_shot_weight)
+        if fixed and text is None:
+            raise ValueError(f"zero_shot_weight={fixed} needs text features to score "
+                             "zero-shot; pass text_features, or an encoder and class names")
         if self.new_class_bias != "auto":
-            return float(self.new_class_bias), None
+            return fixed or 0.0, float(self.new_class_bias), None
         if text is None or counts.min() > 0:
-            return 0.0, None  # no new classes: nothing to balance
-        draws = self._calibration_draws(X, y_idx, classes, counts, text, seed)
+            return fixed or 0.0, 0.0, None  # no new classes: nothing to balance
+        draws = self._calibration_draws(X, y_idx, classes, counts, text, seed, lr)
         if draws:
-            biases = [plateau_bias(d["scores"], d["y"], d["new_col"], d["new_row"],
-                                   CALIBRATION_TOLERANCE)[0] for d in draws]
-            record = [{"held_out": d["held_out"], "bias": b} for d, b in zip(draws, biases)]
-            return float(np.mean(biases)), {"method": "held-out classes", "draws": record,
-                                            "n_held_out_classes": len(draws[0]["held_out"])}
-        # One base class: nothing to hold out. Be as ready to answer "new" on the
-        # training images as zero-shot CLIP is on them.
-        rate = float(np.mean(_zero_shot(X, text)[:, counts == 0].max(axis=1)
-                             > _zero_shot(X, text)[:, counts > 0].max(axis=1)))
-        bias = rate_matched_bias(head_scores(X), counts == 0, rate)
-        warnings.warn(f"new_class_bias='auto' needs at least two base classes to hold one "
-                      f"out; with one, the bias ({bias:.3g}) makes the model predict a new "
-                      f"class for as many training images ({rate:.0%}) as zero-shot CLIP "
-                      "does. Pass new_class_bias=<float> to choose it yourself.",
-                      UserWarning, stacklevel=3)
-        return bias, {"method": "zero-shot rate", "zero_shot_new_rate": rate, "draws": []}
+            weight, bias, table = choose_calibration(
+                draws, CALIBRATION_TOLERANCE, ZERO_SHOT_WEIGHTS if fixed is None else (fixed,))
+            return weight, bias, {
+                "method": "held-out classes", "n_held_out_classes": len(draws[0]["held_out"]),
+                "held_out": [d["held_out"] for d in draws],
+                "by_zero_shot_weight": {f"{w:g}": {"bias": b, "held_out_hm": h}
+                                        for w, (b, h) in table.items()}}
+        # Nothing to estimate base accuracy on: one base class, or no base class with a
+        # second image to hold back. Fall back to zero-shot CLIP's scores (unless the
+        # weight is fixed), as ready to answer "new" on the training images as zero-shot
+        # CLIP is on them.
+        weight = 1.0 if fixed is None else fixed
+        zs = _zero_shot(X, text)
+        rate = float(np.mean(zs[:, counts == 0].max(axis=1) > zs[:, counts > 0].max(axis=1)))
+        bias = rate_matched_bias(head_scores(X, weight), counts == 0, rate)
+        if (counts > 0).sum() < 2:
+            warnings.warn(f"new_class_bias='auto' needs at least two base classes to hold "
+                          f"one out; with one, the model predicts a new class for as many "
+                          f"training images ({rate:.0%}) as zero-shot CLIP does (bias "
+                          f"{bias:.3g}, zero_shot_weight_ {weight:g}). Pass "
+                          "new_class_bias=<float> to choose it yourself.",
+                          UserWarning, stacklevel=3)
+        return weight, bias, {"method": "zero-shot rate", "zero_shot_new_rate": rate}
 
-    def _calibration_draws(self, X, y_idx, classes, counts, text, seed):
+    def _calibration_draws(self, X, y_idx, classes, counts, text, seed, lr):
         """Held-out-class refits for ``new_class_bias="auto"``: in each, some base classes
         become pretend-new classes (names kept, images dropped) and the model is refitted
-        on the rest; returns the refit's scores on the held-out classes' images and on
-        held-back images of the kept classes, with what a bias needs to be chosen."""
+        on the rest; returns the refit's scores and zero-shot CLIP's on the held-out
+        classes' images and on held-back images of the kept classes (a fifth of each kept
+        class with two images or more), with class-balanced weights, as a base / new test
+        set is scored. The refits train at the fit's learning rate ``lr``, so that they
+        behave as the fitted model. No draws when no image can be held back."""
         base = np.flatnonzero(counts > 0)
-        if len(base) < 2:
+        if len(base) < 2 or counts.max() < 2:
             return []
         rng = np.random.RandomState(seed)
         n_held = int(np.clip(round(len(base) * np.mean(counts == 0)), 1, len(base) - 1))
@@ -414,17 +491,19 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             for c in np.setdiff1d(np.flatnonzero(counts >= 2), held):
                 idx = np.flatnonzero(y_idx == c)
                 validation[rng.choice(idx, max(1, len(idx) // 5), replace=False)] = True
+            if not validation.any():  # every class with a second image was held out
+                continue
             train = ~is_held & ~validation
             sub = clone(self).set_params(
                 classes=classes, text_features=text, class_names=None, encoder=None,
-                new_class_bias=0.0, verbose=0, random_state=seed + r)
+                new_class_bias=0.0, zero_shot_weight=0.0, verbose=0, random_state=seed + r,
+                lr=lr)
             sub.fit(X[train], classes[y_idx[train]])
-            # kept classes with a single image have none to hold back: when no kept
-            # image is held back, their training images (seen in training) stand in
-            evaluate = is_held | (validation if validation.any() else train)
-            draws.append({"held_out": classes[held], "rows": np.flatnonzero(evaluate),
-                          "y": y_idx[evaluate],
+            evaluate = is_held | validation
+            draws.append({"held_out": classes[held], "y": y_idx[evaluate],
                           "scores": sub._head_scores(X[evaluate], calibrated=False),
+                          "zero_shot": ZERO_SHOT_SCALE * _zero_shot(X[evaluate], text),
+                          "weights": class_balanced_weights(y_idx[evaluate]),
                           "new_col": sub.class_counts_ == 0, "new_row": is_held[evaluate]})
         return draws
 
@@ -481,7 +560,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         if _is_text(added) != _is_text(self.classes_) and len(added):
             raise ValueError(f"added labels ({added.dtype}) must be of the same kind as "
                              f"classes_ ({self.classes_.dtype})")
-        if _is_text(self.classes_) or self.classes_.dtype.kind == "O":
+        if _is_text(self.classes_):  # str stays str, object stays object
+            return added.astype(self.classes_.dtype.kind)
+        if self.classes_.dtype.kind == "O":
             return added
         with np.errstate(invalid="ignore"):
             cast = added.astype(self.classes_.dtype)
@@ -490,12 +571,15 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
                              f"{self.classes_.dtype}, the type of classes_")
         return cast
 
-    def _train(self, head, X, y, counts, seed, device):
-        cfg = TrainConfig(tau=self.tau, optimizer=self.optimizer, lr=self.lr,
-                          weight_decay=self.weight_decay, momentum=self.momentum,
-                          max_steps=self.max_steps, max_epochs=self.max_epochs,
-                          batch_size=self.batch_size, warmup_epochs=self.warmup_epochs,
-                          warmup_lr=self.warmup_lr, precision=self.precision)
+    def _train_config(self, n_samples, n_features):
+        lr = auto_lr(n_samples, n_features) if self.lr == "auto" else float(self.lr)
+        return TrainConfig(tau=self.tau, optimizer=self.optimizer, lr=lr,
+                           weight_decay=self.weight_decay, momentum=self.momentum,
+                           max_steps=self.max_steps, max_epochs=self.max_epochs,
+                           batch_size=self.batch_size, warmup_epochs=self.warmup_epochs,
+                           warmup_lr=self.warmup_lr, precision=self.precision)
+
+    def _train(self, head, X, y, counts, seed, device, cfg):
         passes = -(-cfg.total_steps(len(X)) // cfg.steps_per_epoch(len(X)))
         with tqdm(total=passes, desc="CandleClassifier.fit", unit="epoch",
                   disable=not self.verbose) as bar:
@@ -507,7 +591,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
                                   on_epoch=on_epoch)
             except TrainingDivergedError as exc:
                 raise TrainingDivergedError(
-                    f"CandleClassifier.fit diverged: {exc}. Lower lr (now {self.lr:g}), "
+                    f"CandleClassifier.fit diverged: {exc}. Lower lr (now {cfg.lr:g}), "
                     f"weight_decay ({self.weight_decay:g}) or tau ({self.tau:g}).") from None
 
     def _class_table(self, y, n_features):
@@ -580,17 +664,20 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         with torch_threads(self.n_jobs):
             scorer = scorer_for(self.head_, resolve_device(self.device))
-            scores = _in_class_order(scorer(X / self.feature_scale_), self.head_order_)
+            weight = self.zero_shot_weight_ if calibrated else 0.0
+            scores = _in_class_order(scorer(_for_head(X, self.feature_scale_), weight),
+                                     self.head_order_)
         if calibrated:
             scores[:, self.class_counts_ == 0] += self.new_class_bias_
         return scores
 
     def decision_function(self, X, *, calibrated=True):
-        """Class scores ``z^vt + z^vv`` (n_samples, n_classes), plus ``new_class_bias_``
+        """Calibrated class scores (n_samples, n_classes): the head's ``z^vt + z^vv``
+        blended with zero-shot CLIP's by ``zero_shot_weight_``, plus ``new_class_bias_``
         on new classes; for two classes, the score of ``classes_[1]`` minus that of
         ``classes_[0]`` (n_samples,).
 
-        ``calibrated=False`` leaves out ``new_class_bias_``: the head's own scores, which
+        ``calibrated=False`` gives the head's own scores, without blend or bias, which
         the reference base-to-new protocol evaluates.
         """
         scores = self._head_scores(X, calibrated)

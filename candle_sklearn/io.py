@@ -62,7 +62,8 @@ _CLASSES: dict[str, type] = {
 _FITTED: dict[str, tuple[str, ...]] = {
     "CandleClassifier": ("classes_", "class_counts_", "base_classes_", "new_classes_",
                          "class_names_", "text_features_", "head_order_", "feature_scale_",
-                         "new_class_bias_", "calibration_", "history_", "n_features_in_",
+                         "new_class_bias_", "zero_shot_weight_", "calibration_", "history_",
+                         "lr_", "n_iter_", "n_features_in_",
                          "feature_names_in_"),
     "ClipEmbedder": ("embed_dim_",),
     "ZeroShotClassifier": ("classes_", "class_names_", "text_features_", "n_features_in_",

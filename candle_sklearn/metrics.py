@@ -174,7 +174,9 @@ def best_new_class_bias(estimator, X, y):
     labelled samples ``(X, y)`` of base and new classes (exact search).
 
     For when a few labelled images of new classes are at hand: assign the result to the
-    fitted model's ``new_class_bias_`` (or refit with ``new_class_bias=<result>``).
+    fitted model's ``new_class_bias_`` (or refit with ``new_class_bias=<result>`` and
+    ``zero_shot_weight=<its zero_shot_weight_>``). The bias applies to the calibrated
+    scores, blended with zero-shot CLIP's by ``zero_shot_weight_``.
 
     Parameters
     ----------
@@ -192,9 +194,10 @@ def best_new_class_bias(estimator, X, y):
     y = np.asarray(y)
     if unknown := np.setdiff1d(y, final.classes_).tolist():
         raise ValueError(f"y contains labels not in classes_: {unknown}")
-    scores = estimator.decision_function(X, calibrated=False)
+    scores = estimator.decision_function(X)
     if scores.ndim == 1:  # two classes: the score difference
         scores = np.stack([np.zeros_like(scores), scores], axis=1)
     is_new_col = final.class_counts_ == 0
+    scores[:, is_new_col] -= final.new_class_bias_  # the calibrated scores without bias
     return best_bias(scores, np.searchsorted(final.classes_, y), is_new_col,
                      np.isin(y, final.classes_[is_new_col]))[0]

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from candle_sklearn import CandleClassifier
-from candle_sklearn._calibration import best_bias, joint_hm_by_bias
+from candle_sklearn._calibration import (ZERO_SHOT_WEIGHTS, best_bias, class_balanced_weights,
+                                         joint_hm_by_bias)
+from candle_sklearn._train import auto_lr
 from candle_sklearn.datasets import make_clip_like_features
 from candle_sklearn.metrics import base_new_accuracy, make_base_new_scorer
 
@@ -70,7 +72,7 @@ def test_auto_bias_is_deterministic_and_lifts_joint_hm(data):
     auto = _fit(data)
     again = _fit(data)
     assert auto.new_class_bias_ == again.new_class_bias_
-    assert len(auto.calibration_["draws"]) == 3
+    assert len(auto.calibration_["held_out"]) == 3
     plain = _fit(data, new_class_bias=0.0)
     joint_plain, joint_auto = _joint(plain, data), _joint(auto, data)
     assert auto.new_class_bias_ > 0
@@ -174,3 +176,78 @@ def test_best_new_class_bias_on_labelled_samples(data):
     assert after > before + 0.3
     with pytest.raises(ValueError, match="not in classes_"):
         best_new_class_bias(clf, data.X_test[:2], [0, 99])
+
+
+# ------------------------------------------------------------ zero-shot blend, lr="auto"
+def test_class_balanced_weights_count_every_class_once():
+    y = np.array([0, 0, 0, 1, 2, 2])
+    w = class_balanced_weights(y)
+    np.testing.assert_allclose(np.bincount(y, weights=w), [1, 1, 1])
+    # a bias's joint HM under these weights is the mean of per-class accuracies
+    scores = np.array([[2.0, 0, 1], [2, 0, 1], [2, 0, 1], [0, 1, 3], [0, 0, 1], [2, 0, 1]])
+    is_new_col = np.array([False, False, True])
+    hm = joint_hm_by_bias(scores, y, is_new_col, y == 2, [0.0], weights=w)[0]
+    base, new = (1 + 0) / 2, 0.5  # class 0 right, class 1 wrong; class 2: one of two
+    assert hm == pytest.approx(2 * base * new / (base + new))
+
+
+def test_fixed_zero_shot_weight_blends_the_calibrated_scores(data):
+    clf = _fit(data, new_class_bias=3.0, zero_shot_weight=0.25)
+    assert clf.zero_shot_weight_ == 0.25 and clf.new_class_bias_ == 3.0
+    head = clf.decision_function(data.X_test, calibrated=False)
+    X = data.X_test / np.linalg.norm(data.X_test, axis=1, keepdims=True)
+    T = clf.text_features_ / np.linalg.norm(clf.text_features_, axis=1, keepdims=True)
+    expected = 0.75 * head + 0.25 * 100 * X @ T.T
+    expected[:, clf.class_counts_ == 0] += 3.0
+    np.testing.assert_allclose(clf.decision_function(data.X_test), expected, rtol=1e-5,
+                               atol=1e-3)
+    # calibrated=False stays the head's own scores, also in predict_proba
+    np.testing.assert_allclose(clf.predict_proba(data.X_test, calibrated=False),
+                               _fit(data, new_class_bias=0.0).predict_proba(data.X_test),
+                               rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="zero_shot_weight"):
+        CandleClassifier(zero_shot_weight=0.5, **FAST).fit(data.X_train, data.y_train)
+
+
+def test_auto_chooses_the_weight_with_the_best_held_out_hm(data):
+    clf = _fit(data)
+    table = clf.calibration_["by_zero_shot_weight"]
+    assert set(table) == {f"{w:g}" for w in ZERO_SHOT_WEIGHTS}
+    best = max(table.values(), key=lambda r: r["held_out_hm"])
+    assert table[f"{clf.zero_shot_weight_:g}"]["held_out_hm"] == best["held_out_hm"]
+    assert clf.new_class_bias_ == table[f"{clf.zero_shot_weight_:g}"]["bias"]
+    # a fixed weight is kept, and only the bias is chosen
+    fixed = _fit(data, zero_shot_weight=0.0)
+    assert fixed.zero_shot_weight_ == 0.0
+    assert set(fixed.calibration_["by_zero_shot_weight"]) == {"0"}
+
+
+def test_one_image_per_class_falls_back_to_zero_shot_without_refits(monkeypatch):
+    one = make_clip_like_features(n_base=8, n_new=4, dim=32, max_per_class=1,
+                                  imbalance_ratio=1.0, n_test_per_class=10, random_state=1)
+    refits = []
+    real_fit = CandleClassifier.fit
+    monkeypatch.setattr(CandleClassifier, "fit",
+                        lambda self, X, y: refits.append(len(y)) or real_fit(self, X, y))
+    clf = CandleClassifier(classes=one.classes, text_features=one.text_features, **FAST)
+    clf.fit(one.X_train, one.y_train)
+    assert refits == [len(one.y_train)]  # no held-out refit: nothing can be held back
+    assert clf.zero_shot_weight_ == 1.0 and clf.calibration_["method"] == "zero-shot rate"
+    zero_shot = base_new_accuracy(one.y_test, one.X_test @ one.text_features.T, one.classes,
+                                  one.new_classes, protocol="joint")["hm"]
+    assert _joint(clf, one)["hm"] >= zero_shot - 0.05
+
+
+def test_auto_learning_rate_and_steps_taken(data):
+    clf = _fit(data, max_epochs=None, max_steps=7, batch_size=32)
+    assert clf.lr_ == auto_lr(len(data.y_train), data.X_train.shape[1])
+    assert clf.n_iter_ == 7
+    assert auto_lr(5000, 512) == pytest.approx(1e-3)
+    assert auto_lr(5000, 1024) == pytest.approx(5e-4)
+    assert auto_lr(10, 512) == pytest.approx(3e-4)
+    assert auto_lr(600, 256) == pytest.approx(6e-4)
+    assert _fit(data, lr=2e-3).lr_ == 2e-3
+    defaults = CandleClassifier(classes=data.classes, text_features=data.text_features,
+                                device="cpu", random_state=0, new_class_bias=0.0)
+    n = len(data.y_train)
+    assert defaults.fit(data.X_train, data.y_train).n_iter_ == min(20 * -(-n // 128), 200)

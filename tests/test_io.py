@@ -58,8 +58,11 @@ def test_classifier_roundtrip_predicts_identically(fitted, small_data, tmp_path)
     np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
     _assert_same_fitted_state(fitted, loaded)
     assert loaded.calibration_["n_held_out_classes"] == fitted.calibration_["n_held_out_classes"]
-    np.testing.assert_array_equal(loaded.calibration_["draws"][0]["held_out"],
-                                  fitted.calibration_["draws"][0]["held_out"])
+    np.testing.assert_array_equal(loaded.calibration_["held_out"][0],
+                                  fitted.calibration_["held_out"][0])
+    assert loaded.calibration_["by_zero_shot_weight"] == fitted.calibration_[
+        "by_zero_shot_weight"]
+    assert loaded.zero_shot_weight_ == fitted.zero_shot_weight_
     # open_clip's template lambdas are stored as the format strings they equal
     assert loaded.templates == tuple(t("{}") for t in ocm.SIMPLE_IMAGENET_TEMPLATES)
     assert loaded.get_params()["tau"] == fitted.tau
