@@ -23,6 +23,7 @@ mean over worlds and seeds.
 """
 
 import argparse
+import dataclasses
 import math
 
 import numpy as np
@@ -43,19 +44,9 @@ REFERENCE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4, batc
 class _ReferenceLoop(CandleClassifier):
     """The reference's per-epoch cosine and dropped last batch (private TrainConfig)."""
 
-    def _train(self, head, X, y, counts, seed, device):
-        import candle_sklearn.classifier as module
-
-        real = module.TrainConfig
-
-        def patched(**kw):
-            return real(**kw, epoch_schedule=True, drop_last=True)
-
-        module.TrainConfig = patched
-        try:
-            return super()._train(head, X, y, counts, seed, device)
-        finally:
-            module.TrainConfig = real
+    def _train_config(self, n_samples, n_features):
+        return dataclasses.replace(super()._train_config(n_samples, n_features),
+                                   epoch_schedule=True, drop_last=True)
 
 
 def _reference_visual_noise(self, n_new, how):

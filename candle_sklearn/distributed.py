@@ -287,15 +287,21 @@ def embed_paths(paths, embedder, *, num_actors=None, num_gpus=None, num_cpus=Non
     ds = embed_dataset(paths, embedder, column="path", num_actors=num_actors,
                        num_gpus=num_gpus, num_cpus=num_cpus, batch_size=batch_size,
                        **ray_remote_args)
-    out, seen = None, np.zeros(len(paths), dtype=bool)
+    return _gather(ds, len(paths))
+
+
+def _gather(ds, n):
+    """The ``embedding`` column of ``ds`` as an (n, dim) array, row ``index`` at
+    ``index`` (Ray may yield rows in any order)."""
+    out, seen = None, np.zeros(n, dtype=bool)
     # (no select_columns: a projection stage would wait for CPUs that the actors hold)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         index, emb = batch["index"], np.asarray(batch["embedding"], dtype=np.float32)
         if out is None:
-            out = np.empty((len(paths), emb.shape[1]), dtype=np.float32)
+            out = np.empty((n, emb.shape[1]), dtype=np.float32)
         out[index] = emb
         seen[index] = True
     if out is None or not seen.all():  # pragma: no cover - Ray lost rows
-        missing = len(paths) if out is None else int((~seen).sum())
-        raise RuntimeError(f"Ray returned no embedding for {missing} of {len(paths)} images")
+        missing = n if out is None else int((~seen).sum())
+        raise RuntimeError(f"Ray returned no embedding for {missing} of {n} images")
     return out
