@@ -13,9 +13,9 @@ import numpy as np
 from candle_sklearn import CandleClassifier
 from candle_sklearn.datasets import make_clip_like_features
 from candle_sklearn.demo import COLUMNS, compare_methods, format_table, timed_row
+from candle_sklearn.reproduce import REFERENCE_RECIPE
 
-REFERENCE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                 max_epochs=50, warmup_epochs=1, warmup_lr=1e-5, dropout=0.1)
+REFERENCE = REFERENCE_RECIPE
 
 
 def data_for(seed, dim=512):

@@ -35,10 +35,9 @@ from worlds import WORLDS, load_world
 from candle_sklearn import CandleClassifier
 from candle_sklearn.datasets import make_clip_like_features
 from candle_sklearn.metrics import base_new_accuracy
+from candle_sklearn.reproduce import REFERENCE_RECIPE
 
-REFERENCE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                 max_epochs=50, warmup_epochs=1, warmup_lr=1e-5, dropout=0.1,
-                 context="batch")
+REFERENCE = REFERENCE_RECIPE
 # reference fits longer than this many optimizer steps are timed at 1 and 2 epochs and
 # extrapolated
 FULL_REFERENCE_STEPS = 1_500

@@ -35,10 +35,9 @@ from candle_sklearn import CandleClassifier
 from candle_sklearn import _head
 from candle_sklearn._train import TrainConfig
 from candle_sklearn.metrics import base_new_accuracy
+from candle_sklearn.reproduce import REFERENCE_RECIPE
 
-REFERENCE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                 max_epochs=50, warmup_epochs=1, warmup_lr=1e-5, dropout=0.1,
-                 context="batch", new_class_bias=0.0, device="cpu")
+REFERENCE = dict(REFERENCE_RECIPE, new_class_bias=0.0, device="cpu")
 
 
 class _ReferenceLoop(CandleClassifier):

@@ -27,9 +27,9 @@ from candle_sklearn import CandleClassifier
 from candle_sklearn._head import CandleHead
 from candle_sklearn._loss import cla_loss, class_log_prior
 from candle_sklearn.datasets import make_clip_like_features
+from candle_sklearn.reproduce import REFERENCE_RECIPE
 
-REFERENCE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                 max_epochs=50, warmup_epochs=1, warmup_lr=1e-5, dropout=0.1, context="batch")
+REFERENCE = REFERENCE_RECIPE
 
 
 def balanced(n_samples, n_classes, seed=0, n_test=10):

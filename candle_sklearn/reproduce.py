@@ -25,9 +25,10 @@ from .datasets import (BASE_TO_NEW_DATASETS, IMAGENET_VARIANTS, DatasetError,
 
 #: The reference's training recipe (its example script and config), as CandleClassifier
 #: parameters; the package's defaults are faster at equal accuracy (docs/benchmarks.md).
+#: ``max_steps=None``: the reference's budget is its 50 epochs, however many steps.
 REFERENCE_RECIPE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4,
-                        batch_size=128, max_epochs=50, warmup_epochs=1, warmup_lr=1e-5,
-                        dropout=0.1, context="batch")
+                        batch_size=128, max_epochs=50, max_steps=None, warmup_epochs=1,
+                        warmup_lr=1e-5, dropout=0.1, context="batch")
 METHODS = ("candle", "zero-shot", "linear-probe")
 RESULT_FIELDS = ("dataset", "method", "seed", *COLUMNS, "n_train", "n_test")
 TRANSFER_FIELDS = ("source", "target", "method", "seed", "accuracy", "seconds", "n_train",

@@ -9,6 +9,7 @@ reference the virtual prototypes are a view of those rows. Attention dropout is 
 the reference's 0.1 draws random masks that no two implementations share.
 """
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -169,3 +170,14 @@ def test_tied_text_needs_text_initialised_virtual_prototypes():
     with pytest.raises(ValueError, match="tied_text"):
         CandleHead(torch.randn(2, D), torch.randn(3, D), 1, virtual_init="visual",
                    tied_text=True)
+
+
+def test_reference_recipe_trains_its_fifty_epochs_whatever_the_step_cap():
+    # the default max_steps=200 must not cut the reference's 50 epochs short
+    from candle_sklearn import CandleClassifier
+    from candle_sklearn.reproduce import REFERENCE_RECIPE
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((600, 8)), np.arange(600) % 3
+    clf = CandleClassifier(**REFERENCE_RECIPE, random_state=0).fit(X, y)
+    assert clf.n_iter_ == 50 * 5 > CandleClassifier().max_steps
