@@ -61,7 +61,11 @@ class HeadScorer:
         head = head if device.type == "cpu" else copy.deepcopy(head).to(device)
         self.head = head.float().eval()
         with torch.inference_mode():
-            self.context = self.head.class_context()
+            # keys and values are per-head views of one projection: made contiguous
+            # once here, rather than copied by every chunk's product
+            ctx = self.head.class_context()
+            self.context = ctx._replace(keys=ctx.keys.contiguous(),
+                                        values=ctx.values.contiguous())
         self.rows = chunk_rows(self.head, device.type)
         self.spacing = row_spacing(self.head.visual_prototypes.shape[1])  # divides rows
 

@@ -179,10 +179,11 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         head's new classes have only their virtual prototypes, so the held-out classes
         decide how far to lean on them. Otherwise ``"auto"`` is 0. The uncalibrated
         scores (``calibrated=False``) are always the head's own.
-    calibration_repeats : int, default=1
+    calibration_repeats : int, default=3
         Held-out draws (extra fits, each on the kept classes only) for
-        ``new_class_bias="auto"``. One draw lost 0.002 joint HM to three over the
-        benchmark worlds, at a third of the cost (docs/benchmarks.md).
+        ``new_class_bias="auto"``. Fewer draws cost less but the bias varies more from
+        draw to draw: with one, the demo's image world lost to zero-shot CLIP on two
+        seeds of three (docs/benchmarks.md).
     optimizer : {"adamw", "adam", "sgd"}, default="adamw"
     lr : float or "auto", default="auto"
         Peak learning rate, decayed by a cosine schedule over all steps. ``"auto"``
@@ -310,7 +311,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, tau=1.0, visual_scale=1.0, context="isolated",
                  virtual_init="text", tied_text=False, new_class_bias="auto",
-                 zero_shot_weight="auto", calibration_repeats=1,
+                 zero_shot_weight="auto", calibration_repeats=3,
                  optimizer="adamw", lr="auto", weight_decay=0.0,
                  momentum=0.9, max_steps=200, max_epochs=20, batch_size=128, warmup_epochs=0,
                  warmup_lr=1e-5, num_heads=8, dropout=0.0, device="auto",

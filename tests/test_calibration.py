@@ -72,7 +72,7 @@ def test_auto_bias_is_deterministic_and_lifts_joint_hm(data):
     auto = _fit(data)
     again = _fit(data)
     assert auto.new_class_bias_ == again.new_class_bias_
-    assert len(auto.calibration_["held_out"]) == auto.calibration_repeats == 1
+    assert len(auto.calibration_["held_out"]) == auto.calibration_repeats == 3
     plain = _fit(data, new_class_bias=0.0)
     joint_plain, joint_auto = _joint(plain, data), _joint(auto, data)
     assert auto.new_class_bias_ > 0

@@ -142,8 +142,8 @@ def test_verbose_progress_bar(small_data, capsys):
     _fit(small_data, verbose=1, max_epochs=2)
     err = capsys.readouterr().err
     assert "CandleClassifier.fit" in err and "loss=" in err
-    # one refit per held-out draw (calibration_repeats=1 by default)
-    assert "new_class_bias='auto'" in err and "1/1" in err
+    # one refit per held-out draw (calibration_repeats=3 by default)
+    assert "new_class_bias='auto'" in err and "3/3" in err
 
 
 # ------------------------------------------------------------------ bad input
