@@ -67,10 +67,10 @@ def fit_predict(data, **params):
     return t, hm
 
 
-def reference(data, **params):
+def reference(data, full_steps=FULL_REFERENCE_STEPS, **params):
     """(seconds, HM or NaN, how it was timed) of the 50-epoch reference recipe."""
     steps = 50 * -(-len(data.y_train) // 128)
-    if steps <= FULL_REFERENCE_STEPS:
+    if steps <= full_steps:
         t, hm = fit_predict(data, **REFERENCE, **params)
         return t, hm, "full"
     t1, _ = fit_predict(data, **{**REFERENCE, "max_epochs": 1}, **params)
@@ -78,13 +78,13 @@ def reference(data, **params):
     return t1 + (t2 - t1) * 49, float("nan"), "1 and 2 epochs, extrapolated"
 
 
-def one_world(name, seed):
+def one_world(name, seed, full_steps=FULL_REFERENCE_STEPS):
     data = ten_k_by_100(seed) if name == "10k-x-100" else load_world(name, seed)
     _, t_lr = cpu_seconds(lambda: LogisticRegression().fit(data.X_train, data.y_train)
                           .predict_proba(data.X_test))
     t_default, hm_default = fit_predict(data)
-    t_ref, hm_ref, how = reference(data)
-    t_ref0, _, _ = reference(data, new_class_bias=0.0)
+    t_ref, hm_ref, how = reference(data, full_steps)
+    t_ref0, _, _ = reference(data, full_steps, new_class_bias=0.0)
     return dict(world=name, n=len(data.y_train), classes=len(data.classes), lr=t_lr,
                 default=t_default, ref=t_ref, ref_plain=t_ref0, hm_default=hm_default,
                 hm_ref=hm_ref, how=how)
@@ -94,6 +94,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", nargs="+", default=[*WORLDS, "10k-x-100"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--full-reference-steps", type=int, default=FULL_REFERENCE_STEPS,
+                        help="time longer reference fits at 1 and 2 epochs and extrapolate")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print("CPU seconds, one thread; default = CandleClassifier() with its calibration; "
@@ -103,7 +105,7 @@ def main():
     print(" | ".join(head))
     with threadpool_limits(1):
         for name in args.worlds:
-            r = one_world(name, args.seed)
+            r = one_world(name, args.seed, args.full_reference_steps)
             print(" | ".join([
                 r["world"], f"{r['n']:,}", str(r["classes"]), f"{r['lr']:.2f}",
                 f"{r['default']:.1f}", f"{r['ref']:.1f}", f"{r['ref_plain']:.1f}",

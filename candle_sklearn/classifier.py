@@ -77,10 +77,12 @@ def _for_head(X, scale):
 
 
 # Relative joint-HM tolerance of new_class_bias="auto": the largest bias within it of the
-# best one on the held-out classes. Chosen over the family of worlds with one held-out
-# draw, class-balanced scoring and the zero-shot blend (docs/benchmarks.md): 0, the right
-# end of the optimal set, beat 2 % and 5 % there.
-CALIBRATION_TOLERANCE = 0.0
+# best one on the held-out classes. Held-out base classes tend to be easier for the text
+# encoder than true new classes, so the best held-out bias errs low; 2 % leans right. Over
+# the family of worlds and the demo's seeds (docs/benchmarks.md) it is the only rule that
+# lost to zero-shot CLIP nowhere but by 0.004 on one seed of one 20-image world; 0 had a
+# 0.010 higher mean joint HM but lost on the demo's image world.
+CALIBRATION_TOLERANCE = 0.02
 
 
 # Zero-shot CLIP's scores are cosines times CLIP's logit scale, as the head's are.
@@ -164,7 +166,8 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         rest, and the bias that maximises the joint harmonic mean of base and new
         accuracy on the held-out images and on a held-back fifth of the kept classes'
         images (every class weighted equally, as in a class-balanced test set; the
-        largest of the best biases) is averaged over ``calibration_repeats`` draws.
+        largest bias within 2 % of the best) is averaged over ``calibration_repeats``
+        draws.
         When no image can be held back (one base class, or one image per class), the
         calibrated scores fall back to zero-shot CLIP's own (``zero_shot_weight_`` 1,
         bias 0; with a fixed ``zero_shot_weight``, the bias that makes the model answer
