@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from candle_sklearn import CandleClassifier
 from candle_sklearn.datasets import make_clip_like_features
@@ -72,7 +73,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"D={DIM}, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    # LogisticRegression runs in NumPy's BLAS: the same number of threads for both
+    threadpool_limits(args.threads)
+    print(f"D={DIM}, torch {torch.__version__}, {torch.get_num_threads()} threads (torch "
+          "and BLAS)\n")
     print("| classes | method | one-sample latency ms | x LogReg | bulk samples/s | x LogReg |")
     print("|---|---|---|---|---|---|")
     for c in args.classes:

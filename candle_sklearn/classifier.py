@@ -163,7 +163,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         virtual prototype and sit systematically lower). ``"auto"`` estimates it at fit
         time without any new-class image: random base classes are held out as
         pretend-new classes (names kept, images dropped), the model is refitted on the
-        rest, and the bias that maximises the joint harmonic mean of base and new
+        rest, and the bias chosen by the joint harmonic mean of base and new
         accuracy on the held-out images and on a held-back fifth of the kept classes'
         images (every class weighted equally, as in a class-balanced test set; the
         largest bias within 2 % of the best) is averaged over ``calibration_repeats``
