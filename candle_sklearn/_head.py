@@ -93,18 +93,12 @@ class CrossModalFusion(nn.Module):
 
     def _image_attention(self, q, k, v, ctx):
         """Each image query attends to itself and to the class tokens (H, n, dh)."""
-        q = q * q.shape[-1] ** -0.5
-        s_self = (q * k).sum(-1, keepdim=True)
-        s_cls = q @ ctx.keys.transpose(-1, -2)
-        if self._dropout_p() > 0:  # dropout needs the whole probability rows
-            p = torch.softmax(torch.cat([s_self, s_cls], dim=-1), dim=-1)
-            p = F.dropout(p, self._dropout_p(), self.training)
-            return p[..., :1] * v + p[..., 1:] @ ctx.values
-        # the same softmax without concatenating (H, n, M + 1) scores or slicing them
-        # apart again: at 1,000 classes those copies cost more than the products
-        top = torch.maximum(s_self, s_cls.amax(-1, keepdim=True))
-        e_self, e_cls = (s_self - top).exp(), (s_cls - top).exp()
-        return (e_self * v + e_cls @ ctx.values) / (e_self + e_cls.sum(-1, keepdim=True))
+        scale = q.shape[-1] ** -0.5
+        s_self = (q * k).sum(-1, keepdim=True) * scale
+        s_cls = q @ ctx.keys.transpose(-1, -2) * scale
+        p = torch.softmax(torch.cat([s_self, s_cls], dim=-1), dim=-1)
+        p = F.dropout(p, self._dropout_p(), self.training)
+        return p[..., :1] * v + p[..., 1:] @ ctx.values
 
     def fuse_images(self, tokens, ctx):
         """Fuse image tokens (n, D) against a fixed class context, per image."""
