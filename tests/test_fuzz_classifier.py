@@ -25,19 +25,14 @@ import pytest
 import torch
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import event, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 
 from candle_sklearn import CandleClassifier  # noqa: E402
 from candle_sklearn.exceptions import TrainingDivergedError  # noqa: E402
 
-
-def fuzz(n):
-    return settings(max_examples=n, deadline=None, database=None,
-                    derandomize=os.environ.get("CANDLE_FUZZ_RANDOM") != "1",
-                    suppress_health_check=[HealthCheck.too_slow,
-                                           HealthCheck.function_scoped_fixture])
+from ._fuzz import fuzz  # noqa: E402
 
 
 TINY = dict(max_steps=2, batch_size=8, device="cpu", n_jobs=1, calibration_repeats=1,

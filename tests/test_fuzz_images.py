@@ -8,7 +8,6 @@ oracles below), not against the implementation. 840 generated cases, ~30 s.
 Runs are reproducible (derandomized); CANDLE_FUZZ_RANDOM=1 explores new cases.
 """
 
-import os
 import sqlite3
 import tempfile
 import warnings
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -28,14 +27,8 @@ from candle_sklearn._cache import MEMORY, DiskCache  # noqa: E402
 from candle_sklearn.exceptions import EmbeddingCacheWarning  # noqa: E402
 
 from . import conftest  # noqa: E402
+from ._fuzz import fuzz  # noqa: E402
 from .conftest import TINY  # noqa: E402
-
-
-def fuzz(n):
-    return settings(max_examples=n, deadline=None, database=None,
-                    derandomize=os.environ.get("CANDLE_FUZZ_RANDOM") != "1",
-                    suppress_health_check=[HealthCheck.too_slow,
-                                           HealthCheck.function_scoped_fixture])
 
 
 def embed(images, **params):
