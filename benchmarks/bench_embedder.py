@@ -1,6 +1,7 @@
 """Images per second of ClipEmbedder.transform against a bare open_clip loop.
 
     .venv/bin/python benchmarks/bench_embedder.py [--n-images 128] [--models ViT-B-32 ViT-B-16]
+                                                  [--gpu-only]
 
 Same model object (random weights, pretrained=None), same batch size, same JPEG files
 from disk, in the same process; the bare loop decodes and preprocesses serially, then
@@ -158,10 +159,12 @@ if __name__ == "__main__":
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=["ViT-B-32", "ViT-B-16"])
+    parser.add_argument("--gpu-only", action="store_true", help="skip the CPU table")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        paths = make_jpegs(tmp, args.n_images)
-        cpu_table(paths, args.models, args.batch_size, args.repeats)
+        if not args.gpu_only:
+            cpu_table(make_jpegs(tmp, args.n_images), args.models, args.batch_size,
+                      args.repeats)
         if torch.cuda.is_available():
             gpu_table(make_jpegs(tmp, 4096, seed=1), args.models, 256)
         else:

@@ -96,9 +96,9 @@ def main():
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         fit = r["step_s"] * inat_steps
-        print(f"| {c:,} | {r['step_s']:.2f} | {r['flops'] / 1e12:.3f} | "
+        print(f"| {c:,} | {r['step_s']:.3g} | {r['flops'] / 1e12:.3f} | "
               f"{r['flops'] / r['step_s'] / 1e9:.0f} | {r['peak_mib']:,.0f} | "
-              f"{fit / 60:.0f} min |", flush=True)
+              f"{fit / 60:.3g} min |", flush=True)
 
 
 if __name__ == "__main__":
