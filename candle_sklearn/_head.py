@@ -84,7 +84,10 @@ class CrossModalFusion(nn.Module):
         """Class tokens attend to class tokens only; computed once per step or predict."""
         normed = self.norm(tokens)
         q, k, v = self._qkv(normed)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self._dropout_p())
+        # 4-D (batch of one): CUDA's flash and memory-efficient kernels take nothing
+        # else and would fall back to materialising the (H, M, M) scores
+        out = F.scaled_dot_product_attention(q[None], k[None], v[None],
+                                             dropout_p=self._dropout_p())[0]
         return ClassContext(normed + self.alpha * self._merge(out), k, v, q)
 
     def fuse_all(self, tokens):
