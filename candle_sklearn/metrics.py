@@ -119,16 +119,28 @@ def make_base_new_scorer(metric="hm", *, protocol="reference", new_classes=None)
     """
     if metric not in ("base", "new", "hm"):
         raise ValueError(f"metric must be 'base', 'new' or 'hm', got {metric!r}")
+    return _BaseNewScorer(metric, protocol, new_classes)
 
-    def scorer(estimator, X, y):
-        new = _final(estimator).new_classes_ if new_classes is None else new_classes
-        _check_fold(y, estimator.classes_, new, metric)
-        scores = _scores(estimator, X, calibrated=protocol == "joint")
-        result = base_new_accuracy(y, scores, estimator.classes_, new, protocol=protocol)
-        return result[metric]
 
-    scorer.__name__ = f"{metric}_{protocol}"
-    return scorer
+class _BaseNewScorer:
+    """The scorer of :func:`make_base_new_scorer`: a class, not a closure, so that a
+    search holding it can be pickled."""
+
+    def __init__(self, metric, protocol, new_classes):
+        self.metric, self.protocol, self.new_classes = metric, protocol, new_classes
+        self.__name__ = f"{metric}_{protocol}"
+
+    def __repr__(self):
+        return f"make_base_new_scorer({self.metric!r}, protocol={self.protocol!r})"
+
+    def __call__(self, estimator, X, y):
+        new = (_final(estimator).new_classes_ if self.new_classes is None
+               else self.new_classes)
+        _check_fold(y, estimator.classes_, new, self.metric)
+        scores = _scores(estimator, X, calibrated=self.protocol == "joint")
+        result = base_new_accuracy(y, scores, estimator.classes_, new,
+                                   protocol=self.protocol)
+        return result[self.metric]
 
 
 _SPLITTER_HINT = (
@@ -159,14 +171,23 @@ def make_shot_scorer(group="few", *, many=100, few=20):
     fitted estimator's (or the pipeline's last step's) ``class_counts_``."""
     if group not in ("many", "medium", "few"):
         raise ValueError(f"group must be 'many', 'medium' or 'few', got {group!r}")
+    return _ShotScorer(group, many, few)
 
-    def scorer(estimator, X, y):
+
+class _ShotScorer:
+    """The scorer of :func:`make_shot_scorer` (a class, so that it pickles)."""
+
+    def __init__(self, group, many, few):
+        self.group, self.many, self.few = group, many, few
+        self.__name__ = f"{group}_shot_accuracy"
+
+    def __repr__(self):
+        return f"make_shot_scorer({self.group!r}, many={self.many}, few={self.few})"
+
+    def __call__(self, estimator, X, y):
         final = _final(estimator)
         return shot_accuracy(y, estimator.predict(X), final.classes_, final.class_counts_,
-                             many=many, few=few)[group]
-
-    scorer.__name__ = f"{group}_shot_accuracy"
-    return scorer
+                             many=self.many, few=self.few)[self.group]
 
 
 def best_new_class_bias(estimator, X, y):

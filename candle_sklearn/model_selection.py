@@ -1,5 +1,6 @@
 """Cross-validation for the base-to-new setting: folds whose test part holds classes
-that the training part has never seen."""
+that the training part has never seen, and a refit rule that keeps the default setting
+unless another one beats it by more than the folds' noise."""
 
 from numbers import Integral, Real
 
@@ -15,8 +16,9 @@ class BaseNewSplit(BaseCrossValidator):
 
     Each of the ``n_splits`` folds draws ``new_size`` of the classes in ``y`` and puts
     all their samples in the test part; of every other class it also puts a
-    ``test_size`` fraction of the samples in the test part (a class with a single
-    sample keeps it for training). A :class:`~candle_sklearn.CandleClassifier` given
+    ``test_size`` fraction of the samples in the test part, at least one (so that a
+    few-shot class still gives the fold base samples to score), never the last (a
+    class with a single sample keeps it for training). A :class:`~candle_sklearn.CandleClassifier` given
     ``classes`` that lists every label (with their text) then meets the held-out
     classes as new classes, known by name only, exactly as it meets the real new
     classes; :func:`~candle_sklearn.metrics.make_base_new_scorer` measures base against
@@ -32,7 +34,8 @@ class BaseNewSplit(BaseCrossValidator):
         (0, 1)) or a number of classes (int). At least one class is held out and at
         least two are kept.
     test_size : float, default=0.2
-        Fraction of each kept class's samples in the test part (rounded down).
+        Fraction of each kept class's samples in the test part (rounded down, but at
+        least one of a class of two or more samples where ``test_size > 0``).
     random_state : int, RandomState instance or None, default=None
         Controls the draws; an int gives the same folds at every call to ``split``.
 
@@ -74,6 +77,15 @@ class BaseNewSplit(BaseCrossValidator):
              else int(np.floor(self.new_size * n_classes)))
         return int(np.clip(n, 1, n_classes - 2))
 
+    def _n_test(self, n):
+        """Test samples of a kept class of n: the fraction, rounded down but at least one
+        (a few-shot class would otherwise give none, and a fold no base score), and never
+        the class's last sample."""
+        k = int(np.floor(self.test_size * n))
+        if self.test_size > 0:
+            k = max(k, 1)
+        return min(k, n - 1)
+
     def split(self, X, y=None, groups=None):
         """Indices of the training and test parts of each fold.
 
@@ -104,10 +116,100 @@ class BaseNewSplit(BaseCrossValidator):
             held = rng.permutation(len(classes))[:n_held]
             test = [members[c] for c in held]
             for c in np.setdiff1d(np.arange(len(classes)), held):
-                k = int(np.floor(self.test_size * len(members[c])))
-                test.append(rng.permutation(members[c])[:min(k, len(members[c]) - 1)])
+                test.append(rng.permutation(members[c])[:self._n_test(len(members[c]))])
             test = np.sort(np.concatenate(test))
             yield np.setdiff1d(np.arange(len(y)), test), test
 
     def _iter_test_indices(self, X=None, y=None, groups=None):  # pragma: no cover
         raise NotImplementedError("BaseNewSplit overrides split")
+
+
+def prefer_default(default_params, *, n_se=1.0, score="score"):
+    """A ``refit`` rule for ``GridSearchCV``: the best candidate only if it beats the default.
+
+    ``GridSearchCV(..., refit=prefer_default({"tau": 1.0}))`` refits the candidate with
+    the best mean test score only where its fold-by-fold advantage over the candidate
+    with ``default_params`` exceeds ``n_se`` standard errors (of the mean of the paired
+    differences, one per fold); otherwise it refits the default. With few folds, or
+    folds of a few images each, the best mean is often a lucky draw: this keeps a
+    search from trading a sound default for noise. Where the default itself scores
+    NaN on every fold, the best candidate is refitted.
+
+    Parameters
+    ----------
+    default_params : dict
+        The default candidate's parameters, named as in the grid (``"candle__tau"`` in
+        a pipeline); they must match exactly one candidate.
+    n_se : float, default=1.0
+        How many standard errors the best candidate's mean advantage must exceed.
+        ``0`` refits the best candidate wherever its mean advantage is positive.
+    score : str, default="score"
+        The scorer's name, with multi-metric scoring (``refit`` needs one).
+
+    Returns
+    -------
+    refit : callable
+        Takes ``cv_results_`` and returns the index of the candidate to refit; it can
+        be pickled with the search.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from candle_sklearn.model_selection import prefer_default
+    >>> results = {"params": [{"tau": 1.0}, {"tau": 2.0}],
+    ...            "mean_test_score": np.array([0.80, 0.81]),
+    ...            "split0_test_score": np.array([0.78, 0.83]),
+    ...            "split1_test_score": np.array([0.82, 0.79]),
+    ...            "split2_test_score": np.array([0.80, 0.81])}
+    >>> int(prefer_default({"tau": 1.0})(results))  # +0.01 on average, but noisy
+    0
+    >>> int(prefer_default({"tau": 1.0}, n_se=0)(results))
+    1
+    """
+    if not isinstance(default_params, dict) or not default_params:
+        raise ValueError(f"default_params must be a non-empty dict of the default's grid "
+                         f"parameters, such as {{'tau': 1.0}}; got {default_params!r}")
+    if not isinstance(n_se, Real) or not np.isfinite(n_se) or n_se < 0:
+        raise ValueError(f"n_se must be a finite number >= 0; got {n_se!r}")
+    return _PreferDefault(dict(default_params), float(n_se), str(score))
+
+
+class _PreferDefault:
+    """The picklable callable that :func:`prefer_default` returns."""
+
+    def __init__(self, default_params, n_se, score):
+        self.default_params, self.n_se, self.score = default_params, n_se, score
+
+    def __repr__(self):
+        return f"prefer_default({self.default_params!r}, n_se={self.n_se:g})"
+
+    def _default_index(self, params):
+        matches = [i for i, p in enumerate(params)
+                   if all(k in p and p[k] == v for k, v in self.default_params.items())]
+        if len(matches) != 1:
+            keys = sorted({k for p in params for k in p})
+            raise ValueError(f"prefer_default: {len(matches)} candidates of the grid match "
+                             f"the default {self.default_params!r}, one must (grid "
+                             f"parameters: {keys})")
+        return matches[0]
+
+    def __call__(self, cv_results):
+        mean_key = f"mean_test_{self.score}"
+        if mean_key not in cv_results:
+            raise ValueError(f"prefer_default: cv_results_ has no {mean_key!r}; with "
+                             "multi-metric scoring, pass score=<the scorer's name>")
+        default = self._default_index(cv_results["params"])
+        means = np.asarray(cv_results[mean_key], dtype=float)
+        if np.all(np.isnan(means)):
+            return default
+        best = int(np.nanargmax(means))
+        if best == default or np.isnan(means[default]):
+            return best
+        splits = np.array([cv_results[k] for k in sorted(cv_results)
+                           if k.startswith("split") and k.endswith(f"_test_{self.score}")])
+        diff = splits[:, best] - splits[:, default]
+        diff = diff[np.isfinite(diff)]
+        if len(diff) < 2:  # no spread to measure: keep the default
+            return default
+        se = diff.std(ddof=1) / np.sqrt(len(diff))
+        return best if diff.mean() > self.n_se * se else default

@@ -72,3 +72,13 @@ def test_scorers_in_cross_validation(small_data):
                              small_data.y_train[keep], cv=2,
                              scoring=make_shot_scorer("medium", few=10))
     assert scores.shape == (2,) and np.isfinite(scores).all()
+
+
+def test_scorers_pickle_with_a_search():
+    import pickle
+
+    from candle_sklearn.metrics import make_base_new_scorer, make_shot_scorer
+
+    for scorer in (make_base_new_scorer("hm"), make_shot_scorer("few")):
+        copy = pickle.loads(pickle.dumps(scorer))
+        assert repr(copy) == repr(scorer) and copy.__name__ == scorer.__name__
