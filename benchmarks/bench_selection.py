@@ -10,7 +10,8 @@ only (its folds hold out whole base classes, which become the fold's new classes
 the reference-protocol HM on the world's test set of (a) the `tau` of the best mean
 score (GridSearchCV's plain refit), (a') the `tau` that `refit=prefer_default({"tau":
 1.0})` picks from the same search (the best only where it beats the default by more
-than a standard error of the fold differences), (b) the default `tau`, (c) the best
+than two standard errors of the fold differences; other n_se in the summary), (b) the
+default `tau`, (c) the best
 `tau` in hindsight (each `tau` fitted on the whole training set and scored on the test
 set). Printed per world: the selected `tau`s, the HMs and the gains of (a) and (a')
 over (b); at the end the mean gains, the worst losses, and the seed-to-seed spread of
@@ -30,6 +31,7 @@ from candle_sklearn.metrics import base_new_accuracy, make_base_new_scorer
 from candle_sklearn.model_selection import BaseNewSplit, prefer_default
 
 DEFAULT_TAU = CandleClassifier().tau
+N_SE = (0.0, 0.5, 1.0, 2.0)  # the rules compared in the summary
 
 
 def test_hm(clf, data):
@@ -52,9 +54,12 @@ def one(world, seed, taus):
     per_tau = {tau: test_hm(clf.set_params(tau=tau).fit(data.X_train, data.y_train), data)
                for tau in taus}
     hindsight = max(per_tau, key=per_tau.get)
+    # what other n_se would have picked, from the same search
+    by_n_se = {n: per_tau[results["params"][prefer_default({"tau": DEFAULT_TAU}, n_se=n)(
+        results)]["tau"]] - per_tau[DEFAULT_TAU] for n in N_SE}
     return dict(selected=best, hm_selected=per_tau[best], safe=safe, hm_safe=per_tau[safe],
                 hm_default=per_tau[DEFAULT_TAU], hm_hindsight=per_tau[hindsight],
-                hindsight=hindsight)
+                hindsight=hindsight, by_n_se=by_n_se)
 
 
 def main():
@@ -68,7 +73,7 @@ def main():
     print("| world | seed | best-mean tau | HM | gain | prefer_default tau | HM | gain | "
           "HM default tau | hindsight tau | HM hindsight |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    gains, safe_gains, spreads = [], [], []
+    gains, safe_gains, spreads, by_n_se = [], [], [], []
     for world in args.worlds:
         defaults = []
         for seed in args.seeds:
@@ -76,6 +81,7 @@ def main():
             gains.append(r["hm_selected"] - r["hm_default"])
             safe_gains.append(r["hm_safe"] - r["hm_default"])
             defaults.append(r["hm_default"])
+            by_n_se.append(r["by_n_se"])
             print(f"| {world} | {seed} | {r['selected']:g} | {r['hm_selected']:.3f} | "
                   f"{gains[-1]:+.3f} | {r['safe']:g} | {r['hm_safe']:.3f} | "
                   f"{safe_gains[-1]:+.3f} | {r['hm_default']:.3f} | {r['hindsight']:g} | "
@@ -87,6 +93,10 @@ def main():
         print(f"{name}: mean gain over tau={DEFAULT_TAU:g} {g.mean():+.4f}; wins "
               f"{int((g > 0).sum())}, ties {int((g == 0).sum())}, losses "
               f"{int((g < 0).sum())} of {len(g)}; worst loss {g.min():+.3f}")
+    for n in N_SE:
+        g = np.array([row[n] for row in by_n_se])
+        print(f"prefer_default(n_se={n:g}): mean gain {g.mean():+.4f}; wins "
+              f"{int((g > 0).sum())}, losses {int((g < 0).sum())}; worst loss {g.min():+.3f}")
     print(f"mean seed-to-seed std of the default's HM (noise) {np.mean(spreads):.3f}")
 
 

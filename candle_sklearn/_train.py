@@ -143,17 +143,22 @@ def _check_finite(head, loss, step):
         raise TrainingDivergedError(f"parameter {bad[0]} became non-finite by step {step}")
 
 
-@contextlib.contextmanager
 def _precision(device, precision):
-    """bf16 autocast (``"bf16"``; ``"auto"`` on CUDA) with TF32 matmuls allowed on CUDA;
-    plain float32 otherwise. Parameters, optimizer state and the loss stay float32."""
+    """The forward pass's autocast: bf16 (``"bf16"``; ``"auto"`` on CUDA), else plain
+    float32. Parameters, optimizer state and the loss stay float32."""
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+@contextlib.contextmanager
+def _tf32(device):
+    """TF32 for the float32 matrix products that autocast leaves (forward and backward)
+    on CUDA, for the length of a fit; the process's setting is restored after."""
     saved = torch.get_float32_matmul_precision()
     if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 for what autocast leaves fp32
+        torch.set_float32_matmul_precision("high")
     try:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            yield
+        yield
     finally:
         torch.set_float32_matmul_precision(saved)
 
@@ -178,23 +183,24 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
     batches = _batches(n, cfg, torch.Generator().manual_seed(seed), device)
     history = []
     running, seen = torch.zeros((), device=device), 0
-    for step in range(total):
-        idx = next(batches)
-        if idx is None:  # a pass over the data ended
-            _record(history, running, seen, head, step, on_epoch)
-            running, seen = torch.zeros((), device=device), 0
+    with _tf32(device):
+        for step in range(total):
             idx = next(batches)
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, steps_per_epoch, total, cfg)
-        target = torch.cat([y[idx], class_rows])
-        with _precision(device, cfg.precision):
-            logits = [z.float() for z in head.training_logits(X[idx]) if z is not None]
-        loss = sum(cla_loss(z, target, log_prior, cfg.tau) for z in logits)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        running += loss.detach() * len(idx)
-        seen += len(idx)
+            if idx is None:  # a pass over the data ended
+                _record(history, running, seen, head, step, on_epoch)
+                running, seen = torch.zeros((), device=device), 0
+                idx = next(batches)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, steps_per_epoch, total, cfg)
+            target = torch.cat([y[idx], class_rows])
+            with _precision(device, cfg.precision):
+                logits = [z.float() for z in head.training_logits(X[idx]) if z is not None]
+            loss = sum(cla_loss(z, target, log_prior, cfg.tau) for z in logits)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += loss.detach() * len(idx)
+            seen += len(idx)
     if seen:
         _record(history, running, seen, head, total, on_epoch)
     head.eval()

@@ -236,7 +236,11 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         spec, loaded = self._spec(), None
         if spec.fingerprint is None:  # random weights: this process's model is the key
             loaded = self._loaded(spec)
-        model_key = f"{spec.fingerprint or loaded.fingerprint}|{self.precision}"
+        precision = self.precision
+        if precision == "amp":  # autocasts to fp16 on CUDA, bf16 elsewhere: not one key
+            on_cuda = _clip.resolve_device(self.device).type == "cuda"
+            precision = "amp-fp16" if on_cuda else "amp-bf16"
+        model_key = f"{spec.fingerprint or loaded.fingerprint}|{precision}"
         caches = caches_for(self.cache, disk=spec.fingerprint is not None)
         found = {}
         for depth, cache in enumerate(caches):

@@ -272,8 +272,10 @@ def test_spawn_start_method_without_main_guard(tmp_path):
         "images = [np.full((32, 32, 3), 20 * i, np.uint8) for i in range(10)]\n"
         "emb = ClipEmbedder('candle-tiny', 'bundled', device='cpu', batch_size=4)\n"
         "print(emb.transform(images).shape)\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": str(Path(candle_sklearn.__file__).parents[1])}
+    # the package's root first, then whatever the caller's path holds (packages that a
+    # machine provides through PYTHONPATH only, as the GPU image's wheels do)
+    path = [str(Path(candle_sklearn.__file__).parents[1]), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, path))}
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

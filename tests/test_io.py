@@ -125,8 +125,9 @@ def test_fitted_on_gpu_loads_on_cpu(small_data, tmp_path):
     clf = CandleClassifier(classes=d.classes, text_features=d.text_features,
                            **{**FAST, "device": "cuda"}).fit(d.X_train, d.y_train)
     loaded, _ = _roundtrip(clf, tmp_path, device="cpu")
+    # CUDA against CPU float32 kernels: logits up to ~100 differ in the 6th digit
     np.testing.assert_allclose(loaded.predict_proba(d.X_test), clf.predict_proba(d.X_test),
-                               atol=1e-5)
+                               atol=1e-4)
     _assert_same_fitted_state(clf, loaded)
 
 
