@@ -18,7 +18,8 @@ class BaseNewSplit(BaseCrossValidator):
     all their samples in the test part; of every other class it also puts a
     ``test_size`` fraction of the samples in the test part, at least one (so that a
     few-shot class still gives the fold base samples to score), never the last (a
-    class with a single sample keeps it for training). A :class:`~candle_sklearn.CandleClassifier` given
+    class with a single sample keeps it for training). A
+    :class:`~candle_sklearn.CandleClassifier` given
     ``classes`` that lists every label (with their text) then meets the held-out
     classes as new classes, known by name only, exactly as it meets the real new
     classes; :func:`~candle_sklearn.metrics.make_base_new_scorer` measures base against
