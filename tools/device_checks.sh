@@ -51,8 +51,10 @@ for s in "${steps[@]}"; do
                        --classes 100 1000 8142 --threads 16 ;;
         cost) step cost 120 python3 benchmarks/bench_cost.py --device cuda --worlds \
                   paper-lt 10k-x-100 4shot-10-noisytext siblings-768 classes-1000 ;;
-        suite) step suite 150 python3 -m pytest -q -p no:cacheprovider --maxfail=20 -n 8 tests \
-                   --ignore=tests/test_docs.py ;;
+        # -v: each result is logged with its name as it ends, so a log cut by the time
+        # limit still names its failures
+        suite) step suite 240 python3 -m pytest -v -p no:cacheprovider -p no:benchmark \
+                   --maxfail=20 -n 8 tests --ignore=tests/test_docs.py ;;
         *) echo "unknown step $s" >&2; exit 2 ;;
     esac
 done
