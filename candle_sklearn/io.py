@@ -339,6 +339,12 @@ class _Reader:
                           "this machine has no CUDA device, so it uses device='cpu' (pass "
                           "load(..., device=...) to choose)", UserWarning, stacklevel=4)
             params["device"] = "cpu"
+        elif isinstance(params.get("device"), str) and _beyond_cuda_devices(params["device"]):
+            warnings.warn(f"{self.where}: {path} was saved with device={params['device']!r}; "
+                          f"this machine has {torch.cuda.device_count()} CUDA device(s), so "
+                          "it uses device='cuda' (pass load(..., device=...) to choose)",
+                          UserWarning, stacklevel=4)
+            params["device"] = "cuda"
         if cls is ClipEmbedder and self.pretrained is not None:
             params["pretrained"] = self.pretrained
         est = cls(**params)
@@ -405,6 +411,13 @@ class _Reader:
 
 def _needs_missing_cuda(device):
     return device.startswith("cuda") and not torch.cuda.is_available()
+
+
+def _beyond_cuda_devices(device):
+    """A saved ``cuda:N`` whose N this machine's GPUs do not reach (fitted on GPU 1 of a
+    larger machine, say)."""
+    index = device.partition(":")[2] if device.startswith("cuda") else ""
+    return index.isdigit() and int(index) >= torch.cuda.device_count()
 
 
 def _short(value, limit=120):

@@ -119,6 +119,26 @@ def test_fitted_on_another_device_loads_on_cpu(fitted, small_data, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
 
 
+def test_saved_on_a_gpu_index_this_machine_lacks_loads_on_its_gpu(fitted, tmp_path,
+                                                                     monkeypatch):
+    on_gpu = clone(fitted)
+    on_gpu.__dict__.update({k: v for k, v in vars(fitted).items() if k.endswith("_")})
+    on_gpu.set_params(device="cuda:3")
+    path = tmp_path / "gpu3.safetensors"
+    candle_sklearn.save(on_gpu, path)
+    # a machine with one GPU (only the device checks are faked: nothing runs on it here)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.warns(UserWarning, match="has 1 CUDA device.*uses device='cuda'"):
+        loaded = candle_sklearn.load(path)
+    assert loaded.device == "cuda"
+    on_gpu.set_params(device="cuda:0")
+    candle_sklearn.save(on_gpu, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert candle_sklearn.load(path).device == "cuda:0"
+
+
 @pytest.mark.gpu
 def test_fitted_on_gpu_loads_on_cpu(small_data, tmp_path):
     d = small_data
