@@ -2,7 +2,7 @@
 family of worlds: what the selected `tau` gains over the default, and what it can lose.
 
     .venv/bin/python benchmarks/bench_selection.py [--worlds ...] [--seeds 0 1]
-                                                   [--taus 0 0.5 1 2]
+                                                   [--taus 0 0.5 1 2] [--splits 3]
 
 Per world and seed: `GridSearchCV(CandleClassifier(...), {"tau": taus},
 cv=BaseNewSplit(n_splits=3), scoring=make_base_new_scorer("hm"))` on the training set
@@ -39,12 +39,12 @@ def test_hm(clf, data):
     return base_new_accuracy(data.y_test, scores, clf.classes_, clf.new_classes_)["hm"]
 
 
-def one(world, seed, taus):
+def one(world, seed, taus, n_splits=3):
     data = load_world(world, seed)
     clf = CandleClassifier(classes=data.classes, text_features=data.text_features,
                            new_class_bias=0.0, random_state=seed, device="cpu")
     search = GridSearchCV(clf, {"tau": taus}, scoring=make_base_new_scorer("hm"),
-                          cv=BaseNewSplit(n_splits=3, random_state=seed), refit=False)
+                          cv=BaseNewSplit(n_splits=n_splits, random_state=seed), refit=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # tiny folds: one-image classes
         search.fit(data.X_train, data.y_train)
@@ -67,6 +67,7 @@ def main():
     parser.add_argument("--worlds", nargs="+", default=[w for w in WORLDS if w not in LARGE])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--taus", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0])
+    parser.add_argument("--splits", type=int, default=3, help="BaseNewSplit's n_splits")
     args = parser.parse_args()
     if DEFAULT_TAU not in args.taus:
         args.taus.append(DEFAULT_TAU)
@@ -77,7 +78,7 @@ def main():
     for world in args.worlds:
         defaults = []
         for seed in args.seeds:
-            r = one(world, seed, args.taus)
+            r = one(world, seed, args.taus, args.splits)
             gains.append(r["hm_selected"] - r["hm_default"])
             safe_gains.append(r["hm_safe"] - r["hm_default"])
             defaults.append(r["hm_default"])
