@@ -56,7 +56,7 @@ def ten_k_by_100(seed):
 DEVICE = "cpu"  # set by --device
 
 
-def cpu_seconds(fn):
+def seconds(fn):
     """CPU seconds of fn() on the CPU; wall seconds where Candle runs on a GPU (the
     results come back as NumPy arrays, so the GPU's work is finished when fn returns)."""
     clock = time.process_time if DEVICE == "cpu" else time.perf_counter
@@ -69,7 +69,7 @@ def fit_predict(data, **params):
     """Seconds of fit + predict_proba on the test set, and the reference-protocol HM."""
     clf = CandleClassifier(classes=data.classes, text_features=data.text_features,
                            random_state=0, device=DEVICE, **params)
-    scores, t = cpu_seconds(lambda: clf.fit(data.X_train, data.y_train).predict_proba(
+    scores, t = seconds(lambda: clf.fit(data.X_train, data.y_train).predict_proba(
         data.X_test, calibrated=False))
     hm = (base_new_accuracy(data.y_test, scores, clf.classes_, clf.new_classes_)["hm"]
           if len(clf.new_classes_) else float(np.mean(clf.classes_[scores.argmax(1)]
@@ -90,7 +90,7 @@ def reference(data, full_steps=FULL_REFERENCE_STEPS, **params):
 
 def one_world(name, seed, full_steps=FULL_REFERENCE_STEPS):
     data = ten_k_by_100(seed) if name == "10k-x-100" else load_world(name, seed)
-    _, t_lr = cpu_seconds(lambda: LogisticRegression().fit(data.X_train, data.y_train)
+    _, t_lr = seconds(lambda: LogisticRegression().fit(data.X_train, data.y_train)
                           .predict_proba(data.X_test))
     t_default, hm_default = fit_predict(data)
     t_ref, hm_ref, how = reference(data, full_steps)

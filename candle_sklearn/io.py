@@ -334,17 +334,14 @@ class _Reader:
                                for step, s in steps]
         if self.device is not None and "device" in params:
             params["device"] = self.device
-        elif isinstance(params.get("device"), str) and _needs_missing_cuda(params["device"]):
-            warnings.warn(f"{self.where}: {path} was saved with device={params['device']!r}; "
-                          "this machine has no CUDA device, so it uses device='cpu' (pass "
-                          "load(..., device=...) to choose)", UserWarning, stacklevel=4)
-            params["device"] = "cpu"
-        elif isinstance(params.get("device"), str) and _beyond_cuda_devices(params["device"]):
-            warnings.warn(f"{self.where}: {path} was saved with device={params['device']!r}; "
-                          f"this machine has {torch.cuda.device_count()} CUDA device(s), so "
-                          "it uses device='cuda' (pass load(..., device=...) to choose)",
-                          UserWarning, stacklevel=4)
-            params["device"] = "cuda"
+        elif isinstance(params.get("device"), str):
+            device, why = _device_here(params["device"])
+            if why:
+                warnings.warn(f"{self.where}: {path} was saved with device="
+                              f"{params['device']!r}; this machine has {why}, so it uses "
+                              f"device={device!r} (pass load(..., device=...) to choose)",
+                              UserWarning, stacklevel=4)
+                params["device"] = device
         if cls is ClipEmbedder and self.pretrained is not None:
             params["pretrained"] = self.pretrained
         est = cls(**params)
@@ -409,15 +406,18 @@ class _Reader:
             raise self.fail(f"{path}: inconsistent fitted state: {'; '.join(bad)}")
 
 
-def _needs_missing_cuda(device):
-    return device.startswith("cuda") and not torch.cuda.is_available()
-
-
-def _beyond_cuda_devices(device):
-    """A saved ``cuda:N`` whose N this machine's GPUs do not reach (fitted on GPU 1 of a
-    larger machine, say)."""
-    index = device.partition(":")[2] if device.startswith("cuda") else ""
-    return index.isdigit() and int(index) >= torch.cuda.device_count()
+def _device_here(saved):
+    """``(device, why)``: the saved device where this machine has it (``why`` None), else
+    the nearest one it has and why: no CUDA at all, or not GPU N of a ``cuda:N`` (fitted
+    on GPU 1 of a larger machine, say)."""
+    if not saved.startswith("cuda"):
+        return saved, None
+    if not torch.cuda.is_available():
+        return "cpu", "no CUDA device"
+    index = saved.partition(":")[2]
+    if index.isdigit() and int(index) >= torch.cuda.device_count():
+        return "cuda", f"{torch.cuda.device_count()} CUDA device(s)"
+    return saved, None
 
 
 def _short(value, limit=120):
