@@ -81,10 +81,15 @@ def resolve_device(spec):
 
 @contextlib.contextmanager
 def seeded(seed, device):
-    """Seed torch's RNGs for a block without disturbing the caller's RNG state."""
+    """Seed torch's RNGs for a block without disturbing the caller's RNG state: the CPU
+    generator and, on CUDA, the training device's only. (``torch.manual_seed`` would
+    reseed every GPU, and forking all of them would start a CUDA context on each.)"""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
+        if devices:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
         yield
 
 

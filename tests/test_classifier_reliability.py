@@ -238,3 +238,21 @@ def test_unusable_device_is_a_clear_error(data, fitted, device, message):
         clf.fit(data.X_train, data.y_train)
     with pytest.raises(ValueError, match=rf"device={device!r}"):  # and at prediction
         copy.deepcopy(fitted).set_params(device=device).predict(data.X_test[:2])
+
+
+# ---------------------------------------------- review: seeding touches only what it restores
+def test_fit_leaves_the_callers_rng_alone_and_seeds_no_gpu_it_does_not_restore(data,
+                                                                                 monkeypatch):
+    import torch
+
+    def every_gpu(seed):  # torch.manual_seed calls this: it would reseed GPUs not forked
+        raise AssertionError("a seeded fit reseeded every GPU")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", every_gpu)
+    torch.default_generator.manual_seed(123)
+    before = torch.get_rng_state()
+    first = _clf(data, random_state=3, new_class_bias=0.0).fit(data.X_train, data.y_train)
+    assert torch.equal(torch.get_rng_state(), before)
+    again = _clf(data, random_state=3, new_class_bias=0.0).fit(data.X_train, data.y_train)
+    np.testing.assert_array_equal(first.predict_proba(data.X_test),
+                                  again.predict_proba(data.X_test))
