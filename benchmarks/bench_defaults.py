@@ -55,6 +55,14 @@ def _configs():
     for lr in (3e-4, 1e-3):
         add(f"e20-cap200-lr{lr:g}", max_epochs=20, max_steps=200, lr=lr)
     add("auto lr, e20-cap200 (0.2.0 default)", max_epochs=20, max_steps=200, lr="auto")
+    # budgets in steps, or epochs with a floor of steps, at the automatic lr (whose
+    # smaller steps for little data may let small data sets train longer)
+    for steps in (100, 200, 400):
+        add(f"auto lr, s{steps}", max_steps=steps, lr="auto")
+    for floor in (50, 100):
+        add(f"auto lr, e20-cap200-min{floor}", max_epochs=20, max_steps=200, min_steps=floor,
+            lr="auto")
+    add("auto lr, e40-cap400", max_epochs=40, max_steps=400, lr="auto")
     add("e40-cap1000-b256-lr0.001", max_epochs=40, max_steps=1000, batch_size=256)
     add("s1600-lr3e-4", max_steps=1600, lr=3e-4)
     for steps in (800, 1600):
@@ -95,7 +103,7 @@ def run_one(world, seed, config):
     data = _world(world, seed)
     clf = CandleClassifier(classes=data.classes, text_features=data.text_features,
                            new_class_bias=0.0, random_state=seed, device="cpu",
-                           **CONFIGS[config])
+                           **_params(world, config))
     cpu, wall = time.process_time(), time.perf_counter()
     clf.fit(data.X_train, data.y_train)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -105,12 +113,26 @@ def run_one(world, seed, config):
                 n_classes=len(data.classes), fit_cpu_s=cpu, fit_wall_s=wall, **acc)
 
 
+def _params(world, config):
+    """The configuration's CandleClassifier parameters on this world: a floor of
+    `min_steps` (a budget rule CandleClassifier does not have) becomes a step count."""
+    from candle_sklearn._train import TrainConfig
+
+    params = dict(CONFIGS[config])
+    floor = params.pop("min_steps", None)
+    if floor is not None:
+        steps = TrainConfig(max_steps=params["max_steps"], max_epochs=params["max_epochs"],
+                            batch_size=params["batch_size"]).total_steps(_n_train(world))
+        params.update(max_steps=max(floor, steps), max_epochs=None)
+    return params
+
+
 def signature(world, config):
     """What decides a fit, given the world's size: configurations that differ only in
     how they state the same number of steps train identically and are run once."""
     from candle_sklearn._train import TrainConfig
 
-    params = dict(CONFIGS[config])
+    params = _params(world, config)
     n = _n_train(world)
     steps = TrainConfig(max_steps=params.pop("max_steps"), max_epochs=params.pop("max_epochs"),
                         batch_size=params["batch_size"]).total_steps(n)
@@ -172,22 +194,50 @@ def sweep(seeds, jobs, worlds, configs):
                   f"({row['fit_cpu_s']:.1f} s cpu)", flush=True)
 
 
-def regret_table(rows, seeds=None):
-    """{world: {config: mean HM}} over the seeds that every configuration of that world
-    has, and {config: regret per world}."""
+def _by_seed(rows, seeds=None):
+    """{world: {config: {seed: HM}}} restricted, per world, to the seeds that every
+    configuration of that world has."""
     by = {}
     for r in rows:
         if seeds is None or r["seed"] in seeds:
             by.setdefault(r["world"], {}).setdefault(r["config"], {})[r["seed"]] = r["hm"]
-    hm = {}
+    out = {}
     for world, per_config in by.items():
-        common = set.intersection(*(set(v) for v in per_config.values()))
+        common = sorted(set.intersection(*(set(v) for v in per_config.values())))
         if common:
-            hm[world] = {c: float(np.mean([v[s] for s in common]))
-                         for c, v in per_config.items() if common <= set(v)}
+            out[world] = {c: {s: v[s] for s in common} for c, v in per_config.items()}
+    return out
+
+
+def regret_table(rows, seeds=None):
+    """{world: {config: mean HM}} over the seeds that every configuration of that world
+    has, and {config: regret per world}."""
+    hm = {w: {c: float(np.mean(list(v.values()))) for c, v in per.items()}
+          for w, per in _by_seed(rows, seeds).items()}
     regret = {c: {w: max(hm[w].values()) - hm[w][c] for w in hm if c in hm[w]}
               for c in CONFIGS}
     return hm, regret
+
+
+def held_out_regret(rows):
+    """{config: {world: regret}} without the winner's curse: for each seed, the best
+    configuration is chosen on the world's other seeds and both are scored on this one
+    (mean over seeds). The in-sample regret of `regret_table` measures against the
+    maximum of many noisy means, which is biased upwards by their noise; this one can
+    be negative. Worlds with a single seed are left out."""
+    out = {c: {} for c in CONFIGS}
+    for world, per in _by_seed(rows).items():
+        seeds = list(next(iter(per.values())))
+        if len(seeds) < 2:
+            continue
+        for c in per:
+            losses = []
+            for s in seeds:
+                others = [t for t in seeds if t != s]
+                best = max(per, key=lambda b: np.mean([per[b][t] for t in others]))
+                losses.append(per[best][s] - per[c][s])
+            out[c][world] = float(np.mean(losses))
+    return out
 
 
 def report(markdown, configs=None):
@@ -203,19 +253,23 @@ def report(markdown, configs=None):
     ranked = sorted(mean, key=mean.get)
     print(f"worlds with every configuration: {len(full)} of {len(hm)}\n")
     sep = " | " if markdown else "  "
-    print(sep.join(["configuration", "worlds", "mean regret", "max regret", "worst world"]))
+    held = held_out_regret(rows)
+    multi = [w for w in basis if any(w in held[c] for c in configs)]
+    print(sep.join(["configuration", "worlds", "mean regret", "max regret", "worst world",
+                    f"held-out-seed regret ({len(multi)} worlds)"]))
     for c in ranked:
         ran = [w for w in basis if w in regret[c]]
         worst = max(ran, key=lambda w: regret[c][w])
+        out = [held[c][w] for w in multi if w in held[c]]
         print(sep.join([c, str(len(ran)), f"{mean[c]:.4f}", f"{regret[c][worst]:.3f}",
-                        worst]))
+                        worst, f"{np.mean(out):.4f}" if out else "--"]))
     default = DEFAULT if DEFAULT in mean else ranked[0]
     everywhere = [regret[default][w] for w in hm if w in regret[default]]
     print(f"\n{default}: mean regret {np.mean(everywhere):.4f} over all {len(everywhere)} "
           f"worlds where it ran (the large world against its own, shorter list)\n")
     print(sep.join(["world", "train images", "classes", "D", "best configuration",
                     "best HM", "long schedule HM", "0.1.0 default HM", "default HM",
-                    "default regret"]))
+                    "default regret", "seeds", "default held-out-seed regret"]))
     for w in hm:
         top = max(hm[w], key=hm[w].get)
         long = max((hm[w].get(c, -1), c) for c in (LONG_LARGE if w in LARGE else LONG))
@@ -225,7 +279,9 @@ def report(markdown, configs=None):
                         f"{long[0]:.3f} ({long[1]})" if long[0] >= 0 else "--",
                         f"{hm[w].get(OLD_DEFAULT, float('nan')):.3f}",
                         f"{hm[w].get(default, float('nan')):.3f}",
-                        f"{hm[w][top] - hm[w].get(default, float('nan')):.3f}"]))
+                        f"{hm[w][top] - hm[w].get(default, float('nan')):.3f}",
+                        str(len(_by_seed(rows)[w][top])),
+                        f"{held[default][w]:.3f}" if w in held[default] else "--"]))
 
 
 DEFAULT = "auto lr, e20-cap200 (0.2.0 default)"
