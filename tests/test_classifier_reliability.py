@@ -256,3 +256,12 @@ def test_fit_leaves_the_callers_rng_alone_and_seeds_no_gpu_it_does_not_restore(d
     again = _clf(data, random_state=3, new_class_bias=0.0).fit(data.X_train, data.y_train)
     np.testing.assert_array_equal(first.predict_proba(data.X_test),
                                   again.predict_proba(data.X_test))
+
+
+def test_one_shot_data_is_not_called_a_regression_problem():
+    # scikit-learn warns when more than half of 20+ samples are distinct classes
+    one_shot = make_clip_like_features(n_base=24, n_new=2, dim=16, max_per_class=1,
+                                       imbalance_ratio=1.0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _clf(one_shot, new_class_bias=0.0).fit(one_shot.X_train, one_shot.y_train)
