@@ -63,6 +63,9 @@ def _configs():
         add(f"auto lr, e20-cap200-min{floor}", max_epochs=20, max_steps=200, min_steps=floor,
             lr="auto")
     add("auto lr, e40-cap400", max_epochs=40, max_steps=400, lr="auto")
+    for lr_floor in (0.03, 0.1):  # smaller steps still for the fewest images
+        add(f"auto lr floor{lr_floor:g}, e20-cap200", max_epochs=20, max_steps=200,
+            lr="auto", lr_floor=lr_floor)
     add("e40-cap1000-b256-lr0.001", max_epochs=40, max_steps=1000, batch_size=256)
     add("s1600-lr3e-4", max_steps=1600, lr=3e-4)
     for steps in (800, 1600):
@@ -119,6 +122,13 @@ def _params(world, config):
     from candle_sklearn._train import TrainConfig
 
     params = dict(CONFIGS[config])
+    lr_floor = params.pop("lr_floor", None)
+    if lr_floor is not None:  # the automatic lr with another floor for little data
+        from candle_sklearn._train import auto_lr
+
+        n, dim = _shape(world)
+        lr = 1e-3 * min(1.0, 512 / dim) * min(1.0, max(n / 1000, lr_floor))
+        params["lr"] = "auto" if lr == auto_lr(n, dim) else lr
     floor = params.pop("min_steps", None)
     if floor is not None:
         steps = TrainConfig(max_steps=params["max_steps"], max_epochs=params["max_epochs"],
@@ -142,8 +152,12 @@ def signature(world, config):
 
 
 @functools.lru_cache(maxsize=None)
+def _shape(world):
+    return load_world(world, 0).X_train.shape
+
+
 def _n_train(world):
-    return len(load_world(world, 0).y_train)
+    return _shape(world)[0]
 
 
 def done():
@@ -243,7 +257,7 @@ def held_out_regret(rows):
 def report(markdown, configs=None):
     """The regret table: every configuration's mean regret over the worlds where it ran
     (ranked over the worlds where every listed configuration ran, when there are any)."""
-    rows = [json.loads(line) for line in LOG.open()]
+    rows = [r for r in map(json.loads, LOG.open()) if r["world"] in WORLDS]
     hm, regret = regret_table(rows)
     configs = [c for c in (configs or CONFIGS) if regret.get(c)]
     full = [w for w in hm if all(c in hm[w] for c in configs)]
