@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worlds import LARGE, RESULTS, WORLDS, load_world
+from worlds import LARGE, RESULTS, VALIDATION, WORLDS, load_world
 
 LOG = RESULTS / "defaults.jsonl"
 
@@ -254,10 +254,10 @@ def held_out_regret(rows):
     return out
 
 
-def report(markdown, configs=None):
+def report(markdown, configs=None, worlds=WORLDS):
     """The regret table: every configuration's mean regret over the worlds where it ran
     (ranked over the worlds where every listed configuration ran, when there are any)."""
-    rows = [r for r in map(json.loads, LOG.open()) if r["world"] in WORLDS]
+    rows = [r for r in map(json.loads, LOG.open()) if r["world"] in worlds]
     hm, regret = regret_table(rows)
     configs = [c for c in (configs or CONFIGS) if regret.get(c)]
     full = [w for w in hm if all(c in hm[w] for c in configs)]
@@ -299,13 +299,20 @@ def report(markdown, configs=None):
 
 
 DEFAULT = "auto lr, e20-cap200 (0.2.0 default)"
+# what the few-shot validation worlds ran: the default, the changes for little data it was
+# checked against (more steps, a lower lr floor) and a few fixed schedules
+VALIDATION_CONFIGS = [DEFAULT, "auto lr floor0.1, e20-cap200", "auto lr floor0.03, e20-cap200",
+                      "auto lr, s200", "auto lr, e20-cap200-min100", "reference recipe",
+                      "e5-cap400-lr0.0003", "e20-cap200-lr0.0003", "s200-lr3e-4",
+                      "e5-cap400-lr0.001", "0.1.0 default (10 epochs, batch 512)"]
 OLD_DEFAULT = "0.1.0 default (10 epochs, batch 512)"
 LONG = ("s800-lr3e-4", "s800")  # the long schedules of the grid (800 steps)
 LONG_LARGE = ("e20-cap1000-lr0.001",)  # 1,000 steps
 
 
 def _dim(world):
-    return 64 if WORLDS[world] is None else WORLDS[world]["dim"]
+    spec = (WORLDS | VALIDATION)[world]
+    return 64 if spec is None else spec["dim"]
 
 
 def main():
@@ -316,11 +323,15 @@ def main():
     parser.add_argument("--worlds", nargs="+", default=list(WORLDS))
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--configs", nargs="+", help="report only these configurations")
+    parser.add_argument("--validation", action="store_true",
+                        help="report on the validation worlds (kept out of the family)")
     args = parser.parse_args()
     if args.command == "sweep":
         sweep(args.seeds, args.jobs, args.worlds, args.configs or CANDIDATES)
     else:
-        report(args.markdown, args.configs or CANDIDATES)
+        report(args.markdown, args.configs or (VALIDATION_CONFIGS if args.validation
+                                                else CANDIDATES),
+               VALIDATION if args.validation else WORLDS)
 
 
 if __name__ == "__main__":
