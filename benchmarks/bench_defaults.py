@@ -117,8 +117,10 @@ def run_one(world, seed, config):
 
 
 def _params(world, config):
-    """The configuration's CandleClassifier parameters on this world: a floor of
-    `min_steps` (a budget rule CandleClassifier does not have) becomes a step count."""
+    """The configuration's CandleClassifier parameters on this world. Two rules that
+    CandleClassifier does not have become plain values: `lr_floor`, auto_lr's formula with
+    another floor of its data factor, becomes the lr ("auto" where it is the same), and a
+    floor of `min_steps` becomes a step count."""
     from candle_sklearn._train import TrainConfig
 
     params = dict(CONFIGS[config])
@@ -281,6 +283,7 @@ def report(markdown, configs=None, worlds=WORLDS):
     everywhere = [regret[default][w] for w in hm if w in regret[default]]
     print(f"\n{default}: mean regret {np.mean(everywhere):.4f} over all {len(everywhere)} "
           f"worlds where it ran (the large world against its own, shorter list)\n")
+    seeds = {w: len(next(iter(per.values()))) for w, per in _by_seed(rows).items()}
     print(sep.join(["world", "train images", "classes", "D", "best configuration",
                     "best HM", "long schedule HM", "0.1.0 default HM", "default HM",
                     "default regret", "seeds", "default held-out-seed regret"]))
@@ -294,7 +297,7 @@ def report(markdown, configs=None, worlds=WORLDS):
                         f"{hm[w].get(OLD_DEFAULT, float('nan')):.3f}",
                         f"{hm[w].get(default, float('nan')):.3f}",
                         f"{hm[w][top] - hm[w].get(default, float('nan')):.3f}",
-                        str(len(_by_seed(rows)[w][top])),
+                        str(seeds[w]),
                         f"{held[default][w]:.3f}" if w in held[default] else "--"]))
 
 
