@@ -98,7 +98,7 @@ def one_world(world, seed, params):
     return out
 
 
-def study(worlds, seeds, params):
+def study(worlds, seeds, params, out="calibration.json"):
     rows = {}
     for world in worlds:
         per_seed = [one_world(world, s, params) for s in seeds]
@@ -122,7 +122,7 @@ def study(worlds, seeds, params):
         where = min(worlds, key=lambda w: rows[w]["_worst_vs_zero_shot"][rule])
         print(f"| {rule} | {hm:.3f} | {regret:.3f} | {worst:+.3f} ({where}) | {lost} |")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "calibration.json").write_text(json.dumps(rows, indent=1))
+    (RESULTS / out).write_text(json.dumps(rows, indent=1))
     print(f"\nrefits (3 draws) / plain fit, CPU time: "
           f"{np.mean([rows[w]['_refit_over_fit'] for w in worlds]):.2f}")
     return rows
@@ -160,9 +160,11 @@ def main():
     parser.add_argument("--worlds", nargs="+",
                         default=[w for w in WORLDS if w != "classes-1000"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default="calibration.json",
+                        help="study: the results file, in benchmarks/results")
     args = parser.parse_args()
     if args.command == "study":
-        study(args.worlds, args.seeds, {})
+        study(args.worlds, args.seeds, {}, args.out)
     else:
         add_classes(args.seeds)
 
