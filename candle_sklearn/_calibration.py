@@ -89,10 +89,20 @@ def choose_calibration(draws, tolerance, weights=ZERO_SHOT_WEIGHTS):
     its bias is :func:`plateau_bias` on every draw (averaged) and its merit the mean
     held-out joint HM. The weight with the best merit wins, the smallest among ties, so
     the model falls back towards zero-shot CLIP only as far as the held-out classes say
-    it predicts them better. Returns ``(weight, bias, {weight: (bias, merit)})``.
+    it predicts them better. Weight 1 is zero-shot CLIP itself, with no bias (its merit
+    is taken at bias 0): its scores never met the training images, so they have no
+    base-class lean to correct, and a bias estimated on a few held-out classes would
+    only add their noise to the model the fallback is meant to equal. Returns
+    ``(weight, bias, {weight: (bias, merit)})``.
     """
     table = {}
     for w in weights:
+        if w == 1:
+            merit = np.mean([joint_hm_by_bias(d["zero_shot"], d["y"], d["new_col"],
+                                              d["new_row"], [0.0], d["weights"])[0]
+                             for d in draws])
+            table[w] = (0.0, float(merit))
+            continue
         picks = [plateau_bias((1 - w) * d["scores"] + w * d["zero_shot"], d["y"],
                               d["new_col"], d["new_row"], tolerance, d["weights"])
                  for d in draws]

@@ -251,3 +251,29 @@ def test_auto_learning_rate_and_steps_taken(data):
                                 device="cpu", random_state=0, new_class_bias=0.0)
     n = len(data.y_train)
     assert defaults.fit(data.X_train, data.y_train).n_iter_ == min(20 * -(-n // 128), 200)
+
+
+def test_weight_one_is_zero_shot_clip_itself_with_no_bias(data):
+    from candle_sklearn._calibration import choose_calibration, plateau_bias
+
+    rng = np.random.default_rng(0)
+    n, c = 60, 6
+    new_col = np.arange(c) >= 4
+    y = rng.integers(0, c, n)
+    zero_shot = rng.normal(size=(n, c)) + 3.0 * (np.arange(c)[None] == y[:, None])
+    draw = {"scores": rng.normal(size=(n, c)), "zero_shot": zero_shot, "y": y,
+            "new_col": new_col, "new_row": new_col[y], "weights": np.ones(n)}
+    # held-out classes would ask for some bias on zero-shot CLIP's own scores...
+    assert plateau_bias(zero_shot, y, new_col, new_col[y], 0.02)[0] != 0
+    weight, bias, table = choose_calibration([draw], 0.02)
+    # ...but weight 1 is zero-shot CLIP as it is, judged at bias 0
+    assert table[1.0][0] == 0.0
+    assert table[1.0][1] == pytest.approx(
+        joint_hm_by_bias(zero_shot, y, new_col, new_col[y], [0.0])[0])
+    # a model that falls back to zero-shot CLIP predicts exactly as it does
+    clf = _fit(data, zero_shot_weight=1.0)
+    assert clf.new_class_bias_ == 0.0
+    X = data.X_test / np.linalg.norm(data.X_test, axis=1, keepdims=True)
+    T = clf.text_features_ / np.linalg.norm(clf.text_features_, axis=1, keepdims=True)
+    np.testing.assert_allclose(clf.decision_function(data.X_test), 100 * X @ T.T,
+                               rtol=1e-5, atol=1e-3)
