@@ -180,8 +180,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         chooses w among 0, 0.25, 0.5, 0.75 and 1 with the bias, by the same held-out
         classes: text scores rank base against new classes on one scale, where the
         head's new classes have only their virtual prototypes, so the held-out classes
-        decide how far to lean on them. Otherwise ``"auto"`` is 0. The uncalibrated
-        scores (``calibrated=False``) are always the head's own.
+        decide how far to lean on them; with w = 1 the bias is 0, so that the model is
+        zero-shot CLIP itself. Otherwise ``"auto"`` is 0. The uncalibrated scores
+        (``calibrated=False``) are always the head's own.
     calibration_repeats : int, default=3
         Held-out draws (extra fits, each on the kept classes only) for
         ``new_class_bias="auto"``. Fewer draws cost less but the bias varies more from
