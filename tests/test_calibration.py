@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from candle_sklearn import CandleClassifier
-from candle_sklearn._calibration import (ZERO_SHOT_WEIGHTS, best_bias, class_balanced_weights,
-                                         joint_hm_by_bias)
+from candle_sklearn._calibration import (ZERO_SHOT_WEIGHTS, best_bias, choose_calibration,
+                                         class_balanced_weights, joint_hm_by_bias,
+                                         plateau_bias)
 from candle_sklearn._train import auto_lr
 from candle_sklearn.datasets import make_clip_like_features
 from candle_sklearn.metrics import base_new_accuracy, make_base_new_scorer
@@ -254,8 +255,6 @@ def test_auto_learning_rate_and_steps_taken(data):
 
 
 def test_weight_one_is_zero_shot_clip_itself_with_no_bias(data):
-    from candle_sklearn._calibration import choose_calibration, plateau_bias
-
     rng = np.random.default_rng(0)
     n, c = 60, 6
     new_col = np.arange(c) >= 4
@@ -265,7 +264,7 @@ def test_weight_one_is_zero_shot_clip_itself_with_no_bias(data):
             "new_col": new_col, "new_row": new_col[y], "weights": np.ones(n)}
     # held-out classes would ask for some bias on zero-shot CLIP's own scores...
     assert plateau_bias(zero_shot, y, new_col, new_col[y], 0.02)[0] != 0
-    weight, bias, table = choose_calibration([draw], 0.02)
+    table = choose_calibration([draw], 0.02)[2]
     # ...but weight 1 is zero-shot CLIP as it is, judged at bias 0
     assert table[1.0][0] == 0.0
     assert table[1.0][1] == pytest.approx(
