@@ -118,8 +118,8 @@ def run_one(world, seed, config):
 
 def _params(world, config):
     """The configuration's CandleClassifier parameters on this world. Two rules that
-    CandleClassifier does not have become plain values: `lr_floor`, auto_lr's formula with
-    another floor of its data factor, becomes the lr ("auto" where it is the same), and a
+    CandleClassifier does not have become plain values: `lr_floor`, auto_lr with another
+    floor of its data factor, becomes the lr ("auto" where it is the same), and a
     floor of `min_steps` becomes a step count."""
     from candle_sklearn._train import TrainConfig
 
@@ -129,7 +129,7 @@ def _params(world, config):
         from candle_sklearn._train import auto_lr
 
         n, dim = _shape(world)
-        lr = 1e-3 * min(1.0, 512 / dim) * min(1.0, max(n / 1000, lr_floor))
+        lr = auto_lr(n, dim, floor=lr_floor)
         params["lr"] = "auto" if lr == auto_lr(n, dim) else lr
     floor = params.pop("min_steps", None)
     if floor is not None:

@@ -46,13 +46,14 @@ class TrainConfig:
         return min(limits)
 
 
-def auto_lr(n_samples, n_features):
+def auto_lr(n_samples, n_features, floor=0.3):
     """The default peak learning rate: 1e-3 for 1,000 or more samples of at most 512
-    features, lower with fewer samples (down to 0.3x below 300: little data, small steps)
-    and with wider features (x 512 / D: an Adam step moves a D x D projection by about
-    lr * D in spectral norm, so the step is kept the size it has at D = 512). Chosen over
-    a family of worlds by regret (docs/benchmarks.md)."""
-    return 1e-3 * min(1.0, 512 / n_features) * min(1.0, max(n_samples / 1000, 0.3))
+    features, lower with fewer samples (down to ``floor`` x, 0.3x below 300: little data,
+    small steps) and with wider features (x 512 / D: an Adam step moves a D x D
+    projection by about lr * D in spectral norm, so the step is kept the size it has at
+    D = 512). Chosen over a family of worlds by regret (docs/benchmarks.md, where other
+    floors were tried)."""
+    return 1e-3 * min(1.0, 512 / n_features) * min(1.0, max(n_samples / 1000, floor))
 
 
 def resolve_device(spec):
