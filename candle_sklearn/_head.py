@@ -90,6 +90,24 @@ class CrossModalFusion(nn.Module):
                                              dropout_p=self._dropout_p())[0]
         return ClassContext(normed + self.alpha * self._merge(out), k, v, q)
 
+    def fuse_classes_and_images(self, class_tokens, images):
+        """:meth:`fuse_class_tokens` then :meth:`fuse_images` in one pass (training).
+
+        Each projection multiplies all tokens at once, so backward computes one weight
+        gradient per projection instead of two plus their sum: at small batches these
+        D x D (in-projection 3D x D) products, not the attention, are the step's cost.
+        Returns the fused class tokens (M, D) and images (n, D).
+        """
+        m = class_tokens.shape[0]
+        normed = self.norm(torch.cat([class_tokens, images]))
+        q, k, v = self._qkv(normed)
+        cls = F.scaled_dot_product_attention(q[None, :, :m], k[None, :, :m], v[None, :, :m],
+                                             dropout_p=self._dropout_p())[0]
+        ctx = ClassContext(None, k[:, :m], v[:, :m], q[:, :m])
+        img = self._image_attention(q[:, m:], k[:, m:], v[:, m:], ctx)
+        fused = normed + self.alpha * self._merge(torch.cat([cls, img], dim=1))
+        return fused[:m], fused[m:]
+
     def fuse_all(self, tokens):
         """Every token attends to every token (reference training)."""
         return self.fuse_class_tokens(tokens).fused
@@ -294,12 +312,18 @@ class CandleHead(nn.Module):
     def has_text(self):
         return self.text_features is not None
 
+    def _prototypes(self):
+        """Visual prototypes then virtual ones (C, D), before projection."""
+        if self.virtual_prototypes is None:
+            return self.visual_prototypes
+        return torch.cat([self.visual_prototypes, self.virtual_prototypes])
+
     def class_tokens(self):
         """Projected prototype tokens P (C, D) and text tokens T (C, D) or None."""
-        protos = self.visual_prototypes
-        if self.virtual_prototypes is not None:
-            protos = torch.cat([protos, self.virtual_prototypes])
-        P = protos @ self.W_v
+        return self._class_tokens(self._prototypes() @ self.W_v)
+
+    def _class_tokens(self, P):
+        """``P`` and the projected text tokens T (C, D) or None."""
         if not self.has_text:
             return P, None
         text = self.text_features
@@ -326,13 +350,13 @@ class CandleHead(nn.Module):
 
         Row ``B + c`` is the prototype of class ``c``; absent logits are None.
         """
-        P, T = self.class_tokens()
-        U = X @ self.W_v
-        z0 = None if T is None else self.logit_scale * _cosine(torch.cat([U, P]), T)
+        # images and prototypes through W_v in one product (one weight gradient)
+        rows = torch.cat([X, self._prototypes()]) @ self.W_v
+        U, (P, T) = rows[:X.shape[0]], self._class_tokens(rows[X.shape[0]:])
+        z0 = None if T is None else self.logit_scale * _cosine(rows, T)
         if self.context == "isolated":
-            ctx = self.fusion.fuse_class_tokens(self._class_sequence(P, T))
-            U_f = self.fusion.fuse_images(U, ctx)
-            P_f, T_f = self._split_classes(ctx.fused)
+            classes, U_f = self.fusion.fuse_classes_and_images(self._class_sequence(P, T), U)
+            P_f, T_f = self._split_classes(classes)
         else:
             fused = self.fusion.fuse_all(torch.cat([U, self._class_sequence(P, T)]))
             U_f = fused[: U.shape[0]]

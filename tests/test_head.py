@@ -73,6 +73,33 @@ def test_training_logits_shapes_and_rows():
     assert z0 is None and zvt is None and zvv.shape == (5 + C_BASE, C_BASE)
 
 
+def _uses_in_graph(output):
+    """How many times each leaf tensor enters the autograd graph of ``output``."""
+    uses, seen, stack = {}, set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for child, _ in node.next_functions:
+            if child is not None and hasattr(child, "variable"):
+                uses[id(child.variable)] = uses.get(id(child.variable), 0) + 1
+            stack.append(child)
+    return uses
+
+
+@pytest.mark.parametrize("context", ["isolated", "batch"])
+def test_each_parameter_enters_a_training_step_once(context):
+    """Every projection multiplies all its tokens in one product: backward computes one
+    weight gradient per parameter, with no second product and sum to accumulate (at
+    small batches these D x D products are most of a step's time)."""
+    head = _head(context).float().train()
+    logits = head.training_logits(torch.randn(50, D))
+    uses = _uses_in_graph(sum(z.sum() for z in logits if z is not None))
+    for name, p in head.named_parameters():
+        assert uses.get(id(p)) == 1, (name, uses.get(id(p)))
+
+
 def test_class_tokens_projected_once_per_step():
     """In-projection of the 2C class tokens happens once, whatever the batch size."""
     head = _head("isolated").float().train()
@@ -85,7 +112,7 @@ def test_class_tokens_projected_once_per_step():
 
     head.fusion._qkv = spy
     head.training_logits(torch.randn(50, D))
-    assert sorted(sizes) == [2 * C, 50]
+    assert sizes == [2 * C + 50]  # class and image tokens together, once
     sizes.clear()
     head.eval()
     with torch.no_grad():
