@@ -11,9 +11,9 @@ BLAS kernel's arithmetic for a row depends on the shape of the product it takes 
 other rows of a product of the same shape; so fixed-shape chunks make a sample's scores
 bitwise the same whatever it is predicted with, at float32 speed. It may depend on the
 row's memory alignment, though (MKL rounds a row of D floats differently by its address
-modulo 16 bytes when D is not a multiple of 4): so samples sit in a chunk at rows whose
-offset is a multiple of 64 bytes, as a sample alone does, with zero rows between them
-when D is not a multiple of 16 (:func:`row_spacing`).
+modulo 16 bytes when a row's length is not a multiple of 4): so samples sit in a chunk at
+rows whose offset is a multiple of 64 bytes in every per-sample tensor, as a sample alone
+does, with zero rows between them where needed (:func:`row_spacing`).
 """
 
 import copy
@@ -39,11 +39,12 @@ def chunk_rows(head, device_type):
     return 1 << max(int(rows).bit_length() - 1, 0)
 
 
-def row_spacing(dim):
+def row_spacing(dim, n_heads):
     """Rows from one sample to the next in a chunk: 64 bytes (16 floats) divide the
     offset of each sample's row in every per-sample tensor, whose rows are multiples of
-    ``dim`` floats long. 1 for the usual embedding sizes (multiples of 16)."""
-    return 16 // math.gcd(dim, 16)
+    ``dim`` floats long or, per head, of ``dim / n_heads``. 1 for the usual embedding
+    sizes (512, 768, 1,024 at 8 heads: 64 to 128 floats a head)."""
+    return 16 // math.gcd(dim // n_heads, 16)  # the head size divides dim
 
 
 class HeadScorer:
@@ -67,7 +68,8 @@ class HeadScorer:
             self.context = ctx._replace(keys=ctx.keys.contiguous(),
                                         values=ctx.values.contiguous())
         self.rows = chunk_rows(self.head, device.type)
-        self.spacing = row_spacing(self.head.visual_prototypes.shape[1])  # divides rows
+        self.spacing = row_spacing(self.head.visual_prototypes.shape[1],  # divides rows
+                                   self.head.fusion.n_heads)
 
     @torch.inference_mode()
     def __call__(self, X, zero_shot_weight=0.0):

@@ -9,6 +9,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from candle_sklearn import CandleClassifier
+from candle_sklearn.datasets import make_clip_like_features
 from candle_sklearn.metrics import base_new_accuracy
 
 from .conftest import FAST
@@ -46,6 +47,20 @@ def test_predictions_do_not_depend_on_the_batch(small_data, context):
     np.testing.assert_array_equal(one_by_one, full[::17])
     mixed = np.vstack([X[:3], X[::-1], 100 * X[:5]])  # other chunk-mates, other chunks
     np.testing.assert_array_equal(clf.predict_proba(mixed)[:3], full[:3])
+
+
+@pytest.mark.parametrize("dim", [48, 80])  # 8 heads of 6 or 10 floats
+@pytest.mark.parametrize("context", ["isolated", "batch"])
+def test_predictions_do_not_depend_on_the_batch_at_odd_head_sizes(context, dim):
+    """A head of dim / 8 floats, not a multiple of 4, puts a sample's per-head rows at
+    addresses that vary with its place in a chunk (and BLAS rounds by address) unless
+    samples are spaced by the head size too."""
+    data = make_clip_like_features(n_base=5, n_new=2, dim=dim, max_per_class=6,
+                                   imbalance_ratio=1.0, n_test_per_class=20, random_state=0)
+    clf = _fit(data, context=context, max_steps=3)
+    X = data.X_test[:60]
+    alone = np.vstack([clf.decision_function(X[i:i + 1]) for i in range(len(X))])
+    np.testing.assert_array_equal(alone, clf.decision_function(X))
 
 
 def test_fitted_attributes_and_new_classes(small_data):
