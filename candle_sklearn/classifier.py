@@ -107,6 +107,18 @@ def _duplicates(values):
     return uniq[counts > 1].tolist()
 
 
+def _draw_held_out(rng, base, n_held, multi):
+    """``n_held`` of the ``base`` classes to hold out in a calibration refit, keeping at
+    least one of the classes in ``multi`` (two images or more), which is where held-back
+    images of kept classes come from: a draw that held out all of them would leave no
+    base-class accuracy to balance against."""
+    held = rng.choice(base, n_held, replace=False)
+    if multi.size and np.isin(multi, held).all():
+        keep, other = rng.choice(multi), rng.choice(np.setdiff1d(base, held))
+        held = np.append(held[held != keep], other)
+    return held
+
+
 def prompts_text_features(encoder, names, templates):
     """Text features (C, D): :func:`candle_sklearn.templates.encode_class_names`."""
     return encode_class_names(encoder, names, templates)
@@ -499,14 +511,12 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         draws = []
         for r in tqdm(range(self.calibration_repeats), unit="refit",
                       desc="new_class_bias='auto'", disable=not self.verbose):
-            held = rng.choice(base, n_held, replace=False)
+            held = _draw_held_out(rng, base, n_held, np.flatnonzero(counts >= 2))
             is_held = np.isin(y_idx, held)
             validation = np.zeros(len(y_idx), dtype=bool)
             for c in np.setdiff1d(np.flatnonzero(counts >= 2), held):
                 idx = np.flatnonzero(y_idx == c)
                 validation[rng.choice(idx, max(1, len(idx) // 5), replace=False)] = True
-            if not validation.any():  # every class with a second image was held out
-                continue
             train = ~is_held & ~validation
             sub = clone(self).set_params(
                 classes=classes, text_features=text, class_names=None, encoder=None,

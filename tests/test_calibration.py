@@ -239,6 +239,22 @@ def test_one_image_per_class_falls_back_to_zero_shot_without_refits(monkeypatch)
     assert _joint(clf, one)["hm"] >= zero_shot - 0.05
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_every_refit_keeps_a_class_with_images_to_hold_back(seed):
+    """One base class of six images and two of one: a draw that held out the six-image
+    class left nothing to score base accuracy on and was skipped; with all three
+    skipped, the model fell back to zero-shot CLIP without a word."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((4, 16))
+    y = np.array([0] * 6 + [1, 2])  # class 3 is new
+    X = centres[y] + 0.1 * rng.standard_normal((len(y), 16))
+    clf = CandleClassifier(classes=[0, 1, 2, 3], text_features=centres, max_steps=2,
+                           device="cpu", random_state=seed).fit(X, y)
+    assert clf.calibration_["method"] == "held-out classes"
+    assert len(clf.calibration_["held_out"]) == clf.calibration_repeats
+    assert all(0 not in held for held in clf.calibration_["held_out"])
+
+
 def test_auto_learning_rate_and_steps_taken(data):
     clf = _fit(data, max_epochs=None, max_steps=7, batch_size=32)
     assert clf.lr_ == auto_lr(len(data.y_train), data.X_train.shape[1])
