@@ -133,8 +133,9 @@ def prefer_default(default_params, *, n_se=2.0, score="score"):
     with ``default_params`` exceeds ``n_se`` standard errors (of the mean of the paired
     differences, one per fold); otherwise it refits the default. With few folds, or
     folds of a few images each, the best mean is often a lucky draw: this keeps a
-    search from trading a sound default for noise. Where the default itself scores
-    NaN on every fold, the best candidate is refitted.
+    search from trading a sound default for noise. Folds where either scores NaN are left
+    out of the comparison; where the default scores NaN on every fold, the best
+    candidate is refitted.
 
     Parameters
     ----------
@@ -208,10 +209,13 @@ class _PreferDefault:
         if np.all(np.isnan(means)):
             return default
         best = int(np.nanargmax(means))
-        if best == default or np.isnan(means[default]):
+        if best == default:
             return best
         splits = np.array([cv_results[k] for k in sorted(cv_results)
-                           if k.startswith("split") and k.endswith(f"_test_{self.score}")])
+                           if k.startswith("split") and k.endswith(f"_test_{self.score}")],
+                          dtype=float)
+        if np.all(np.isnan(splits[:, default])):  # (its mean is NaN if any fold is)
+            return best
         diff = splits[:, best] - splits[:, default]
         diff = diff[np.isfinite(diff)]
         if len(diff) < 2:  # no spread to measure: keep the default

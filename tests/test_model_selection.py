@@ -121,6 +121,10 @@ def test_prefer_default_keeps_the_default_within_noise_and_takes_a_clear_win():
     assert rule(_results([[0.5, 0.8, 0.1]])) == 0
     # a default that never scored (NaN): the best candidate
     assert rule(_results([[np.nan, 0.8, 0.9], [np.nan, 0.7, 0.8]])) == 2
+    # a default that missed one fold (its mean is NaN) is still judged on the others:
+    # tau=2's advantage there is noise, keep the default
+    assert rule(_results([[0.78, 0.83, 0.1], [0.82, 0.79, 0.1], [0.80, 0.81, 0.1],
+                          [np.nan, 0.8, 0.1]])) == 0
     # multi-metric results, by name
     named = _results([[0.78, 0.80, 0.1], [0.82, 0.84, 0.1], [0.80, 0.83, 0.1]], score="hm")
     assert prefer_default({"tau": 1.0}, score="hm")(named) == 1
