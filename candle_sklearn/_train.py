@@ -83,14 +83,17 @@ def resolve_device(spec):
 @contextlib.contextmanager
 def seeded(seed, device):
     """Seed torch's RNGs for a block without disturbing the caller's RNG state: the CPU
-    generator and, on CUDA, the training device's only. (``torch.manual_seed`` would
-    reseed every GPU, and forking all of them would start a CUDA context on each.)"""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    generator and, on CUDA or MPS, the training device's only. (``torch.manual_seed``
+    would reseed every GPU, and forking all of them would start a CUDA context on each.)"""
+    accelerator = device.type in ("cuda", "mps")
+    with torch.random.fork_rng(devices=[device] if accelerator else [],
+                               device_type=device.type if accelerator else None):
         torch.default_generator.manual_seed(seed)
-        if devices:
+        if device.type == "cuda":
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(seed)
+        elif device.type == "mps":  # dropout on MPS draws from its own generator
+            torch.mps.manual_seed(seed)
         yield
 
 

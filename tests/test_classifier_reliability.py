@@ -258,6 +258,23 @@ def test_fit_leaves_the_callers_rng_alone_and_seeds_no_gpu_it_does_not_restore(d
                                   again.predict_proba(data.X_test))
 
 
+def test_seeded_seeds_and_restores_the_mps_generator(monkeypatch):
+    """On MPS, dropout draws from the MPS generator: a seeded fit seeds it (so that
+    random_state reproduces the fit) and restores the caller's state after."""
+    import torch
+
+    from candle_sklearn._train import seeded
+
+    calls, state = [], {"mps": torch.tensor([7])}
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda device="mps": state["mps"])
+    monkeypatch.setattr(torch.mps, "set_rng_state",
+                        lambda new, device="mps": calls.append(("restore", int(new[0]))))
+    monkeypatch.setattr(torch.mps, "manual_seed", lambda seed: calls.append(("seed", seed)))
+    with seeded(5, torch.device("mps")):
+        assert calls == [("seed", 5)]
+    assert calls == [("seed", 5), ("restore", 7)]
+
+
 def test_one_shot_data_is_not_called_a_regression_problem():
     # scikit-learn warns when more than half of 20+ samples are distinct classes
     one_shot = make_clip_like_features(n_base=24, n_new=2, dim=16, max_per_class=1,
