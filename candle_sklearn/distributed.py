@@ -240,8 +240,9 @@ def embed_dataset(data, embedder, *, column="path", num_actors=None, num_gpus=No
     num_gpus, compute, actors = _resources(ray, embedder, num_actors, num_gpus, num_cpus)
     local = spec.name.startswith(_clip._LOCAL_DIR)  # the folder holds the config
     params = embedder.get_params()
+    cache = embedder.cache  # a folder, absolute as the paths: actors may run elsewhere
     params.update(device=_actor_device(embedder.device, num_gpus), verbose=0,
-                  cache=embedder.cache if embedder.cache not in (True, False) else False)
+                  cache=False if cache in (True, False) else os.path.abspath(cache))
     if params["n_jobs"] is None and num_cpus is not None:  # torch threads = its CPUs
         params["n_jobs"] = max(1, int(num_cpus))
     if not isinstance(data, ray.data.Dataset):

@@ -119,3 +119,16 @@ def test_argument_errors(image_dir):
     with pytest.raises(ValueError, match="num_actors"):
         embed_paths(paths, ClipEmbedder("candle-tiny", "bundled", device="cpu"),
                     num_actors=0, num_gpus=0)
+
+
+def test_a_relative_cache_folder_reaches_the_actors_absolute(ray_cluster, tmp_path,
+                                                             monkeypatch):
+    """Actors may run in another folder: like the image paths, the cache folder they
+    write to is made absolute on the driver."""
+    monkeypatch.chdir(tmp_path)
+    data = ray.data.from_items([{"path": "a.png"}])
+    seen = {}
+    monkeypatch.setattr(type(data), "map_batches",
+                        lambda self, fn, **kwargs: seen.update(kwargs["fn_constructor_kwargs"]))
+    embed_dataset(data, _embedder(cache="clip-cache"), num_actors=1, num_gpus=0, num_cpus=1)
+    assert seen["params"]["cache"] == str(tmp_path / "clip-cache")
