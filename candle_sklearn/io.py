@@ -409,7 +409,9 @@ class _Reader:
 def _device_here(saved):
     """``(device, why)``: the saved device where this machine has it (``why`` None), else
     the nearest one it has and why: no CUDA at all, or not GPU N of a ``cuda:N`` (fitted
-    on GPU 1 of a larger machine, say)."""
+    on GPU 1 of a larger machine, say), or no MPS (fitted on a Mac)."""
+    if saved == "mps" and not torch.backends.mps.is_available():
+        return "cpu", "no MPS device"
     if not saved.startswith("cuda"):
         return saved, None
     if not torch.cuda.is_available():

@@ -119,6 +119,20 @@ def test_fitted_on_another_device_loads_on_cpu(fitted, small_data, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
 
 
+def test_fitted_on_a_mac_loads_on_cpu_elsewhere(fitted, small_data, tmp_path):
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    on_mac = clone(fitted).set_params(device="mps")
+    on_mac.__dict__.update({k: v for k, v in vars(fitted).items() if k.endswith("_")})
+    path = tmp_path / "mac.safetensors"
+    candle_sklearn.save(on_mac, path)
+    with pytest.warns(UserWarning, match="no MPS device, so it uses device='cpu'"):
+        loaded = candle_sklearn.load(path)
+    assert loaded.device == "cpu"
+    np.testing.assert_array_equal(loaded.predict_proba(small_data.X_test),
+                                  fitted.predict_proba(small_data.X_test))
+
+
 def test_saved_on_a_gpu_index_this_machine_lacks_loads_on_its_gpu(fitted, tmp_path,
                                                                      monkeypatch):
     on_gpu = clone(fitted)
