@@ -359,6 +359,8 @@ class _Reader:
                             "version of candle_sklearn")
         for attr, enc in fitted.items():
             setattr(est, attr, self.value(enc, f"{path}.{attr}"))
+        if isinstance(est, CandleClassifier) and fitted and "zero_shot_weight_" not in fitted:
+            est.zero_shot_weight_ = 0.0  # written before the blend existed: none
         if "head" in node:
             est.head_ = self.head(node["head"], path)
         if isinstance(est, CandleClassifier) and fitted:

@@ -119,6 +119,20 @@ def test_fitted_on_another_device_loads_on_cpu(fitted, small_data, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
 
 
+def test_a_file_from_before_the_zero_shot_blend_predicts_as_it_did(fitted, small_data,
+                                                                      tmp_path):
+    """Files written before ``zero_shot_weight_`` existed (same format) blend nothing."""
+    old = clone(fitted)
+    old.__dict__.update({k: v for k, v in vars(fitted).items() if k.endswith("_")})
+    old.zero_shot_weight_ = 0.0
+    expected = old.predict_proba(small_data.X_test)
+    del old.zero_shot_weight_
+    candle_sklearn.save(old, tmp_path / "old.safetensors")
+    loaded = candle_sklearn.load(tmp_path / "old.safetensors")
+    assert loaded.zero_shot_weight_ == 0.0
+    np.testing.assert_array_equal(loaded.predict_proba(small_data.X_test), expected)
+
+
 def test_fitted_on_a_mac_loads_on_cpu_elsewhere(fitted, small_data, tmp_path):
     if torch.backends.mps.is_available():
         pytest.skip("this machine has MPS")
