@@ -55,6 +55,8 @@ def _rules(draws, fallback):
                               d["weights"])[0] for d in use])))
             add(f"w chosen, largest within {tol:.0%}, per class",
                 lambda: choose_calibration(use, tol)[:2])
+            add(f"w chosen (merit at the bias used), largest within {tol:.0%}, per class",
+                lambda: choose_calibration(use, tol, merit="used")[:2])
     return rules
 
 

@@ -268,8 +268,8 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         Weight of zero-shot CLIP's scores in the calibrated scores.
     calibration_ : dict or None
         With ``new_class_bias="auto"``: how they were chosen (the held-out classes of
-        each draw, and per candidate zero-shot weight the bias and the held-out joint
-        HM).
+        each draw, and per candidate zero-shot weight the bias, the held-out joint HM
+        it was chosen by, each draw's best, and the held-out joint HM at that bias).
     history_ : list of float
         Mean training loss per epoch.
     lr_ : float
@@ -475,8 +475,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             return weight, bias, {
                 "method": "held-out classes", "n_held_out_classes": len(draws[0]["held_out"]),
                 "held_out": [d["held_out"] for d in draws],
-                "by_zero_shot_weight": {f"{w:g}": {"bias": b, "held_out_hm": h}
-                                        for w, (b, h) in table.items()}}
+                "by_zero_shot_weight": {f"{w:g}": {"bias": b, "held_out_hm": h,
+                                                   "held_out_hm_at_bias": a}
+                                        for w, (b, h, a) in table.items()}}
         # Nothing to estimate base accuracy on: one base class, or no base class with a
         # second image to hold back. Fall back to zero-shot CLIP's own scores, or, with
         # a fixed weight, be as ready to answer "new" on the training images as

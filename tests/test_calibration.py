@@ -292,3 +292,30 @@ def test_weight_one_is_zero_shot_clip_itself_with_no_bias(data):
     T = clf.text_features_ / np.linalg.norm(clf.text_features_, axis=1, keepdims=True)
     np.testing.assert_allclose(clf.decision_function(data.X_test), 100 * X @ T.T,
                                rtol=1e-5, atol=1e-3)
+
+
+def test_merits_at_each_draws_best_bias_and_at_the_bias_used():
+    """By default a weight's merit is the mean of each draw's best held-out joint HM
+    (an in-sample maximum); the table also records the HM at the averaged bias the model
+    uses, which ``merit="used"`` chooses by. Weight 1 is judged at its bias 0 in both."""
+    rng = np.random.default_rng(1)
+    n, c = 80, 8
+    new_col = np.arange(c) >= 5
+    draws = []
+    for _ in range(3):
+        y = rng.integers(0, c, n)
+        truth = 3.0 * (np.arange(c)[None] == y[:, None])
+        draws.append({"scores": rng.normal(size=(n, c)) + truth + 2.0 * ~new_col,
+                      "zero_shot": rng.normal(size=(n, c)) + truth, "y": y,
+                      "new_col": new_col, "new_row": new_col[y], "weights": np.ones(n)})
+    best, used = (choose_calibration(draws, 0.02, merit=m)[2] for m in ("best", "used"))
+    for w, (bias, merit, at_bias) in best.items():
+        blend = [d["zero_shot"] if w == 1 else (1 - w) * d["scores"] + w * d["zero_shot"]
+                 for d in draws]
+        assert at_bias == pytest.approx(np.mean([
+            joint_hm_by_bias(s, d["y"], new_col, d["new_row"], [bias])[0]
+            for s, d in zip(blend, draws)]))
+        assert used[w] == (bias, at_bias, at_bias)
+        assert merit >= at_bias
+    assert best[1.0][1] == best[1.0][2]
+    assert all(best[w][1] > best[w][2] for w in best if w != 1)
