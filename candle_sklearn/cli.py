@@ -208,8 +208,8 @@ def build_parser(prog=PROG):
                            "trains on the embeddings."), epilog=FIT_EPILOG)
     p.add_argument("train_dir", metavar="TRAIN_DIR", help="one sub-folder of images per class")
     p.add_argument("--new-classes", metavar="FILE",
-                   help="text file of classes without images, one name per line ('#' "
-                        "starts a comment)")
+                   help="text file of classes without images, one name per line (lines "
+                        "starting with '#' are comments)")
     p.add_argument("-o", "--output", required=True, metavar="MODEL",
                    help="where to save the fitted pipeline (candle_sklearn.save's safe "
                         "format: safetensors + JSON, no pickle; CLIP weights by reference)")

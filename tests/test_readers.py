@@ -232,6 +232,48 @@ def test_read_class_names(tmp_path):
         read_class_names(tmp_path / "missing.txt")
 
 
+def test_read_class_names_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "new.txt"
+    path.write_bytes("\ufefftabby cat\nbird # a note\n".encode("utf-8"))  # Notepad
+    assert read_class_names(path) == ["tabby cat", "bird # a note"]
+
+
+def test_linked_folders_are_listed_once(tmp_path):
+    """Links are followed, but a loop (a link back up) or a second link to a folder
+    would list its images again: each folder is listed once, under its first name."""
+    root, more = tmp_path / "root", tmp_path / "more"
+    write_image_folder(str(root), names=["cats", "dogs"], n=(2, 1))
+    write_image_folder(str(more), names=["cats"], n=(1,), seed=1)
+    os.symlink(".", root / "cats" / "self")  # a loop
+    os.symlink(more / "cats", root / "cats" / "b_more")  # the same folder twice
+    os.symlink(more / "cats", root / "cats" / "a_more")
+    data = load_image_folder(root)
+    assert len(data.paths) == 4 and len({os.path.realpath(p) for p in data.paths}) == 4
+    assert data.labels.tolist() == ["cats"] * 3 + ["dogs"]
+    assert any(os.path.join("a_more", "0.png") in p for p in data.paths)  # first name
+
+
+def test_an_unreadable_sub_folder_is_an_error_not_a_silent_gap(tmp_path, monkeypatch):
+    write_image_folder(str(tmp_path), names=["cats"], n=(1,))
+    (tmp_path / "cats" / "2023").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # as chmod 000 would (root ignores permissions)
+        if os.fspath(path).endswith("2023"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DatasetError, match=r"2023: folder could not be read \(Permission"):
+        load_image_folder(tmp_path)
+
+
+def test_find_images_takes_each_file_once_however_it_is_named(folder, monkeypatch):
+    monkeypatch.chdir(folder)
+    found = find_images(["a_class/0.png", "./a_class/0.png", "a_class"])
+    assert found == ["a_class/0.png"]
+
+
 def test_check_without_listing(root, tmp_path):
     from candle_sklearn.datasets import check_coop_dataset
 

@@ -37,11 +37,24 @@ def list_images(folder, extensions=IMG_EXTENSIONS, recursive=True):
                      and not e.is_dir()]
         names.sort()
         return [prefix + name for name in names]
-    found = []
-    for parent, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    found, listed = [], set()
+    for parent, dirs, files in os.walk(folder, followlinks=True, onerror=_unreadable):
+        # links are followed, but each folder is listed once: a link back up the tree
+        # (a loop) or a second link to the same folder would list its images again
+        st = os.stat(parent)
+        if (st.st_dev, st.st_ino) in listed:
+            dirs[:] = []
+            continue
+        listed.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # first name wins
         found.extend(os.path.join(parent, f) for f in files if _is_image(f, extensions))
     return sorted(found)
+
+
+def _unreadable(exc):
+    """os.walk skips a folder it cannot open; its images must not vanish silently."""
+    raise DatasetError(f"{exc.filename}: folder could not be read "
+                       f"({exc.strerror or exc})") from None
 
 
 def load_image_folder(root, *, extensions=IMG_EXTENSIONS, allow_empty=False):
@@ -109,7 +122,7 @@ def find_images(inputs, extensions=IMG_EXTENSIONS):
         An input that is neither a file nor a folder, or a folder or pattern that
         matches no image.
     """
-    seen, out = set(), []
+    seen, out = set(), []  # by real path: ./a.jpg, a.jpg and a link to it are one image
     for item in inputs:
         item = os.path.expanduser(os.fspath(item))
         if os.path.isfile(item):
@@ -124,18 +137,19 @@ def find_images(inputs, extensions=IMG_EXTENSIONS):
         if not found:
             raise DatasetError(f"{item}: no images found (extensions {', '.join(extensions)})")
         for path in found:
-            if path not in seen:
-                seen.add(path)
+            if (real := os.path.realpath(path)) not in seen:
+                seen.add(real)
                 out.append(path)
     return out
 
 
 def read_class_names(path):
-    """Class names from a text file, one per line; blank lines and lines starting with
-    ``#`` are skipped, surrounding spaces stripped."""
+    """Class names from a text file (UTF-8, with or without a byte-order mark), one per
+    line; blank lines and lines starting with ``#`` are skipped, surrounding spaces
+    stripped. A ``#`` inside a line is part of the name."""
     path = os.path.expanduser(os.fspath(path))
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # Notepad's BOM is no class name
             names = [s.strip() for s in f]
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"class-name file {path} could not be read: "
