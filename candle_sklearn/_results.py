@@ -90,13 +90,13 @@ def average_over_datasets(summaries, columns=COLUMNS):
 
 def write_csv(path, records, fields):
     """Write ``records`` (dicts) to ``path`` with the columns ``fields``; floats with 6
-    decimals, NaN as an empty cell."""
+    decimals, NaN as an empty cell; file names that are not UTF-8 as their own bytes."""
     def fmt(v):
         if isinstance(v, (float, np.floating)):
             return "" if np.isnan(v) else f"{v:.6f}"
         return v
 
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         writer.writeheader()
         for r in records:

@@ -352,11 +352,16 @@ def _predict(args):
     rows = predict_images(model, args.inputs, top_k=args.top_k, on_error=args.on_error,
                           verbose=_verbose(args))
     fields = prediction_fields(args.top_k, len(model.classes_))
+    # a file name that is not UTF-8 (its bytes kept as surrogates) is written back as
+    # the same bytes, not an error after every image was embedded
     if args.output:
-        with open(args.output, "w", newline="", encoding="utf-8") as f:
+        with open(args.output, "w", newline="", encoding="utf-8",
+                  errors="surrogateescape") as f:
             _write_rows(f, rows, fields)
         _log(args, f"wrote {len(rows)} predictions to {args.output}")
     else:
+        if hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors="surrogateescape")
         _write_rows(sys.stdout, rows, fields)
 
 

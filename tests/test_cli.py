@@ -4,6 +4,7 @@ predict, evaluate, and bad inputs (one line, non-zero exit, never a traceback)."
 
 import csv
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -194,6 +195,18 @@ def test_predict_api_and_csv_file(model_path, folders, tmp_path, capsys):
     out = tmp_path / "p.csv"
     assert main(["predict", model_path, test, "-o", str(out), "-q"]) == 0
     assert len(_csv(out)) == 16 and capsys.readouterr().out == ""
+
+
+def test_predict_writes_file_names_that_are_not_utf8(model_path, folders, tmp_path):
+    _, test, _ = folders
+    inbox = os.fsencode(tmp_path / "inbox")
+    os.makedirs(inbox)
+    source = os.path.join(test, sorted(d for d in os.listdir(test) if d[0] != ".")[0])
+    image = sorted(f for f in os.listdir(source) if f.endswith(".png"))[0]
+    shutil.copy(os.path.join(source, image), os.path.join(inbox, b"caf\xe9.png"))
+    out = tmp_path / "p.csv"
+    assert main(["predict", model_path, os.fsdecode(inbox), "-o", str(out), "-q"]) == 0
+    assert b"caf\xe9.png" in out.read_bytes()
 
 
 def test_evaluate(model_path, folders, tmp_path, capsys):
