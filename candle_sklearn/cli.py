@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 
+DEMO_PLOT = "candle_demo_long_tail.png"
 PROG = "candle-sklearn"
 
 DESCRIPTION = """\
@@ -151,6 +152,13 @@ def _positive(text):
     return value
 
 
+def _non_negative(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
 def _add_model_options(p, model_default="ViT-B-16", pretrained_default="openai"):
     g = p.add_argument_group("model")
     g.add_argument("--model", default=model_default, metavar="NAME",
@@ -167,7 +175,7 @@ def _add_run_options(g):
                    help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
     g.add_argument("--batch-size", type=_positive, default=64, metavar="N",
                    help="images per forward pass (default: %(default)s)")
-    g.add_argument("--num-workers", type=int, default=2, metavar="N",
+    g.add_argument("--num-workers", type=_non_negative, default=2, metavar="N",
                    help="threads that decode images while the model runs (default: "
                         "%(default)s)")
 
@@ -182,7 +190,8 @@ def _add_common(p):
 def _add_candle_options(p):
     g = p.add_argument_group("Candle")
     g.add_argument("--max-epochs", type=_positive, metavar="N",
-                   help="training epochs (default: the classifier's, 10)")
+                   help="training epochs (default: the classifier's, 20 epochs of at "
+                        "most 200 steps in all)")
     g.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
                    help="any CandleClassifier parameter, e.g. tau=1.5 or lr=3e-4 "
                         "(repeatable)")
@@ -303,9 +312,9 @@ def build_parser(prog=PROG):
                            "plot."), epilog=DEMO_EPILOG)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--plot", default="candle_demo_long_tail.png", metavar="FILE",
+    p.add_argument("--plot", metavar="FILE",
                    help="where to save the long-tail plot ('' for none; default: "
-                        "%(default)s)")
+                        f"{DEMO_PLOT}; not with --features, which makes none)")
     p.add_argument("--features", action="store_true",
                    help="the synthetic-features demo instead of the image world")
     p.set_defaults(func=_demo)
@@ -413,8 +422,6 @@ def _reproduce(args):
     from .reproduce import REFERENCE_RECIPE, reproduce
 
     recipe = REFERENCE_RECIPE if args.recipe == "reference" else None
-    if args.dataset and args.test:
-        raise ValueError("--test goes with --train (transfer), not with --dataset")
     report = reproduce(args.dataset, args.root, train=args.train, test=args.test,
                        output=args.output, cache_dir=args.cache_dir, seeds=args.seeds,
                        verbose=_verbose(args), model_name=args.model,
@@ -433,7 +440,8 @@ def _demo(args):
     if args.features:
         demo.main(seed=args.seed, verbose=verbose)
     else:
-        demo.main_world(seed=args.seed, verbose=verbose, plot=args.plot)
+        demo.main_world(seed=args.seed, verbose=verbose,
+                        plot=DEMO_PLOT if args.plot is None else args.plot)
 
 
 # ------------------------------------------------------------------ entry point
@@ -477,10 +485,27 @@ def _output_file(path):
     return path
 
 
+def _check_usage(parser, args):
+    """Usage errors that argparse cannot see option by option: exit status 2."""
+    if getattr(args, "dataset", None) and getattr(args, "test", None):
+        parser.error("--test goes with --train (transfer), not with --dataset")
+    if getattr(args, "features", False) and args.plot is not None:
+        parser.error("--plot: the --features demo makes no plot")
+    if getattr(args, "param", None):
+        from .tasks import check_candle_params
+
+        try:
+            check_candle_params(dict(args.param))
+        except ValueError as exc:
+            parser.error(str(exc))
+
+
 def main(argv=None):
     """Run the command line; returns the exit status."""
     prog = _prog()
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    _check_usage(parser, args)
     with warnings.catch_warnings():
         warnings.showwarning = lambda message, category, *a, **k: print(
             f"{prog}: warning: {message}", file=sys.stderr, flush=True)

@@ -262,10 +262,6 @@ def broken(tmp_path_factory):
     (["evaluate", "{model}", "{root}/empty"], "class folder {root}/empty/a has no images"),
     (["reproduce", "--dataset", "imagenet_a", "--root", "{root}"],
      "imagenet_a has no training set"),
-    (["fit", "{root}/train", "-o", "m", *TINY, "--param", "foo=1"],
-     "--param foo: not a CandleClassifier parameter"),
-    (["reproduce", "--dataset", "oxford_pets", "--root", "{data}", *TINY,
-      "--param", "classes=3"], "--param classes: not a CandleClassifier parameter"),
     (["fit", "{root}/train", "-o", "m", "--model", "candle-tiny", "--pretrained",
       "local-dir:{root}/no_weights"], "the folder {root}/no_weights has an open_clip_config"),
     (["fit", "{root}/two", "-o", "m", *TINY, "--param", "lr=1e30", "--max-epochs", "3"],
@@ -321,6 +317,21 @@ def test_usage_errors_exit_2(capsys):
         main(["reproduce", "--root", "x"])  # --dataset or --train is required
     assert exit_.value.code == 2
     assert "one of the arguments --dataset --train is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["reproduce", "--dataset", "dtd", "--root", "x", "--test", "y"], "--test goes with"),
+    (["fit", "train", "-o", "m.safetensors", "--param", "nope=1"],
+     "--param nope: not a CandleClassifier parameter"),
+    (["reproduce", "--dataset", "oxford_pets", "--root", "x", "--param", "classes=3"],
+     "--param classes: not a CandleClassifier parameter"),
+    (["fit", "train", "-o", "m.safetensors", "--num-workers", "-1"], "must be at least 0"),
+    (["demo", "--features", "--plot", "p.png"], "the --features demo makes no plot"),
+])
+def test_combinations_argparse_cannot_see_are_usage_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_embed_files_skips_or_stops_chunk_by_chunk(broken):
