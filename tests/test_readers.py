@@ -157,8 +157,19 @@ def test_missing_and_malformed(root, tmp_path):
                                "val": [], "test": []}))
     with pytest.raises(DatasetError, match="label 0 is named both 'Forest' and 'River'"):
         load_coop_dataset("eurosat", tmp_path)
-    bad.write_text(json.dumps({"train": [["a.jpg", 0]], "val": [], "test": []}))
-    with pytest.raises(DatasetError, match=r"train\[0\].*expected \[image path, label"):
+    for train, val in [([["a.jpg", 0]], []), ([[123, 0, "Forest"]], []),
+                       ([["a.jpg", 0.9, "Forest"]], []), ([["a.jpg", True, "Forest"]], []),
+                       ([], [["a.jpg", 0, None]])]:
+        bad.write_text(json.dumps({"train": train, "val": val, "test": []}))
+        with pytest.raises(DatasetError, match=r"(train|val)\[0\] is .*expected \[image "
+                                               r"path, integer label, class name\]"):
+            load_coop_dataset("eurosat", tmp_path)
+    bad.write_text(json.dumps({"train": [], "val": None, "test": []}))
+    with pytest.raises(DatasetError, match="'val' is None; expected a list"):
+        load_coop_dataset("eurosat", tmp_path)
+    bad.write_text(json.dumps({"train": [["a.jpg", 0, "Forest"], ["b.jpg", 1, "Forest"]],
+                               "val": [], "test": []}))
+    with pytest.raises(DatasetError, match="class 'Forest' has two labels, 0 and 1"):
         load_coop_dataset("eurosat", tmp_path)
     bad.write_text("{not json")
     with pytest.raises(DatasetError, match="not a readable split file"):

@@ -169,25 +169,42 @@ def _read_split_file(spec, path, image_dir):
     if not isinstance(split, dict) or not {"train", "val", "test"} <= split.keys():
         raise DatasetError(f"{spec.name}: {path} must hold a JSON object with 'train', 'val' "
                            "and 'test' lists")
-    names = {}
+    names, labels_of = {}, {}
     parts = {}
     prefix = os.path.join(image_dir, "")
     for part in ("train", "val", "test"):
+        if not isinstance(split[part], list):
+            raise DatasetError(f"{spec.name}: {path}: {part!r} is {_short(split[part])}; "
+                               "expected a list of [image path, label, class name]")
         paths, labels = [], []
         for i, item in enumerate(split[part]):
-            try:
-                rel, label, name = item
-                label = int(label)
-            except (TypeError, ValueError):
-                raise DatasetError(f"{spec.name}: {path}: {part}[{i}] is {item!r}; expected "
-                                   "[image path, label, class name]") from None
+            if not _is_entry(item):
+                raise DatasetError(f"{spec.name}: {path}: {part}[{i}] is {_short(item)}; "
+                                   "expected [image path, integer label, class name]")
+            rel, label, name = item
             if names.setdefault(label, name) != name:
                 raise DatasetError(f"{spec.name}: {path}: label {label} is named both "
                                    f"{names[label]!r} and {name!r}")
+            if labels_of.setdefault(name, label) != label:
+                raise DatasetError(f"{spec.name}: {path}: class {name!r} has two labels, "
+                                   f"{labels_of[name]} and {label}")
             paths.append(prefix + rel)
             labels.append(label)
         parts[part] = (paths, labels)
     return names, parts
+
+
+def _is_entry(item):
+    """``[path, label, name]`` with a string path and name and an integer label (JSON's
+    0.9 or true is no label)."""
+    return (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+            and isinstance(item[1], int) and not isinstance(item[1], bool)
+            and isinstance(item[2], str))
+
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _load_split_dataset(spec, folder, image_dir):
