@@ -6,15 +6,17 @@ import json
 import os
 import threading
 
-_DIGESTS: dict = {}  # absolute path -> ((mtime_ns, size, inode), sha256 hex)
+_DIGESTS: dict = {}  # absolute path -> ((mtime_ns, size, inode, ctime_ns), sha256 hex)
 _LOCK = threading.Lock()
 
 
 def file_sha256(path):
-    """SHA-256 of a file's bytes, computed once per (path, modification time, size)."""
+    """SHA-256 of a file's bytes, computed once per path, modification and change time,
+    size and inode (a copy that keeps the old modification time still changes the
+    change time)."""
     path = os.path.abspath(path)
     st = os.stat(path)
-    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
     with _LOCK:
         cached = _DIGESTS.get(path)
     if cached is not None and cached[0] == stamp:

@@ -148,8 +148,9 @@ def to_pil(item, index):
 
 
 def item_key(item, index):
-    """A cache key: path, modification time and size for files; a content hash for
-    images in memory (pixels, mode, size and palette). Checks what it can cheaply."""
+    """A cache key: path, modification and change times, size and inode for files; a
+    content hash for images in memory (pixels, mode, size and palette). Checks what it
+    can cheaply."""
     if isinstance(item, (str, os.PathLike)):
         try:
             st = os.stat(item)
@@ -162,7 +163,9 @@ def item_key(item, index):
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         path = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        return f"file:{path}:{st.st_mtime_ns}:{st.st_size}"
+        # the change time and inode too: cp -p, rsync -a or untar restore a replaced
+        # file's modification time (and a fixed-size format its size), never these
+        return f"file:{path}:{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_ctime_ns}"
     h = hashlib.blake2b(digest_size=20)
     if isinstance(item, Image.Image):
         _load_pil(item, index)

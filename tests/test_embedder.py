@@ -184,6 +184,25 @@ def test_disk_cache_survives_the_process(image_dir, tmp_path, forward_counter):
     assert sum(forward_counter) == 7
 
 
+def test_a_file_replaced_with_its_old_time_and_size_is_encoded_again(image_dir, tmp_path):
+    """cp -p, rsync -a or untar put a new file in place with the old one's modification
+    time; a fixed-size format (PPM) keeps its size too. The disk cache must not serve the
+    old file's embedding for it."""
+    src = Image.open(image_dir[0][0]).convert("RGB")
+    path = tmp_path / "s.ppm"
+    src.save(path)
+    stamp = os.stat(path)
+    first = tiny(cache=str(tmp_path)).fit([path]).transform([path])
+    Image.new("RGB", src.size).save(tmp_path / "new.ppm")  # black, same size
+    os.replace(tmp_path / "new.ppm", path)
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert os.stat(path).st_size == stamp.st_size
+    MEMORY.clear()
+    again = tiny(cache=str(tmp_path)).fit([path]).transform([path])
+    np.testing.assert_array_equal(again, tiny(cache=False).fit([path]).transform([path]))
+    assert not np.array_equal(again, first)
+
+
 def test_no_cache_encodes_every_time(image_dir, forward_counter):
     emb = tiny(cache=False).fit(image_dir[0][:3])
     emb.transform(image_dir[0][:3])
