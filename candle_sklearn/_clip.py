@@ -273,6 +273,10 @@ def resolve(model_name, pretrained):
     if os.path.isfile(os.path.expanduser(pretrained)):
         checkpoint = os.path.abspath(os.path.expanduser(pretrained))
         return _with_fingerprint(WeightsSpec(model_name, model_name, checkpoint, config))
+    if os.path.isdir(os.path.expanduser(pretrained)):
+        raise FileNotFoundError(f"pretrained={pretrained!r} is a folder, not a checkpoint "
+                                f"file; for an open_clip model folder (its config and "
+                                f"weights) pass pretrained='{_LOCAL_DIR}{pretrained}'")
     if os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES):
         raise FileNotFoundError(f"pretrained checkpoint file not found: {pretrained!r}")
     checkpoint = _TAG_PATHS.get((model_name, pretrained))

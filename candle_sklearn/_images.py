@@ -49,7 +49,8 @@ def as_items(X):
                               f"{type(X).__name__}")
     if not items:
         raise ImageInputError("no images: the input is empty")
-    return items
+    # byte paths (how names that are not UTF-8 come): as str, the bytes kept as surrogates
+    return [os.fsdecode(i) if isinstance(i, bytes) else i for i in items]
 
 
 # ------------------------------------------------------------ pixel values

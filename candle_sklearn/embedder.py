@@ -174,7 +174,7 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Parameters
         ----------
         X : list of images
-            Paths (str or ``pathlib.Path``), PIL images, arrays (H, W, 3) or (H, W)
+            Paths (str, bytes or ``pathlib.Path``), PIL images, arrays (H, W, 3) or (H, W)
             (uint8; uint16 as 16-bit; float in [0, 1]), a 4-D array (n, H, W, 3), or a
             one-column DataFrame of these.
         y : ignored

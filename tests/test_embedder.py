@@ -203,6 +203,16 @@ def test_a_file_replaced_with_its_old_time_and_size_is_encoded_again(image_dir, 
     assert not np.array_equal(again, first)
 
 
+def test_byte_paths_are_paths(image_dir, tmp_path):
+    odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")  # not UTF-8
+    Image.open(image_dir[0][1]).save(odd)
+    expected = tiny(cache=False).fit(image_dir[0][:2]).transform(image_dir[0][:2])
+    for paths in ([os.fsencode(image_dir[0][0]), odd],
+                  np.array([os.fsencode(image_dir[0][0]), odd])):
+        got = tiny(cache=str(tmp_path)).fit(paths).transform(paths)
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_no_cache_encodes_every_time(image_dir, forward_counter):
     emb = tiny(cache=False).fit(image_dir[0][:3])
     emb.transform(image_dir[0][:3])
@@ -251,6 +261,8 @@ def test_unknown_tag_and_missing_file():
         _clip.resolve("ViT-B-32", "/no/such/file.pt")
     with pytest.raises(FileNotFoundError, match="no open_clip_config.json"):
         _clip.resolve("ViT-B-32", "local-dir:/no/such/dir")
+    with pytest.raises(FileNotFoundError, match=r"is a folder.*pretrained='local-dir:/tmp"):
+        _clip.resolve("ViT-B-32", "/tmp")
     with pytest.raises(ValueError, match="no bundled weights"):
         _clip.resolve("ViT-B-32", "bundled")
     with pytest.raises(ValueError, match="unknown open_clip model"):
