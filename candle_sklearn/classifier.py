@@ -5,7 +5,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.extmath import softmax
@@ -88,11 +88,15 @@ CALIBRATION_TOLERANCE = 0.02
 ZERO_SHOT_SCALE = 100.0
 
 
+def _unit_rows(A):
+    """Rows of ``A`` scaled to unit norm in float64; a zero row stays zero."""
+    A = np.asarray(A, np.float64)
+    return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-300)
+
+
 def _zero_shot(X, text):
     """Cosine of each feature row with each class's text feature (zero-shot CLIP)."""
-    X = np.asarray(X, np.float64)
-    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-300)
-    return X @ (text / np.linalg.norm(text, axis=1, keepdims=True)).T
+    return _unit_rows(X) @ _unit_rows(text).T
 
 
 def _in_class_order(head_scores, order):
@@ -519,7 +523,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
                 idx = np.flatnonzero(y_idx == c)
                 validation[rng.choice(idx, max(1, len(idx) // 5), replace=False)] = True
             train = ~is_held & ~validation
-            sub = clone(self).set_params(
+            sub = self._variant(
                 classes=classes, text_features=text, class_names=None, encoder=None,
                 new_class_bias=0.0, zero_shot_weight=0.0, verbose=0, random_state=seed + r,
                 lr=lr)
@@ -565,8 +569,8 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         if self.text_features_ is None:
             raise ValueError("the model was fitted without text, so it cannot take classes "
                              "known only by name; refit with text features")
-        adder = clone(self).set_params(classes=added, class_names=class_names,
-                                       text_features=text_features)
+        adder = self._variant(classes=added, class_names=class_names,
+                              text_features=text_features)
         names = adder._names(added)
         text = adder._text(added, names, self.n_features_in_)
         if text is None:
@@ -579,6 +583,12 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self.head_.add_new_classes(torch.as_tensor(text))
         self._append_in_head_order(added, names, text)
         return self
+
+    def _variant(self, **params):
+        """An unfitted estimator with ``params`` changed, sharing the others' values:
+        ``clone`` would deep-copy the ``encoder`` (a whole CLIP model, or an object that
+        cannot be copied) only for it to be dropped or read."""
+        return type(self)(**{**self.get_params(deep=False), **params})
 
     def _as_labels_of_this_model(self, added):
         """``added`` in the type of ``classes_``, or an error: labels never change kind."""
@@ -663,6 +673,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
                              f"({len(classes)}, {n_features}), got {text.shape}")
         if not np.isfinite(text).all():
             raise ValueError("text features contain NaN or infinity")
+        if zero := classes[~np.any(text != 0, axis=1)].tolist():
+            raise ValueError(f"text features of classes {zero[:5]} are all zeros: a zero "
+                             "vector has no direction to compare images with")
         return text
 
     def _append_in_head_order(self, added, names, text):

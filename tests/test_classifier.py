@@ -224,6 +224,33 @@ def test_duplicates_in_classes_and_names(small_data):
             small_data.X_train, small_data.y_train)
 
 
+class UncopyableEncoder(FakeEncoder):
+    """Stands for an encoder holding a GPU model, a session or a lock."""
+
+    def __deepcopy__(self, memo):
+        raise TypeError("this encoder cannot be copied")
+
+
+def test_encoder_is_shared_never_copied(small_data):
+    """The calibration refits and add_classes use the encoder (or drop it) without
+    copying it: clone() deep-copied it, a whole CLIP model three times per fit."""
+    names = np.array([f"thing_{c}" for c in small_data.classes])
+    enc = UncopyableEncoder(small_data.X_train.shape[1])
+    clf = CandleClassifier(classes=names, encoder=enc, **{**FAST, "max_epochs": 2})
+    clf.fit(small_data.X_train, names[small_data.y_train])
+    assert clf.calibration_["method"] == "held-out classes"
+    clf.add_classes(["thing_new"])
+    assert clf.encoder is enc and "thing_new" in clf.classes_
+
+
+def test_a_zero_text_feature_row_is_an_error(small_data):
+    text = small_data.text_features.copy()
+    text[6] = 0
+    with pytest.raises(ValueError, match=r"text features of classes \[6\] are all zeros"):
+        CandleClassifier(classes=small_data.classes, text_features=text, **FAST).fit(
+            small_data.X_train, small_data.y_train)
+
+
 def test_encoder_without_names(small_data):
     with pytest.raises(ValueError, match="encoder needs class names"):
         CandleClassifier(encoder=FakeEncoder(32), **FAST).fit(
