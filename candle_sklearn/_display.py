@@ -24,8 +24,11 @@ def _per_class_accuracy(y_true, y_pred, classes):
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
         raise ValueError(f"y_true and y_pred must be 1-D of the same length, got shapes "
                          f"{y_true.shape} and {y_pred.shape}")
-    if unknown := np.setdiff1d(y_true, classes).tolist():
-        raise ValueError(f"y_true contains labels that are not in classes: {unknown}")
+    known = set(np.asarray(classes).tolist())  # as values: 0 and "0" differ
+    for what, labels in (("y_true", y_true), ("y_pred", y_pred)):
+        if unknown := sorted(set(labels.tolist()) - known, key=repr):
+            raise ValueError(f"{what} contains labels that are not in classes: "
+                             f"{unknown[:5]}")
     hits = y_pred == y_true
     return np.array([hits[y_true == c].mean() if (y_true == c).any() else np.nan
                      for c in classes])
@@ -246,11 +249,13 @@ class LongTailDisplay:
         display : LongTailDisplay
         """
         classes = np.unique(y_true) if classes is None else np.asarray(classes)
-        y_pred = {name or "predictions": y_pred}
-        if isinstance(y_pred_baseline, Mapping):
-            y_pred.update(y_pred_baseline)
-        elif y_pred_baseline is not None:
-            y_pred[baseline_name or "baseline"] = y_pred_baseline
+        main = name or "predictions"
+        y_pred = {main: y_pred}
+        baselines = (dict(y_pred_baseline) if isinstance(y_pred_baseline, Mapping) else
+                     {} if y_pred_baseline is None else
+                     {baseline_name or "baseline": y_pred_baseline})
+        for key, values in baselines.items():  # a baseline never replaces the main series
+            y_pred[f"{key} (baseline)" if key == main else key] = values
         return cls._from_predictions(y_true, y_pred, class_counts, classes, ax, smooth,
                                      show_counts, title)
 

@@ -35,6 +35,25 @@ def restrict_scores(scores, classes, labels):
     return sub, labels
 
 
+def _not_in(labels, classes):
+    """Labels (sorted, as Python values) that are not in ``classes``: compared as values,
+    so 0 and "0" differ (NumPy would cast both arrays to strings and match them)."""
+    return sorted(set(np.asarray(labels).tolist()) - set(np.asarray(classes).tolist()),
+                  key=repr)
+
+
+def _check_scores(y_true, scores, classes, new_classes):
+    if scores.ndim != 2 or scores.shape != (len(y_true), len(classes)):
+        raise ValueError(f"scores must have shape (n_samples, n_classes) = ({len(y_true)}, "
+                         f"{len(classes)}), got {scores.shape}")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    for what, labels in (("y_true", y_true), ("new_classes", new_classes)):
+        if unknown := _not_in(labels, classes):
+            raise ValueError(f"{what} contains labels that are not in classes: "
+                             f"{unknown[:5]}")
+
+
 def base_new_accuracy(y_true, scores, classes, new_classes, *, protocol="reference"):
     """Accuracy on base-class and new-class samples and their harmonic mean.
 
@@ -59,7 +78,8 @@ def base_new_accuracy(y_true, scores, classes, new_classes, *, protocol="referen
     if protocol not in ("reference", "joint"):
         raise ValueError(f"protocol must be 'reference' or 'joint', got {protocol!r}")
     y_true, classes = np.asarray(y_true), np.asarray(classes)
-    scores = np.asarray(scores)
+    scores = np.asarray(scores, dtype=float)
+    _check_scores(y_true, scores, classes, new_classes)
     is_new = np.isin(y_true, new_classes)
     pred = classes[np.argmax(scores, axis=1)]
     if protocol == "reference" and is_new.any():
@@ -80,9 +100,13 @@ def shot_accuracy(y_true, y_pred, classes, class_counts, *, many=100, few=20):
     dict with keys ``many``, ``medium``, ``few`` (NaN for an empty group).
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"y_true and y_pred must be 1-D of the same length, got shapes "
+                         f"{y_true.shape} and {y_pred.shape}")
     counts = dict(zip(np.asarray(classes).tolist(), np.asarray(class_counts).tolist()))
-    if unknown := sorted(set(np.unique(y_true).tolist()) - counts.keys()):
-        raise ValueError(f"y_true contains labels not in classes: {unknown}")
+    for what, labels in (("y_true", y_true), ("y_pred", y_pred)):
+        if unknown := _not_in(labels, list(counts)):
+            raise ValueError(f"{what} contains labels not in classes: {unknown[:5]}")
     n = np.array([counts[c] for c in y_true.tolist()])
     hits = y_pred == y_true
     return {"many": _mean_or_nan(hits[n > many]),
@@ -110,7 +134,9 @@ def make_base_new_scorer(metric="hm", *, protocol="reference", new_classes=None)
     ``new_classes`` or, when None, the fitted estimator's (or the pipeline's last
     step's) ``new_classes_``. A test fold without a new-class sample (or with labels the
     model does not know) raises a ``ValueError`` rather than scoring NaN: use
-    :class:`~candle_sklearn.model_selection.BaseNewSplit` to cross-validate.
+    :class:`~candle_sklearn.model_selection.BaseNewSplit` to cross-validate. (A search
+    turns a scorer's error into a warning and a NaN score unless
+    ``error_score="raise"``.)
 
     The reference protocol scores a :class:`~candle_sklearn.CandleClassifier` on its
     uncalibrated scores
@@ -119,6 +145,8 @@ def make_base_new_scorer(metric="hm", *, protocol="reference", new_classes=None)
     """
     if metric not in ("base", "new", "hm"):
         raise ValueError(f"metric must be 'base', 'new' or 'hm', got {metric!r}")
+    if protocol not in ("reference", "joint"):  # here, not as NaN scores in a search
+        raise ValueError(f"protocol must be 'reference' or 'joint', got {protocol!r}")
     return _BaseNewScorer(metric, protocol, new_classes)
 
 

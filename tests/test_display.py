@@ -78,5 +78,15 @@ def test_bad_inputs_name_the_problem():
         LongTailDisplay.from_predictions([0, 7], [0, 1], class_counts=[1, 2], classes=[0, 1])
     with pytest.raises(ValueError, match="same length"):
         LongTailDisplay.from_predictions([0, 1], [0], class_counts=[1, 2])
+    with pytest.raises(ValueError, match=r"y_pred contains labels .* \['0', '1'\]"):
+        LongTailDisplay.from_predictions([0, 1], ["0", "1"], class_counts=[1, 2],
+                                         classes=[0, 1])
+
+
+def test_a_baseline_named_as_the_main_series_does_not_replace_it():
+    d = LongTailDisplay.from_predictions([0, 1], [0, 1], class_counts=[5, 1], classes=[0, 1],
+                                         y_pred_baseline={"predictions": [1, 0]})
+    assert d.names == ["predictions", "predictions (baseline)"]
+    np.testing.assert_array_equal(d.per_class_accuracy, [[1, 1], [0, 0]])
     with pytest.raises(ValueError, match="to match class_counts"):
         LongTailDisplay(np.zeros(3), np.zeros(2)).plot()

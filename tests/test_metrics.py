@@ -82,3 +82,23 @@ def test_scorers_pickle_with_a_search():
     for scorer in (make_base_new_scorer("hm"), make_shot_scorer("few")):
         copy = pickle.loads(pickle.dumps(scorer))
         assert repr(copy) == repr(scorer) and copy.__name__ == scorer.__name__
+
+
+def test_metrics_refuse_inputs_that_would_score_garbage():
+    S = np.eye(4, 3)[[0, 1, 2, 2]]
+    ok = base_new_accuracy([0, 1, 2, 2], S, [0, 1, 2], [2])
+    assert ok == {"base": 1.0, "new": 1.0, "hm": 1.0}
+    with pytest.raises(ValueError, match=r"y_true contains labels .* \['0', '1', '2'\]"):
+        base_new_accuracy(["0", "1", "2", "2"], S, [0, 1, 2], [2])  # 0 and "0" differ
+    with pytest.raises(ValueError, match=r"new_classes contains labels .* \['2'\]"):
+        base_new_accuracy([0, 1, 2, 2], S, [0, 1, 2], ["2"])
+    with pytest.raises(ValueError, match="scores contain NaN"):
+        base_new_accuracy([0, 1, 2, 2], np.full((4, 3), np.nan), [0, 1, 2], [2])
+    with pytest.raises(ValueError, match=r"shape \(n_samples, n_classes\) = \(4, 2\)"):
+        base_new_accuracy([0, 1, 2, 2], S, [0, 1], [1])
+    with pytest.raises(ValueError, match="same length"):
+        shot_accuracy([0, 1, 1, 0], [0], [0, 1], [5, 50])
+    with pytest.raises(ValueError, match=r"y_pred contains labels not in classes: \[7\]"):
+        shot_accuracy([0, 1], [0, 7], [0, 1], [5, 50])
+    with pytest.raises(ValueError, match="protocol must be 'reference' or 'joint'"):
+        make_base_new_scorer("hm", protocol="Joint")
