@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
+import stat
 import sys
 import tempfile
 import threading
@@ -263,6 +264,29 @@ def _session_folder(pid):
     return _session_root() / f"session-{pid}"
 
 
+def _private_session_root():
+    """The session root, made private to this user (mode 0700); None, with a warning,
+    where it is a link or another user's: whoever can write there could plant rows
+    (their checksums are no secret) that this user's workers would read."""
+    root = _session_root()
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(root)
+        if hasattr(os, "getuid") and not stat.S_ISLNK(st.st_mode) \
+                and st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.chmod(root, 0o700)  # made by an older version, with default permissions
+            st = os.lstat(root)
+    except OSError:
+        return None
+    if hasattr(os, "getuid") and (stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid()
+                                  or st.st_mode & 0o077):
+        warnings.warn(f"{root} is not private to this user (a link, another user's, or "
+                      "open to others): the embedding cache shared by a parallel search's "
+                      "workers is off", EmbeddingCacheWarning, stacklevel=3)
+        return None
+    return root
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)
@@ -303,20 +327,33 @@ def session_cache():
     then reads what they encoded); it is removed when the parent exits."""
     parent = multiprocessing.parent_process()
     if parent is None:
-        if not _CLEANUP_REGISTERED:
-            _CLEANUP_REGISTERED.append(True)
-            atexit.register(clear_session_cache)
+        _register_cleanup()
         folder = _session_folder(os.getpid())
-        return DiskCache(folder, strict=False) if folder.is_dir() else None
+        if not folder.is_dir() or _private_session_root() is None:
+            return None
+        return DiskCache(folder, strict=False)
+    if _private_session_root() is None:
+        return None
     if not _SWEPT:
         _SWEPT.append(True)
         _sweep_stale_sessions()
     return DiskCache(_session_folder(parent.pid), strict=False)
 
 
+def _register_cleanup():
+    """Remove this process's session folder when it exits. Registered at import in a
+    main process too: a parent that never embeds itself (``cross_val_score(...,
+    n_jobs=2)``) still owns what its workers wrote."""
+    if not _CLEANUP_REGISTERED:
+        _CLEANUP_REGISTERED.append(True)
+        atexit.register(clear_session_cache)
+
+
 def caches_for(setting, *, disk=True):
     """The caches a ``cache`` parameter asks for: False, True or a directory.
     ``disk=False`` (random weights, which no other process shares) keeps to memory."""
+    if not isinstance(setting, (str, os.PathLike)) and setting is not None:
+        setting = bool(setting)  # numpy's True_ and False_ are booleans too
     if setting is False or setting is None:
         return []
     caches = [MEMORY]
@@ -326,3 +363,7 @@ def caches_for(setting, *, disk=True):
         session = session_cache()
         return caches + [session] if session is not None else caches
     return caches + [DiskCache(setting)]
+
+
+if multiprocessing.parent_process() is None:
+    _register_cleanup()

@@ -2,6 +2,7 @@
 what it encoded in the embedder's cache as it goes, and either stops at the first
 unreadable image or skips unreadable images with a warning."""
 
+import numbers
 import os
 import warnings
 
@@ -54,7 +55,11 @@ def embed_files(embedder, paths, *, on_error="stop", chunk_size=None, desc="embe
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
     paths = [os.fspath(p) for p in paths]
-    chunk_size = chunk_size or 16 * embedder.batch_size
+    if not paths:
+        raise ImageInputError("no images: the list of paths is empty")
+    chunk_size = 16 * embedder.batch_size if chunk_size is None else chunk_size
+    if not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     kept = np.ones(len(paths), dtype=bool)
     out = []
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not verbose) as bar:

@@ -40,10 +40,10 @@ def torch_threads(n_jobs):
         yield
         return
     with _LOCK:
-        if _STATE["depth"] == 0:
-            _STATE["saved"] = torch.get_num_threads()
+        saved = torch.get_num_threads() if _STATE["depth"] == 0 else _STATE["saved"]
+        torch.set_num_threads(threads)  # first: if it raises, nothing is left counted
+        _STATE["saved"] = saved
         _STATE["depth"] += 1
-        torch.set_num_threads(threads)
     try:
         yield
     finally:

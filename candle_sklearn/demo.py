@@ -84,8 +84,8 @@ def run_world(seed=0, verbose=1, model_name="candle-tiny", pretrained="bundled",
               candle_params=None):
     """Fit the pipeline on world images; compare with zero-shot and a linear probe.
 
-    Returns ``(rows, per_class)``: the table rows and, per method, the accuracy of every
-    class (joint prediction) for the long-tail plot.
+    Returns ``(data, rows, per_class)``: the world's data, the table rows and, per
+    method, the accuracy of every class (joint prediction) for the long-tail plot.
     """
     from ._baselines import LinearProbe, zero_shot_scores
     from .embedder import make_candle_pipeline

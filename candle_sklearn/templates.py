@@ -174,9 +174,19 @@ def encode_class_names(encoder, names, templates: Templates | None = None) -> np
         if emb.ndim != 2 or emb.shape[0] != len(names):
             raise ValueError(f"encoder.encode_text returned shape {emb.shape} for "
                              f"{len(names)} prompts; expected ({len(names)}, dim)")
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        norm = np.linalg.norm(emb, axis=1, keepdims=True)
+        if not np.isfinite(emb).all() or (bad := np.flatnonzero(norm[:, 0] == 0)).size:
+            which = ("non-finite values" if not np.isfinite(emb).all() else
+                     f"a zero vector for {[fill(names[i]) for i in bad[:3]]}")
+            raise ValueError(f"encoder.encode_text returned {which}: no direction to "
+                             "compare images with")
+        emb /= norm
         total = emb if total is None else total + emb
-    return (total / np.linalg.norm(total, axis=1, keepdims=True)).astype(np.float32)
+    norm = np.linalg.norm(total, axis=1, keepdims=True)
+    if (bad := np.flatnonzero(norm[:, 0] == 0)).size:  # templates that cancel out
+        raise ValueError(f"the templates' text features of {[names[i] for i in bad[:3]]} "
+                         "sum to zero")
+    return (total / norm).astype(np.float32)
 
 
 def text_features_from_open_clip(zero_shot_weights, n_classes: int) -> np.ndarray:

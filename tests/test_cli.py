@@ -353,3 +353,16 @@ def test_embed_files_skips_or_stops_chunk_by_chunk(broken):
     with warnings.catch_warnings(), pytest.raises(ImageInputError, match="zz.png"):
         warnings.simplefilter("error")
         embed_files(emb, paths, chunk_size=2, verbose=0)
+
+
+def test_embed_files_refuses_no_paths_and_a_bad_chunk_size(broken):
+    from candle_sklearn import ClipEmbedder
+    from candle_sklearn._file_features import embed_files
+    from candle_sklearn._images import ImageInputError
+
+    emb = ClipEmbedder("candle-tiny", "bundled", device="cpu", num_workers=0)
+    with pytest.raises(ImageInputError, match="the list of paths is empty"):
+        embed_files(emb, [], verbose=0)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
+            embed_files(emb, [broken / "train"], chunk_size=bad, verbose=0)

@@ -407,6 +407,35 @@ def test_damaged_session_cache_never_stops_a_run(tmp_path, monkeypatch):
     assert out.shape == (1, 32)
 
 
+def test_session_cache_root_is_private_to_the_user(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    monkeypatch.setattr(_cache, "_session_root", lambda: root)
+    root.mkdir(mode=0o777)
+    os.chmod(root, 0o777)  # as an older version left it
+    assert _cache._private_session_root() == root and (root.stat().st_mode & 0o777) == 0o700
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root.rmdir()
+    root.symlink_to(elsewhere)  # planted by someone else
+    with pytest.warns(EmbeddingCacheWarning, match="not private to this user"):
+        assert _cache._private_session_root() is None
+    root.unlink()
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path).st_uid + 1)  # another's
+    with pytest.warns(EmbeddingCacheWarning, match="not private to this user"):
+        assert _cache._private_session_root() is None
+
+
+def test_cache_takes_numpy_booleans():
+    assert _cache.caches_for(np.False_) == []
+    assert _cache.caches_for(np.True_)[0] is MEMORY
+
+
+def test_the_main_process_removes_its_session_folder_at_exit():
+    """Registered at import: a parent whose workers alone embed (cross_val_score with
+    n_jobs=2) still owns their shared folder."""
+    assert _cache._CLEANUP_REGISTERED
+
+
 # ================================= errors from deep inside, item 5: checkpoints
 def corrupt_pt(path):
     save_random_tiny(path, seed=0)
@@ -471,6 +500,17 @@ def test_failed_load_is_not_cached(tmp_path):
     save_random_tiny(path, seed=0)
     touch_later(path)
     assert ClipEmbedder(TINY, str(path), device="cpu").load_model().embed_dim == 32
+
+
+def test_an_encoder_that_returns_a_zero_vector_is_named(monkeypatch):
+    class Zero:
+        def encode_text(self, texts):
+            out = np.ones((len(texts), 4))
+            out[1] = 0
+            return out
+
+    with pytest.raises(ValueError, match=r"a zero vector for \['a photo of a b.'\]"):
+        prompts_text_features(Zero(), ["a", "b"], "a photo of a {}.")
 
 
 def test_tag_brings_its_preprocessing_and_quick_gelu(monkeypatch):
@@ -572,6 +612,12 @@ def test_torch_threads_nested_and_restored():
     assert torch.get_num_threads() == before
     assert effective_n_jobs(None) is None and effective_n_jobs(3) == 3
     assert effective_n_jobs(-10_000) == 1
+    with pytest.raises((ValueError, RuntimeError, OverflowError)):  # torch refuses it
+        with torch_threads(2 ** 63):
+            pass
+    with torch_threads(1):  # and the count is still restored afterwards
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
 
 
 # ========================================================= public names (issue 12)
