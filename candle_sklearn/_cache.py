@@ -9,6 +9,7 @@ EmbeddingCacheError naming the file where it cannot, and never loses finished
 encodings: a failed write warns and leaves them in memory."""
 
 import atexit
+import collections
 import hashlib
 import multiprocessing
 import os
@@ -34,26 +35,58 @@ _COLUMNS = ["model", "key", "dim", "vec", "checksum"]
 _SQL_CHUNK = 500  # SQLite's bound-parameter limit is 999 in old builds
 
 
+# The memory cache keeps at most this many MiB of embeddings (least recently used go
+# first): a long-running service embedding a stream of new images must not grow forever.
+MEMORY_LIMIT_ENV = "CANDLE_SKLEARN_MEMORY_CACHE_MB"
+DEFAULT_MEMORY_LIMIT_MB = 4096  # 2 million 512-d embeddings
+
+
+def _memory_limit_bytes():
+    value = os.environ.get(MEMORY_LIMIT_ENV)
+    try:
+        mb = DEFAULT_MEMORY_LIMIT_MB if value is None else float(value)
+    except ValueError:
+        raise ValueError(f"{MEMORY_LIMIT_ENV}={value!r} is not a number of MiB") from None
+    return mb * 2**20
+
+
 class MemoryCache:
+    """Embeddings by (model key, image key), least recently used evicted beyond
+    ``CANDLE_SKLEARN_MEMORY_CACHE_MB`` (default 4096)."""
+
     def __init__(self):
-        self._data = {}
+        self._data = collections.OrderedDict()  # (model key, image key) -> vector
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def get_many(self, model_key, keys, dim=None):
         with self._lock:
-            table = self._data.get(model_key, {})
-            return {k: table[k] for k in keys if k in table}
+            found = {}
+            for k in keys:
+                if (v := self._data.get((model_key, k))) is not None:
+                    self._data.move_to_end((model_key, k))
+                    found[k] = v
+            return found
 
     def put_many(self, model_key, items):
+        limit = _memory_limit_bytes()
         with self._lock:
-            self._data.setdefault(model_key, {}).update(items)
+            for k, v in items.items():
+                v = v if v.base is None else v.copy()  # a row must not pin its batch
+                if (old := self._data.pop((model_key, k), None)) is not None:
+                    self._bytes -= old.nbytes
+                self._data[(model_key, k)] = v
+                self._bytes += v.nbytes
+            while self._bytes > limit and self._data:
+                self._bytes -= self._data.popitem(last=False)[1].nbytes
 
     def clear(self):
         with self._lock:
             self._data.clear()
+            self._bytes = 0
 
     def __len__(self):
-        return sum(len(t) for t in self._data.values())
+        return len(self._data)
 
 
 def _corrupt(exc):

@@ -36,6 +36,7 @@ examples:
 environment:
   HF_HUB_OFFLINE=1        never download weights: use the local cache or --pretrained FILE
   CANDLE_SKLEARN_DEBUG=1  show the traceback of a failure instead of the one-line message
+  CANDLE_SKLEARN_MEMORY_CACHE_MB  MiB of embeddings kept in memory (default 4096)
 
 {EXIT_STATUS}
 

@@ -67,7 +67,9 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         share with their parent and that is removed when it exits); a directory: also
         in an SQLite file there that any process can reuse; False: no cache. Keys are
         the weights' fingerprint and precision, plus each image's path, modification
-        and change times, size and inode (files) or content hash (images in memory). Random weights
+        and change times, size and inode (files) or content hash (images in memory).
+        The memory cache keeps the most recently used embeddings, up to the
+        ``CANDLE_SKLEARN_MEMORY_CACHE_MB`` environment variable (default 4096 MiB). Random weights
         (``pretrained=None``) are cached in memory only.
     verbose : int, default=0
         Progress bar over images being encoded.

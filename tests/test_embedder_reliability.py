@@ -653,3 +653,17 @@ def test_gpu_thread_decoding_with_pinned_batches_and_flushes(image_dir, monkeypa
     gpu = tiny(device="cuda", precision=precision, cache=False, batch_size=4,
                num_workers=3).transform(paths)
     np.testing.assert_allclose(gpu, cpu, atol=1e-4 if precision == "fp32" else 5e-2)
+
+
+def test_memory_cache_keeps_the_most_recently_used_within_its_limit(monkeypatch):
+    cache = _cache.MemoryCache()
+    monkeypatch.setenv(_cache.MEMORY_LIMIT_ENV, str(3 * 4 * 256 / 2**20))  # 3 vectors
+    batch = np.arange(4 * 256, dtype=np.float32).reshape(4, 256)
+    cache.put_many("m", {"a": batch[0], "b": batch[1], "c": batch[2]})
+    assert cache.get_many("m", ["a"])["a"].base is None  # a copy: the batch is not pinned
+    cache.put_many("m", {"d": batch[3]})  # "b" is now the least recently used
+    assert sorted(cache.get_many("m", ["a", "b", "c", "d"])) == ["a", "c", "d"]
+    assert len(cache) == 3
+    monkeypatch.setenv(_cache.MEMORY_LIMIT_ENV, "lots")
+    with pytest.raises(ValueError, match="CANDLE_SKLEARN_MEMORY_CACHE_MB='lots'"):
+        cache.put_many("m", {"e": batch[0]})
