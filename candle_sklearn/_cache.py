@@ -172,8 +172,13 @@ class DiskCache:
                 "cache=") from None
         for suffix in ("-journal", "-wal", "-shm"):
             companion = self.path.with_name(self.path.name + suffix)
-            if companion.exists():
+            try:  # gone already (SQLite or another process removed it) is fine
                 os.replace(companion, aside.with_name(aside.name + suffix))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                warnings.warn(f"could not move {companion} aside: {_reason(exc)}",
+                              EmbeddingCacheWarning, stacklevel=4)
         warnings.warn(f"the embedding cache {self.path} was unreadable ({why}); moved it "
                       f"to {aside.name} and started a new one", EmbeddingCacheWarning,
                       stacklevel=4)
