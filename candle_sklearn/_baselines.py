@@ -14,6 +14,15 @@ def zero_shot_scores(X, text_features):
     return 100.0 * _unit(X) @ _unit(text_features).T
 
 
+def _columns(classes, labels):
+    """Column of each of ``labels`` in ``classes`` (in any order); a label that is not
+    there is an error, not a wrong column."""
+    column = {c: i for i, c in enumerate(np.asarray(classes).tolist())}
+    if missing := [lab for lab in np.asarray(labels).tolist() if lab not in column]:
+        raise ValueError(f"labels not in classes: {missing[:5]}")
+    return np.array([column[lab] for lab in np.asarray(labels).tolist()], dtype=np.intp)
+
+
 def _base_columns(scores_base, base_idx, n_classes):
     out = np.full((scores_base.shape[0], n_classes), -np.inf)
     out[:, base_idx] = scores_base
@@ -22,8 +31,9 @@ def _base_columns(scores_base, base_idx, n_classes):
 
 def nearest_class_mean_scores(X_train, y_train, X, classes):
     """Cosine to the mean training feature of each class (base classes only)."""
-    base_idx = np.searchsorted(classes, np.unique(y_train))
-    means = np.stack([X_train[y_train == c].mean(0) for c in classes[base_idx]])
+    seen = np.unique(y_train)
+    base_idx = _columns(classes, seen)
+    means = np.stack([X_train[y_train == c].mean(0) for c in seen])
     return _base_columns(_unit(X) @ _unit(means).T, base_idx, len(classes))
 
 
@@ -40,5 +50,4 @@ class LinearProbe:
 
     def scores(self, X, classes, tau=0.0):
         logits = self.model.set_params(tau=tau)._logits(X)
-        return _base_columns(logits, np.searchsorted(classes, self.model.classes_),
-                             len(classes))
+        return _base_columns(logits, _columns(classes, self.model.classes_), len(classes))
