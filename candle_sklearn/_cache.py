@@ -110,6 +110,14 @@ class DiskCache:
     def __init__(self, directory, *, strict=True):
         self.path = Path(directory).expanduser() / FILE_NAME
         self.strict = strict
+        self._opened = None  # (device, inode) of the file last opened
+
+    def _identity(self):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
     # ------------------------------------------------------------ opening
     def _connect(self):
@@ -133,6 +141,7 @@ class DiskCache:
             con = sqlite3.connect(self.path, timeout=60)
         except (OSError, sqlite3.Error) as exc:
             raise self._error("cannot be created", exc) from None
+        self._opened = self._identity()
         try:
             columns = [row[1] for row in con.execute(f"PRAGMA table_info({TABLE})")]
             if columns and columns != _COLUMNS:
@@ -159,6 +168,8 @@ class DiskCache:
 
     def _move_aside(self, why):
         """Rename an unreadable cache file (and its journal) and start a new one."""
+        if self._opened is not None and self._identity() != self._opened:
+            return  # another process moved it and started a new one: keep that one
         stamp = time.strftime("%Y%m%d-%H%M%S")
         aside = self.path.with_name(f"{self.path.name}.bad-{stamp}-{os.getpid()}")
         try:

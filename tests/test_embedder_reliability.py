@@ -667,3 +667,18 @@ def test_memory_cache_keeps_the_most_recently_used_within_its_limit(monkeypatch)
     monkeypatch.setenv(_cache.MEMORY_LIMIT_ENV, "lots")
     with pytest.raises(ValueError, match="CANDLE_SKLEARN_MEMORY_CACHE_MB='lots'"):
         cache.put_many("m", {"e": batch[0]})
+
+
+def test_a_cache_file_another_process_rebuilt_is_not_moved_aside(tmp_path):
+    """Two workers meet the same damaged file; the first moves it aside and starts a new
+    one. The second, acting on its older error, must leave the new file alone."""
+    (tmp_path / _cache.FILE_NAME).write_bytes(b"not a database" * 100)
+    late = DiskCache(tmp_path)
+    with pytest.raises(sqlite3.DatabaseError):
+        late._try_connect()  # it opened the damaged file...
+    with pytest.warns(EmbeddingCacheWarning, match="was unreadable"):
+        DiskCache(tmp_path).put_many("m", {"k": np.ones(4, np.float32)})  # ...another fixed it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        late._move_aside("its older error")
+    assert DiskCache(tmp_path).get_many("m", ["k"], 4)["k"].tolist() == [1, 1, 1, 1]
