@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worlds import LARGE, RESULTS, VALIDATION, WORLDS, load_world
+from worlds import LARGE, RESULTS, SPECS, VALIDATION, WORLDS, load_world
 
 LOG = RESULTS / "defaults.jsonl"
 
@@ -314,7 +314,7 @@ LONG_LARGE = ("e20-cap1000-lr0.001",)  # 1,000 steps
 
 
 def _dim(world):
-    spec = (WORLDS | VALIDATION)[world]
+    spec = SPECS[world]
     return 64 if spec is None else spec["dim"]
 
 

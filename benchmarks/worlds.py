@@ -73,6 +73,8 @@ VALIDATION = {
     "v-gap-noisy-16": dict(n_base=50, n_new=50, dim=512, modality_gap=2.0, image_noise=0.16,
                            **shots(16)),
 }
+SPECS = WORLDS | VALIDATION  # every world by name, family or not
+
 # Worlds whose fits cost minutes each on 2 CPU cores: swept over fewer configurations.
 LARGE = {"classes-1000"}
 
@@ -81,7 +83,7 @@ def load_world(name, seed):
     """The world ``name`` drawn with ``seed`` (image-world: embedded once, then cached)."""
     if name == "image-world":
         return _image_world(seed)
-    return make_clip_like_features(**(WORLDS | VALIDATION)[name], random_state=seed)
+    return make_clip_like_features(**SPECS[name], random_state=seed)
 
 
 def _image_world(seed):

@@ -14,6 +14,13 @@ def _final(estimator):
     return estimator[-1] if isinstance(estimator, Pipeline) else estimator
 
 
+def _not_in(labels, classes):
+    """Labels (sorted, as Python values) that are not in ``classes``: compared as values,
+    so 0 and "0" differ (NumPy would cast both arrays to strings and match them)."""
+    return sorted(set(np.asarray(labels).tolist()) - set(np.asarray(classes).tolist()),
+                  key=repr)
+
+
 def _name(estimator):
     return type(_final(estimator)).__name__
 
@@ -24,9 +31,8 @@ def _per_class_accuracy(y_true, y_pred, classes):
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
         raise ValueError(f"y_true and y_pred must be 1-D of the same length, got shapes "
                          f"{y_true.shape} and {y_pred.shape}")
-    known = set(np.asarray(classes).tolist())  # as values: 0 and "0" differ
     for what, labels in (("y_true", y_true), ("y_pred", y_pred)):
-        if unknown := sorted(set(labels.tolist()) - known, key=repr):
+        if unknown := _not_in(labels, classes):
             raise ValueError(f"{what} contains labels that are not in classes: "
                              f"{unknown[:5]}")
     hits = y_pred == y_true

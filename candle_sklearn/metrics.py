@@ -2,9 +2,9 @@
 medium / few-shot accuracy, as functions and as scorers for model selection."""
 
 import numpy as np
-from sklearn.pipeline import Pipeline
 
 from ._display import LongTailDisplay  # noqa: F401  (public here, with the metrics it plots)
+from ._display import _final, _not_in
 
 
 def harmonic_mean(a, b):
@@ -26,20 +26,13 @@ def restrict_scores(scores, classes, labels):
     ``labels[argmax]`` is the prediction among ``labels``.
     """
     classes, labels = np.asarray(classes), np.asarray(labels)
-    if missing := np.setdiff1d(labels, classes).tolist():
+    if missing := _not_in(labels, classes):
         raise ValueError(f"labels not in classes: {missing}")
     column = {c: i for i, c in enumerate(classes.tolist())}
     sub = np.asarray(scores)[:, [column[lab] for lab in labels.tolist()]]
     if np.allclose(np.asarray(scores).sum(axis=1), 1.0) and (sub >= 0).all():
         sub = sub / np.maximum(sub.sum(axis=1, keepdims=True), np.finfo(float).tiny)
     return sub, labels
-
-
-def _not_in(labels, classes):
-    """Labels (sorted, as Python values) that are not in ``classes``: compared as values,
-    so 0 and "0" differ (NumPy would cast both arrays to strings and match them)."""
-    return sorted(set(np.asarray(labels).tolist()) - set(np.asarray(classes).tolist()),
-                  key=repr)
 
 
 def _check_scores(y_true, scores, classes, new_classes):
@@ -114,10 +107,6 @@ def shot_accuracy(y_true, y_pred, classes, class_counts, *, many=100, few=20):
             "few": _mean_or_nan(hits[(n > 0) & (n < few)])}
 
 
-def _final(estimator):
-    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
-
-
 def _scores(estimator, X, calibrated=True):
     if not calibrated and hasattr(_final(estimator), "new_class_bias_"):
         return estimator.predict_proba(X, calibrated=False)
@@ -181,7 +170,7 @@ _SPLITTER_HINT = (
 def _check_fold(y, classes, new_classes, metric):
     """A clear error where a base / new score could only be NaN or meaningless."""
     y = np.asarray(y)
-    if unknown := np.setdiff1d(y, classes).tolist():
+    if unknown := _not_in(y, classes):
         raise ValueError(f"the test labels {unknown[:10]} are not among the model's classes_, "
                          "so it can never predict them. " + _SPLITTER_HINT)
     is_new = np.isin(y, new_classes)
@@ -241,7 +230,7 @@ def best_new_class_bias(estimator, X, y):
 
     final = _final(estimator)
     y = np.asarray(y)
-    if unknown := np.setdiff1d(y, final.classes_).tolist():
+    if unknown := _not_in(y, final.classes_):
         raise ValueError(f"y contains labels not in classes_: {unknown}")
     scores = estimator.decision_function(X)
     if scores.ndim == 1:  # two classes: the score difference
