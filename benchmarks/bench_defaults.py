@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worlds import LARGE, RESULTS, SPECS, VALIDATION, WORLDS, load_world
+from worlds import HOLDOUT, LARGE, RESULTS, SPECS, VALIDATION, WORLDS, load_world
 
 LOG = RESULTS / "defaults.jsonl"
 
@@ -66,28 +66,36 @@ def _configs():
     for lr_floor in (0.03, 0.1):  # smaller steps still for the fewest images
         add(f"auto lr floor{lr_floor:g}, e20-cap200", max_epochs=20, max_steps=200,
             lr="auto", lr_floor=lr_floor)
+    # one smooth rule instead of a floor: the data factor sqrt(n / 1000) (0.1 at ten
+    # images, 0.3 at 90, 1 from 1,000), and the default's ramp to 0.3 below 90 images
+    add("auto lr sqrt, e20-cap200", max_epochs=20, max_steps=200, lr="auto", lr_rule="sqrt")
+    add(DEFAULT, max_epochs=20, max_steps=200, lr="auto", lr_rule="ramp90")
     add("e40-cap1000-b256-lr0.001", max_epochs=40, max_steps=1000, batch_size=256)
     add("s1600-lr3e-4", max_steps=1600, lr=3e-4)
     for steps in (800, 1600):
         add(f"s{steps}-lr1e-4", max_steps=steps, lr=1e-4)
     add("reference recipe", optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4,
         max_epochs=50, warmup_epochs=1, warmup_lr=1e-5, dropout=0.1, context="batch")
+    for params in grid.values():  # the automatic lr of the grid's first runs: floor 0.3
+        if params["lr"] == "auto" and "lr_rule" not in params:
+            params.setdefault("lr_floor", 0.3)
     return grid
 
 
+# the default (auto_lr's ramp below 90 images) and the one before it (a floor of 0.3x)
+DEFAULT = "auto lr ramp90, e20-cap200 (default)"
+PREVIOUS = "auto lr, e20-cap200 (0.2.0 default)"
 CONFIGS = _configs()
 # The grid a sweep runs by default: epoch rules with step caps at two learning rates, the
-# long schedules (800 steps) that show each world's plateau, the 0.1.0 default and the
-# 0.2.0 default. The rest of CONFIGS were explored on a few worlds first (steps alone
-# overfit the few-shot worlds, batch 256 and lr 1e-4 and 3e-3 lost there) and stay
-# reportable.
+# long schedules (800 steps) that show each world's plateau, and the three defaults. The
+# rest of CONFIGS were explored on a few worlds first (steps alone overfit the few-shot
+# worlds, batch 256 and lr 1e-4 and 3e-3 lost there) and stay reportable.
 CANDIDATES = [c for c in CONFIGS if c.startswith("e") and "-lr" in c and "b256" not in c] + [
-    "s800-lr3e-4", "s800", "0.1.0 default (10 epochs, batch 512)",
-    "auto lr, e20-cap200 (0.2.0 default)"]
+    "s800-lr3e-4", "s800", "0.1.0 default (10 epochs, batch 512)", PREVIOUS, DEFAULT]
 # the large world (seconds per step): short schedules at both learning rates, one long
-# one (1,000 steps) for its plateau, and the two defaults
+# one (1,000 steps) for its plateau, and the defaults
 LARGE_CONFIGS = ["e5-cap400-lr0.0003", "e5-cap400-lr0.001", "e20-cap1000-lr0.001",
-                 "0.1.0 default (10 epochs, batch 512)", "auto lr, e20-cap200 (0.2.0 default)"]
+                 "0.1.0 default (10 epochs, batch 512)", PREVIOUS, DEFAULT]
 
 
 @functools.lru_cache(maxsize=2)
@@ -117,19 +125,22 @@ def run_one(world, seed, config):
 
 
 def _params(world, config):
-    """The configuration's CandleClassifier parameters on this world. Two rules that
-    CandleClassifier does not have become plain values: `lr_floor`, auto_lr with another
-    floor of its data factor, becomes the lr ("auto" where it is the same), and a
-    floor of `min_steps` becomes a step count."""
+    """The configuration's CandleClassifier parameters on this world. Rules that
+    CandleClassifier does not have become plain values: another data factor of the
+    automatic lr (`lr_floor`: clip(n / 1000, floor, 1), the rule before this default;
+    `lr_rule`: "sqrt" or "ramp90", the default's) becomes the lr ("auto" where it is the
+    same), and a floor of `min_steps` becomes a step count."""
     from candle_sklearn._train import TrainConfig
 
     params = dict(CONFIGS[config])
-    lr_floor = params.pop("lr_floor", None)
-    if lr_floor is not None:  # the automatic lr with another floor for little data
+    lr_floor, rule = params.pop("lr_floor", None), params.pop("lr_rule", None)
+    if lr_floor is not None or rule is not None:  # another data factor for little data
         from candle_sklearn._train import auto_lr
 
         n, dim = _shape(world)
-        lr = auto_lr(n, dim, floor=lr_floor)
+        factor = {None: max(n / 1000, lr_floor or 0), "sqrt": np.sqrt(n / 1000),
+                  "ramp90": max(n / 1000, min(0.3, n / 300))}[rule]
+        lr = 1e-3 * min(1.0, 512 / dim) * min(1.0, factor)
         params["lr"] = "auto" if lr == auto_lr(n, dim) else lr
     floor = params.pop("min_steps", None)
     if floor is not None:
@@ -285,7 +296,8 @@ def report(markdown, configs=None, worlds=WORLDS):
           f"worlds where it ran (the large world against its own, shorter list)\n")
     seeds = {w: len(next(iter(per.values()))) for w, per in _by_seed(rows).items()}
     print(sep.join(["world", "train images", "classes", "D", "best configuration",
-                    "best HM", "long schedule HM", "0.1.0 default HM", "default HM",
+                    "best HM", "long schedule HM", "0.1.0 default HM", "previous default HM",
+                    "default HM",
                     "default regret", "seeds", "default held-out-seed regret"]))
     for w in hm:
         top = max(hm[w], key=hm[w].get)
@@ -295,16 +307,17 @@ def report(markdown, configs=None, worlds=WORLDS):
                         top, f"{hm[w][top]:.3f}",
                         f"{long[0]:.3f} ({long[1]})" if long[0] >= 0 else "--",
                         f"{hm[w].get(OLD_DEFAULT, float('nan')):.3f}",
+                        f"{hm[w].get(PREVIOUS, float('nan')):.3f}",
                         f"{hm[w].get(default, float('nan')):.3f}",
                         f"{hm[w][top] - hm[w].get(default, float('nan')):.3f}",
                         str(seeds[w]),
                         f"{held[default][w]:.3f}" if w in held[default] else "--"]))
 
 
-DEFAULT = "auto lr, e20-cap200 (0.2.0 default)"
-# what the few-shot validation worlds ran: the default, the changes for little data it was
-# checked against (more steps, a lower lr floor) and a few fixed schedules
-VALIDATION_CONFIGS = [DEFAULT, "auto lr floor0.1, e20-cap200", "auto lr floor0.03, e20-cap200",
+# what the few-shot validation and holdout worlds ran: the defaults, the changes for little
+# data they were checked against (more steps, other lr rules) and a few fixed schedules
+VALIDATION_CONFIGS = [DEFAULT, PREVIOUS, "auto lr sqrt, e20-cap200",
+                      "auto lr floor0.1, e20-cap200", "auto lr floor0.03, e20-cap200",
                       "auto lr, s200", "auto lr, e20-cap200-min100", "reference recipe",
                       "e5-cap400-lr0.0003", "e20-cap200-lr0.0003", "s200-lr3e-4",
                       "e5-cap400-lr0.001", "0.1.0 default (10 epochs, batch 512)"]
@@ -328,13 +341,15 @@ def main():
     parser.add_argument("--configs", nargs="+", help="report only these configurations")
     parser.add_argument("--validation", action="store_true",
                         help="report on the validation worlds (kept out of the family)")
+    parser.add_argument("--holdout", action="store_true",
+                        help="report on the worlds made after the default was chosen")
     args = parser.parse_args()
     if args.command == "sweep":
         sweep(args.seeds, args.jobs, args.worlds, args.configs or CANDIDATES)
     else:
-        report(args.markdown, args.configs or (VALIDATION_CONFIGS if args.validation
-                                                else CANDIDATES),
-               VALIDATION if args.validation else WORLDS)
+        kept_out = args.validation or args.holdout
+        report(args.markdown, args.configs or (VALIDATION_CONFIGS if kept_out else CANDIDATES),
+               VALIDATION if args.validation else HOLDOUT if args.holdout else WORLDS)
 
 
 if __name__ == "__main__":

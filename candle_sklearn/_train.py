@@ -46,14 +46,16 @@ class TrainConfig:
         return min(limits)
 
 
-def auto_lr(n_samples, n_features, floor=0.3):
+def auto_lr(n_samples, n_features):
     """The default peak learning rate: 1e-3 for 1,000 or more samples of at most 512
-    features, lower with fewer samples (down to ``floor`` x, 0.3x below 300: little data,
-    small steps) and with wider features (x 512 / D: an Adam step moves a D x D
+    features, lower with fewer samples (n / 1000, but at least 0.3x from 90 samples and
+    n / 300 below: little data, small steps, so that ten images barely move the head from
+    zero-shot CLIP) and with wider features (x 512 / D: an Adam step moves a D x D
     projection by about lr * D in spectral norm, so the step is kept the size it has at
-    D = 512). Chosen over a family of worlds by regret (docs/benchmarks.md, where other
-    floors were tried)."""
-    return 1e-3 * min(1.0, 512 / n_features) * min(1.0, max(n_samples / 1000, floor))
+    D = 512). Chosen over a family of worlds by regret and checked on worlds that were
+    made after it (docs/benchmarks.md)."""
+    data = max(n_samples / 1000, min(0.3, n_samples / 300))
+    return 1e-3 * min(1.0, 512 / n_features) * min(1.0, data)
 
 
 def resolve_device(spec):

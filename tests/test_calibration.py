@@ -261,8 +261,11 @@ def test_auto_learning_rate_and_steps_taken(data):
     assert clf.n_iter_ == 7
     assert auto_lr(5000, 512) == pytest.approx(1e-3)
     assert auto_lr(5000, 1024) == pytest.approx(5e-4)
-    assert auto_lr(10, 512) == pytest.approx(3e-4)
     assert auto_lr(600, 256) == pytest.approx(6e-4)
+    assert auto_lr(200, 512) == pytest.approx(3e-4)  # at least 0.3x from 90 samples
+    assert auto_lr(90, 512) == pytest.approx(3e-4)
+    assert auto_lr(30, 512) == pytest.approx(1e-4)  # n / 300 below: ten images barely
+    assert auto_lr(10, 1024) == pytest.approx(1e-3 / 60)  # move the head from zero-shot
     assert _fit(data, lr=2e-3).lr_ == 2e-3
     defaults = CandleClassifier(classes=data.classes, text_features=data.text_features,
                                 device="cpu", random_state=0, new_class_bias=0.0)
