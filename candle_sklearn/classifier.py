@@ -207,9 +207,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
     lr : float or "auto", default="auto"
         Peak learning rate, decayed by a cosine schedule over all steps. ``"auto"``
         (tuned for AdamW): ``1e-3 * min(1, 512 / n_features) * min(1, max(n_samples /
-        1000, min(0.3, n_samples / 300)))``, smaller steps for little data (down to
-        1e-5 at three images) and for wide features; see docs/benchmarks.md for how it
-        was chosen. The value used is ``lr_``.
+        1000, min(0.3, n_samples / 300)))``, smaller steps for little data (1e-4 at 30
+        samples, 1e-5 at 3) and for wide features; see docs/benchmarks.md for how it was
+        chosen. The value used is ``lr_``.
     weight_decay : float, default=0.0
     momentum : float, default=0.9
         Momentum of SGD (ignored by the Adam optimizers).
