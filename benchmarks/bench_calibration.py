@@ -57,7 +57,26 @@ def _rules(draws, fallback):
                 lambda: choose_calibration(use, tol)[:2])
             add(f"w chosen (merit at the bias used), largest within {tol:.0%}, per class",
                 lambda: choose_calibration(use, tol, merit="used")[:2])
+        if k == 3:  # zero-shot CLIP unless the draws show the blend better beyond their spread
+            for n_se in (1, 2):
+                add(f"w chosen, largest within 2%, per class, zero-shot unless > {n_se} SE",
+                    lambda: _unless_significant(use, 0.02, n_se))
     return rules
+
+
+def _unless_significant(draws, tolerance, n_se):
+    """The default rule's (weight, bias), replaced by zero-shot CLIP's (1, 0) unless the
+    blend's held-out joint HM beats zero-shot CLIP's by more than ``n_se`` standard errors
+    of the per-draw differences."""
+    w, bias, _ = choose_calibration(draws, tolerance)
+    if w == 1:
+        return 1.0, 0.0
+    diff = [joint_hm_by_bias((1 - w) * d["scores"] + w * d["zero_shot"], d["y"], d["new_col"],
+                             d["new_row"], [bias], d["weights"])[0]
+            - joint_hm_by_bias(d["zero_shot"], d["y"], d["new_col"], d["new_row"], [0.0],
+                               d["weights"])[0] for d in draws]
+    se = np.std(diff, ddof=1) / np.sqrt(len(diff))
+    return (w, bias) if np.mean(diff) > n_se * se else (1.0, 0.0)
 
 
 def one_world(world, seed, params):
