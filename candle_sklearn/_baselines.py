@@ -5,6 +5,7 @@ themselves are public in :mod:`candle_sklearn.baselines`."""
 import numpy as np
 from sklearn.preprocessing import normalize as _unit
 
+from ._labels import columns
 from .baselines import LinearProbeClassifier
 
 
@@ -12,15 +13,6 @@ def zero_shot_scores(X, text_features):
     """CLIP zero-shot: cosine of each image with each class's text feature, times 100
     (``ZeroShotClassifier.decision_function`` for more than two classes)."""
     return 100.0 * _unit(X) @ _unit(text_features).T
-
-
-def _columns(classes, labels):
-    """Column of each of ``labels`` in ``classes`` (in any order); a label that is not
-    there is an error, not a wrong column."""
-    column = {c: i for i, c in enumerate(np.asarray(classes).tolist())}
-    if missing := [lab for lab in np.asarray(labels).tolist() if lab not in column]:
-        raise ValueError(f"labels not in classes: {missing[:5]}")
-    return np.array([column[lab] for lab in np.asarray(labels).tolist()], dtype=np.intp)
 
 
 def _base_columns(scores_base, base_idx, n_classes):
@@ -32,7 +24,7 @@ def _base_columns(scores_base, base_idx, n_classes):
 def nearest_class_mean_scores(X_train, y_train, X, classes):
     """Cosine to the mean training feature of each class (base classes only)."""
     seen = np.unique(y_train)
-    base_idx = _columns(classes, seen)
+    base_idx = columns(classes, seen)
     means = np.stack([X_train[y_train == c].mean(0) for c in seen])
     return _base_columns(_unit(X) @ _unit(means).T, base_idx, len(classes))
 
@@ -50,4 +42,4 @@ class LinearProbe:
 
     def scores(self, X, classes, tau=0.0):
         logits = self.model.set_params(tau=tau)._logits(X)
-        return _base_columns(logits, _columns(classes, self.model.classes_), len(classes))
+        return _base_columns(logits, columns(classes, self.model.classes_), len(classes))

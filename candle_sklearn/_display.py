@@ -9,16 +9,11 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.pipeline import Pipeline
 
+from ._labels import check_predictions
+
 
 def _final(estimator):
     return estimator[-1] if isinstance(estimator, Pipeline) else estimator
-
-
-def _not_in(labels, classes):
-    """Labels (sorted, as Python values) that are not in ``classes``: compared as values,
-    so 0 and "0" differ (NumPy would cast both arrays to strings and match them)."""
-    return sorted(set(np.asarray(labels).tolist()) - set(np.asarray(classes).tolist()),
-                  key=repr)
 
 
 def _name(estimator):
@@ -28,13 +23,7 @@ def _name(estimator):
 def _per_class_accuracy(y_true, y_pred, classes):
     """Accuracy on the samples of each class (NaN for a class without samples)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(f"y_true and y_pred must be 1-D of the same length, got shapes "
-                         f"{y_true.shape} and {y_pred.shape}")
-    for what, labels in (("y_true", y_true), ("y_pred", y_pred)):
-        if unknown := _not_in(labels, classes):
-            raise ValueError(f"{what} contains labels that are not in classes: "
-                             f"{unknown[:5]}")
+    check_predictions(y_true, y_pred, classes)
     hits = y_pred == y_true
     return np.array([hits[y_true == c].mean() if (y_true == c).any() else np.nan
                      for c in classes])

@@ -4,7 +4,8 @@ medium / few-shot accuracy, as functions and as scorers for model selection."""
 import numpy as np
 
 from ._display import LongTailDisplay  # noqa: F401  (public here, with the metrics it plots)
-from ._display import _final, _not_in
+from ._display import _final
+from ._labels import check_known, check_predictions, columns, not_in
 
 
 def harmonic_mean(a, b):
@@ -25,11 +26,8 @@ def restrict_scores(scores, classes, labels):
     row of ``scores`` sums to one. Returns ``(scores_subset, labels)`` so that
     ``labels[argmax]`` is the prediction among ``labels``.
     """
-    classes, labels = np.asarray(classes), np.asarray(labels)
-    if missing := _not_in(labels, classes):
-        raise ValueError(f"labels not in classes: {missing}")
-    column = {c: i for i, c in enumerate(classes.tolist())}
-    sub = np.asarray(scores)[:, [column[lab] for lab in labels.tolist()]]
+    labels = np.asarray(labels)
+    sub = np.asarray(scores)[:, columns(classes, labels)]
     if np.allclose(np.asarray(scores).sum(axis=1), 1.0) and (sub >= 0).all():
         sub = sub / np.maximum(sub.sum(axis=1, keepdims=True), np.finfo(float).tiny)
     return sub, labels
@@ -41,10 +39,7 @@ def _check_scores(y_true, scores, classes, new_classes):
                          f"{len(classes)}), got {scores.shape}")
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN")
-    for what, labels in (("y_true", y_true), ("new_classes", new_classes)):
-        if unknown := _not_in(labels, classes):
-            raise ValueError(f"{what} contains labels that are not in classes: "
-                             f"{unknown[:5]}")
+    check_known(classes, y_true=y_true, new_classes=new_classes)
 
 
 def base_new_accuracy(y_true, scores, classes, new_classes, *, protocol="reference"):
@@ -93,13 +88,8 @@ def shot_accuracy(y_true, y_pred, classes, class_counts, *, many=100, few=20):
     dict with keys ``many``, ``medium``, ``few`` (NaN for an empty group).
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(f"y_true and y_pred must be 1-D of the same length, got shapes "
-                         f"{y_true.shape} and {y_pred.shape}")
+    check_predictions(y_true, y_pred, classes)
     counts = dict(zip(np.asarray(classes).tolist(), np.asarray(class_counts).tolist()))
-    for what, labels in (("y_true", y_true), ("y_pred", y_pred)):
-        if unknown := _not_in(labels, list(counts)):
-            raise ValueError(f"{what} contains labels not in classes: {unknown[:5]}")
     n = np.array([counts[c] for c in y_true.tolist()])
     hits = y_pred == y_true
     return {"many": _mean_or_nan(hits[n > many]),
@@ -170,7 +160,7 @@ _SPLITTER_HINT = (
 def _check_fold(y, classes, new_classes, metric):
     """A clear error where a base / new score could only be NaN or meaningless."""
     y = np.asarray(y)
-    if unknown := _not_in(y, classes):
+    if unknown := not_in(y, classes):
         raise ValueError(f"the test labels {unknown[:10]} are not among the model's classes_, "
                          "so it can never predict them. " + _SPLITTER_HINT)
     is_new = np.isin(y, new_classes)
@@ -230,7 +220,7 @@ def best_new_class_bias(estimator, X, y):
 
     final = _final(estimator)
     y = np.asarray(y)
-    if unknown := _not_in(y, final.classes_):
+    if unknown := not_in(y, final.classes_):
         raise ValueError(f"y contains labels not in classes_: {unknown}")
     scores = estimator.decision_function(X)
     if scores.ndim == 1:  # two classes: the score difference
