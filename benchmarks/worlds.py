@@ -102,7 +102,29 @@ HOLDOUT = {
                                imbalance_ratio=0.3, text_noise=2.0, text_distortion=2.5),
     "h-3shot-50-aniso-768": dict(n_base=25, n_new=25, dim=768, noise_spectrum=0.8, **shots(3)),
 }
-SPECS = WORLDS | VALIDATION | HOLDOUT  # every world by name, family or not
+# Few-shot and small long-tailed worlds made after new_class_bias="auto" learned to fall
+# back to zero-shot CLIP below four images per base class (median): a check of that rule
+# on data it has not seen (2 to 8 shots, 16 to 100 classes).
+FRESH = {
+    "g-2shot-100": dict(n_base=50, n_new=50, dim=512, **shots(2)),
+    "g-3shot-80-768-gap": dict(n_base=40, n_new=40, dim=768, modality_gap=1.5, **shots(3)),
+    "g-4shot-30-noisytext": dict(n_base=15, n_new=15, dim=512, text_noise=1.5,
+                                 text_distortion=2.0, **shots(4)),
+    "g-4shot-60-siblings-768": dict(n_base=30, n_new=30, dim=768, sibling_spread=0.35,
+                                    group_size=3, **shots(4)),
+    "g-5shot-16-1024": dict(n_base=8, n_new=8, dim=1024, **shots(5)),
+    "g-5shot-40-aniso": dict(n_base=20, n_new=20, dim=512, noise_spectrum=0.9, **shots(5)),
+    "g-3shot-24-modes": dict(n_base=12, n_new=12, dim=512, n_modes=2, mode_spread=0.8,
+                             **shots(3)),
+    "g-lt10-50-768": dict(n_base=25, n_new=25, dim=768, max_per_class=10,
+                          imbalance_ratio=0.2),
+    "g-lt5-80": dict(n_base=40, n_new=40, dim=512, max_per_class=5, imbalance_ratio=0.4),
+    "g-6shot-30-1024-gap": dict(n_base=15, n_new=15, dim=1024, modality_gap=2.0, **shots(6)),
+    "g-8shot-16-noisyimg": dict(n_base=8, n_new=8, dim=768, image_noise=0.25, **shots(8)),
+    "g-2shot-20-aligned": dict(n_base=10, n_new=10, dim=512, text_noise=0.6,
+                               text_distortion=1.0, **shots(2)),
+}
+SPECS = WORLDS | VALIDATION | HOLDOUT | FRESH  # every world by name, family or not
 
 # Worlds whose fits cost minutes each on 2 CPU cores: swept over fewer configurations.
 LARGE = {"classes-1000"}

@@ -86,7 +86,8 @@ def choose_calibration(draws, tolerance, weights=ZERO_SHOT_WEIGHTS, merit="best"
     the same rows, ``y``, ``new_col``, ``new_row`` and per-row ``weights``).
 
     Each candidate weight w blends the scores as ``(1 - w) * scores + w * zero_shot``;
-    its bias is :func:`plateau_bias` on every draw, averaged. Its merit is the mean over
+    its bias is :func:`plateau_bias` on every draw, averaged (``tolerance=None``: the
+    middle of the optimal set, :func:`best_bias`). Its merit is the mean over
     draws of each draw's best held-out joint HM (``merit="used"``: the mean held-out
     joint HM at the averaged bias, the one the model will use). The weight with the best
     merit wins, the smallest among ties, so the model falls back towards zero-shot CLIP
@@ -112,7 +113,9 @@ def choose_calibration(draws, tolerance, weights=ZERO_SHOT_WEIGHTS, merit="best"
         if w == 1:
             bias = 0.0
         else:
-            picks = [plateau_bias(s, d["y"], d["new_col"], d["new_row"], tolerance,
+            picks = [best_bias(s, d["y"], d["new_col"], d["new_row"], d["weights"])
+                     if tolerance is None else
+                     plateau_bias(s, d["y"], d["new_col"], d["new_row"], tolerance,
                                   d["weights"]) for s, d in zip(blended, draws)]
             bias, best = float(np.mean([b for b, _ in picks])), np.mean([h for _, h in picks])
         at_bias = float(np.mean([hm_at(s, d, bias) for s, d in zip(blended, draws)]))

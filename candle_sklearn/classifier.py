@@ -82,6 +82,11 @@ def _for_head(X, scale):
 # the family of worlds and the demo's seeds (docs/benchmarks.md) it never lost to
 # zero-shot CLIP; 0 had a 0.010 higher mean joint HM but lost on the demo's image world.
 CALIBRATION_TOLERANCE = 0.02
+# Below this median number of images per base class, new_class_bias="auto" (with
+# zero_shot_weight="auto") uses zero-shot CLIP's scores for joint prediction: a held-back
+# image leaves the refit of a class of two or three images a half or two thirds of them,
+# its bias then errs low, and the blend lost to zero-shot CLIP (docs/benchmarks.md).
+CALIBRATION_MIN_IMAGES = 4
 
 
 # Zero-shot CLIP's scores are cosines times CLIP's logit scale, as the head's are.
@@ -186,8 +191,10 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         When no image can be held back (one base class, or one image per class), the
         calibrated scores fall back to zero-shot CLIP's own (``zero_shot_weight_`` 1,
         bias 0; with a fixed ``zero_shot_weight``, the bias that makes the model answer
-        "new" on the training images as often as zero-shot CLIP does). 0.0 disables
-        it.
+        "new" on the training images as often as zero-shot CLIP does). So they do, with
+        ``zero_shot_weight="auto"``, when the median base class has fewer than four
+        images: holding one back would leave its refit a half or two thirds of them, and
+        the bias chosen on such refits errs low (docs/benchmarks.md). 0.0 disables it.
     zero_shot_weight : float in [0, 1] or "auto", default="auto"
         Weight w of zero-shot CLIP's scores (cosines with the given text features,
         times 100) in the calibrated scores, ``(1 - w) * head + w * zero_shot +
@@ -473,6 +480,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             return fixed or 0.0, float(self.new_class_bias), None
         if text is None or counts.min() > 0:
             return fixed or 0.0, 0.0, None  # no new classes: nothing to balance
+        median = float(np.median(counts[counts > 0]))
+        if fixed is None and (counts > 0).sum() >= 2 and median < CALIBRATION_MIN_IMAGES:
+            return 1.0, 0.0, {"method": "few images per class", "median_images": median}
         draws = self._calibration_draws(X, y_idx, classes, counts, text, seed, lr)
         if draws:
             weight, bias, table = choose_calibration(

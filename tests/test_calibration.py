@@ -5,6 +5,7 @@ import io
 import joblib
 import numpy as np
 import pytest
+from sklearn.preprocessing import normalize
 
 from candle_sklearn import CandleClassifier
 from candle_sklearn._calibration import (ZERO_SHOT_WEIGHTS, best_bias, choose_calibration,
@@ -233,10 +234,42 @@ def test_one_image_per_class_falls_back_to_zero_shot_without_refits(monkeypatch)
     clf = CandleClassifier(classes=one.classes, text_features=one.text_features, **FAST)
     clf.fit(one.X_train, one.y_train)
     assert refits == [len(one.y_train)]  # no held-out refit: nothing can be held back
-    assert clf.zero_shot_weight_ == 1.0 and clf.calibration_["method"] == "zero-shot rate"
+    assert clf.zero_shot_weight_ == 1.0 and clf.new_class_bias_ == 0.0
+    assert clf.calibration_ == {"method": "few images per class", "median_images": 1.0}
     zero_shot = base_new_accuracy(one.y_test, one.X_test @ one.text_features.T, one.classes,
                                   one.new_classes, protocol="joint")["hm"]
     assert _joint(clf, one)["hm"] >= zero_shot - 0.05
+
+
+@pytest.mark.parametrize("shots, method", [(2, "few images per class"),
+                                           (3, "few images per class"),
+                                           (4, "held-out classes")])
+def test_fewer_than_four_images_per_class_use_zero_shot_clip(monkeypatch, shots, method):
+    """Holding back one image of a class of two or three leaves its refit a half or two
+    thirds of them, and the bias chosen on such refits errs low: below a median of four
+    images per base class the calibrated scores are zero-shot CLIP's, without refits."""
+    few = make_clip_like_features(n_base=6, n_new=3, dim=32, max_per_class=shots,
+                                  imbalance_ratio=1.0, n_test_per_class=5, random_state=0)
+    refits = []
+    real_fit = CandleClassifier.fit
+    monkeypatch.setattr(CandleClassifier, "fit",
+                        lambda self, X, y: refits.append(len(y)) or real_fit(self, X, y))
+    clf = CandleClassifier(classes=few.classes, text_features=few.text_features, **FAST)
+    clf.fit(few.X_train, few.y_train)
+    assert clf.calibration_["method"] == method
+    if method == "few images per class":
+        assert refits == [len(few.y_train)]
+        assert (clf.zero_shot_weight_, clf.new_class_bias_) == (1.0, 0.0)
+        assert clf.calibration_["median_images"] == shots
+        np.testing.assert_allclose(  # the calibrated scores are zero-shot CLIP's
+            clf.decision_function(few.X_test),
+            100 * normalize(few.X_test) @ normalize(few.text_features).T, atol=1e-4)
+    else:
+        assert len(refits) == 1 + clf.calibration_repeats
+    # a fixed weight keeps the held-out refits: zero-shot CLIP is not the model asked for
+    fixed = CandleClassifier(classes=few.classes, text_features=few.text_features,
+                             zero_shot_weight=0.0, **FAST).fit(few.X_train, few.y_train)
+    assert fixed.calibration_["method"] == "held-out classes"
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -248,8 +281,9 @@ def test_every_refit_keeps_a_class_with_images_to_hold_back(seed):
     centres = rng.standard_normal((4, 16))
     y = np.array([0] * 6 + [1, 2])  # class 3 is new
     X = centres[y] + 0.1 * rng.standard_normal((len(y), 16))
+    # a fixed zero_shot_weight: with "auto", so few images per class use zero-shot CLIP
     clf = CandleClassifier(classes=[0, 1, 2, 3], text_features=centres, max_steps=2,
-                           device="cpu", random_state=seed).fit(X, y)
+                           zero_shot_weight=0.0, device="cpu", random_state=seed).fit(X, y)
     assert clf.calibration_["method"] == "held-out classes"
     assert len(clf.calibration_["held_out"]) == clf.calibration_repeats
     assert all(0 not in held for held in clf.calibration_["held_out"])
