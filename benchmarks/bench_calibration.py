@@ -25,7 +25,7 @@ import numpy as np
 from worlds import RESULTS, WORLDS, load_world
 
 from candle_sklearn import CandleClassifier
-from candle_sklearn.classifier import CALIBRATION_MIN_IMAGES
+from candle_sklearn.classifier import CALIBRATION_MIN_IMAGES, CALIBRATION_TOLERANCE
 from candle_sklearn._baselines import zero_shot_scores
 from candle_sklearn._calibration import (best_bias, choose_calibration, joint_hm_by_bias,
                                          plateau_bias, rate_matched_bias)
@@ -132,9 +132,10 @@ def one_world(world, seed, params):
     fallback = (1.0, 0.0)  # zero-shot CLIP itself, as the classifier falls back
     out = {rule: joint(b, w) for rule, (w, b) in _rules(draws, fallback).items()}
     # the package's rule: zero-shot CLIP below a median of four images per base class
-    median = float(np.median(clf.class_counts_[clf.class_counts_ > 0]))
+    many = clf.class_counts_[clf.class_counts_ >= 2]  # the classes held back from
+    median = float(np.median(many)) if many.size else 0.0
     out[DEFAULT_RULE] = joint(*((0.0, 1.0) if median < CALIBRATION_MIN_IMAGES or not draws
-                                else choose_calibration(draws, 0.02)[1::-1]))
+                                else choose_calibration(draws, CALIBRATION_TOLERANCE)[1::-1]))
     # the alternative: keep the refits, but scale their bias by how much of its images a
     # held-back class keeps (0.75 / kept fraction, at least 1: x1.5 at two images)
     if draws:
@@ -181,15 +182,19 @@ def study(worlds, seeds, params, out="calibration.json"):
     print(f"\nmean over {len(worlds)} worlds x {len(seeds)} seeds: joint HM, regret against "
           "the hindsight optimum, and the worst margin over zero-shot CLIP (any world, "
           "any seed; negative: a loss to zero-shot)\n")
-    print("| rule | joint HM | regret | worst vs zero-shot | worlds lost to zero-shot |")
-    print("|---|---|---|---|---|")
+    print("| rule | joint HM | regret | worst vs zero-shot | worlds lost to zero-shot | "
+          "fits lost |")
+    print("|---|---|---|---|---|---|")
     for rule in rules:
         hm = np.mean([rows[w][rule] for w in worlds])
         regret = np.mean([rows[w]["hindsight optimum"] - rows[w][rule] for w in worlds])
         worst = min(rows[w]["_worst_vs_zero_shot"][rule] for w in worlds)
         lost = sum(rows[w]["_worst_vs_zero_shot"][rule] < 0 for w in worlds)
         where = min(worlds, key=lambda w: rows[w]["_worst_vs_zero_shot"][rule])
-        print(f"| {rule} | {hm:.3f} | {regret:.3f} | {worst:+.3f} ({where}) | {lost} |")
+        fits = sum(p[rule] < p["zero-shot CLIP"] for w in worlds
+                   for p in rows[w]["_per_seed"].values())
+        print(f"| {rule} | {hm:.3f} | {regret:.3f} | {worst:+.3f} ({where}) | {lost} | "
+              f"{fits} |")
     print("\nthe head's bias (w = 0) chosen on the draws over the best one on the test set, "
           "by the median base class's images (mean over seeds)\n")
     print("| world | median images | draws' bias / test's best bias |")

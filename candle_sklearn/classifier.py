@@ -82,10 +82,11 @@ def _for_head(X, scale):
 # the family of worlds and the demo's seeds (docs/benchmarks.md) it never lost to
 # zero-shot CLIP; 0 had a 0.010 higher mean joint HM but lost on the demo's image world.
 CALIBRATION_TOLERANCE = 0.02
-# Below this median number of images per base class, new_class_bias="auto" (with
-# zero_shot_weight="auto") uses zero-shot CLIP's scores for joint prediction: a held-back
-# image leaves the refit of a class of two or three images a half or two thirds of them,
-# its bias then errs low, and the blend lost to zero-shot CLIP (docs/benchmarks.md).
+# Below this median number of images per base class (of those with two or more, which
+# the refits hold an image back from), new_class_bias="auto" (with zero_shot_weight=
+# "auto") uses zero-shot CLIP's scores for joint prediction: a held-back image leaves the
+# refit of a class of two or three images a half or two thirds of them, its bias then
+# errs low, and the blend lost to zero-shot CLIP (docs/benchmarks.md).
 CALIBRATION_MIN_IMAGES = 4
 
 
@@ -192,9 +193,10 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         calibrated scores fall back to zero-shot CLIP's own (``zero_shot_weight_`` 1,
         bias 0; with a fixed ``zero_shot_weight``, the bias that makes the model answer
         "new" on the training images as often as zero-shot CLIP does). So they do, with
-        ``zero_shot_weight="auto"``, when the median base class has fewer than four
-        images: holding one back would leave its refit a half or two thirds of them, and
-        the bias chosen on such refits errs low (docs/benchmarks.md). 0.0 disables it.
+        ``zero_shot_weight="auto"`` and without refits, when the base classes of two
+        images or more have fewer than four in the median: holding one back would leave
+        their refits a half or two thirds of them, and the bias chosen on such refits
+        errs low (docs/benchmarks.md). 0.0 disables it.
     zero_shot_weight : float in [0, 1] or "auto", default="auto"
         Weight w of zero-shot CLIP's scores (cosines with the given text features,
         times 100) in the calibrated scores, ``(1 - w) * head + w * zero_shot +
@@ -203,13 +205,15 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         classes: text scores rank base against new classes on one scale, where the
         head's new classes have only their virtual prototypes, so the held-out classes
         decide how far to lean on them; with w = 1 the bias is 0, so that the model is
-        zero-shot CLIP itself. Otherwise ``"auto"`` is 0. The uncalibrated scores
-        (``calibrated=False``) are always the head's own.
+        zero-shot CLIP itself. Below four images per base class (see
+        ``new_class_bias``) it is 1, without refits. Otherwise ``"auto"`` is 0. The
+        uncalibrated scores (``calibrated=False``) are always the head's own.
     calibration_repeats : int, default=3
         Held-out draws (extra fits, each on the kept classes only) for
         ``new_class_bias="auto"``. Fewer draws cost less but the bias varies more from
         draw to draw: with one, the demo's image world lost to zero-shot CLIP on two
-        seeds of three (docs/benchmarks.md).
+        seeds of three (docs/benchmarks.md). No refit runs where the calibrated scores
+        are zero-shot CLIP's without them (see ``new_class_bias``).
     optimizer : {"adamw", "adam", "sgd"}, default="adamw"
     lr : float or "auto", default="auto"
         Peak learning rate, decayed by a cosine schedule over all steps. ``"auto"``
@@ -279,9 +283,13 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
     zero_shot_weight_ : float
         Weight of zero-shot CLIP's scores in the calibrated scores.
     calibration_ : dict or None
-        With ``new_class_bias="auto"``: how they were chosen (the held-out classes of
-        each draw, and per candidate zero-shot weight the bias, the held-out joint HM
-        it was chosen by, each draw's best, and the held-out joint HM at that bias).
+        With ``new_class_bias="auto"``: how they were chosen. ``"method"`` says which
+        way: ``"held-out classes"`` (the refits; with the held-out classes of each draw,
+        and per candidate zero-shot weight the bias, the held-out joint HM it was chosen
+        by, each draw's best, and the held-out joint HM at that bias), ``"few images per
+        class"`` (zero-shot CLIP without refits; with ``"median_images"``) or
+        ``"zero-shot rate"`` (nothing to hold back). None otherwise (a fixed bias, no new
+        classes or no text).
     history_ : list of float
         Mean training loss per epoch.
     lr_ : float
@@ -480,9 +488,12 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             return fixed or 0.0, float(self.new_class_bias), None
         if text is None or counts.min() > 0:
             return fixed or 0.0, 0.0, None  # no new classes: nothing to balance
-        median = float(np.median(counts[counts > 0]))
-        if fixed is None and (counts > 0).sum() >= 2 and median < CALIBRATION_MIN_IMAGES:
-            return 1.0, 0.0, {"method": "few images per class", "median_images": median}
+        # the classes an image is held back from (those of one image stay whole)
+        held_back_from = counts[counts >= 2]
+        if (fixed is None and (counts > 0).sum() >= 2 and held_back_from.size
+                and np.median(held_back_from) < CALIBRATION_MIN_IMAGES):
+            return 1.0, 0.0, {"method": "few images per class",
+                              "median_images": float(np.median(held_back_from))}
         draws = self._calibration_draws(X, y_idx, classes, counts, text, seed, lr)
         if draws:
             weight, bias, table = choose_calibration(

@@ -234,8 +234,7 @@ def test_one_image_per_class_falls_back_to_zero_shot_without_refits(monkeypatch)
     clf = CandleClassifier(classes=one.classes, text_features=one.text_features, **FAST)
     clf.fit(one.X_train, one.y_train)
     assert refits == [len(one.y_train)]  # no held-out refit: nothing can be held back
-    assert clf.zero_shot_weight_ == 1.0 and clf.new_class_bias_ == 0.0
-    assert clf.calibration_ == {"method": "few images per class", "median_images": 1.0}
+    assert clf.zero_shot_weight_ == 1.0 and clf.calibration_["method"] == "zero-shot rate"
     zero_shot = base_new_accuracy(one.y_test, one.X_test @ one.text_features.T, one.classes,
                                   one.new_classes, protocol="joint")["hm"]
     assert _joint(clf, one)["hm"] >= zero_shot - 0.05
@@ -270,6 +269,38 @@ def test_fewer_than_four_images_per_class_use_zero_shot_clip(monkeypatch, shots,
     fixed = CandleClassifier(classes=few.classes, text_features=few.text_features,
                              zero_shot_weight=0.0, **FAST).fit(few.X_train, few.y_train)
     assert fixed.calibration_["method"] == "held-out classes"
+
+
+@pytest.mark.parametrize("counts, method", [([1, 1, 1, 4, 9, 20], "held-out classes"),
+                                            ([1, 1, 1, 1, 3, 3, 4], "few images per class"),
+                                            ([2, 3, 4, 5], "few images per class"),
+                                            ([2, 4, 4, 5], "held-out classes")])
+def test_the_median_counts_the_classes_an_image_is_held_back_from(counts, method):
+    """Classes of one image stay whole in the refits: a long tail of them does not make
+    the head classes' refits any poorer (median of [4, 9, 20] is 9), nor do they make
+    few-image classes richer (median of [3, 3, 4] is 3; of [2, 3, 4, 5], 3.5)."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((len(counts) + 2, 16))
+    y = np.repeat(np.arange(len(counts)), counts)
+    X = centres[y] + 0.2 * rng.standard_normal((len(y), 16))
+    clf = CandleClassifier(classes=np.arange(len(counts) + 2), text_features=centres,
+                           **FAST).fit(X, y)
+    assert clf.calibration_["method"] == method
+    if method == "few images per class":
+        many = np.array(counts)[np.array(counts) >= 2]
+        assert clf.calibration_["median_images"] == np.median(many)
+        assert (clf.zero_shot_weight_, clf.new_class_bias_) == (1.0, 0.0)
+
+
+def test_one_base_class_of_few_images_still_warns():
+    """One base class: nothing to hold out, whatever its images; the warning stays."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 16))
+    X = centres[[0, 0, 0]] + 0.1 * rng.standard_normal((3, 16))
+    with pytest.warns(UserWarning, match="at least two base classes"):
+        clf = CandleClassifier(classes=[0, 1, 2], text_features=centres, **FAST).fit(
+            X, [0, 0, 0])
+    assert clf.calibration_["method"] == "zero-shot rate"
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -266,10 +266,11 @@ def test_class_tables_in_any_order(seed, kind, counts, n_new, dim, names, as_lis
     assert 0 <= clf.zero_shot_weight_ <= 1
     if bias != "auto":
         assert clf.new_class_bias_ == bias
-    elif n_new and len(base) >= 2 and zero_shot == "auto" and np.median(counts) < 4:
+    elif (n_new and len(base) >= 2 and zero_shot == "auto" and max(counts) >= 2
+          and np.median([c for c in counts if c >= 2]) < 4):
         # too few images per class to stand for the model in refits: zero-shot CLIP
-        assert clf.calibration_ == {"method": "few images per class",
-                                    "median_images": float(np.median(counts))}
+        assert clf.calibration_ == {"method": "few images per class", "median_images":
+                                    float(np.median([c for c in counts if c >= 2]))}
         assert (clf.zero_shot_weight_, clf.new_class_bias_) == (1.0, 0.0)
     elif n_new and len(base) >= 2 and clf.calibration_["method"] == "held-out classes":
         assert len(clf.calibration_["held_out"]) == 1
