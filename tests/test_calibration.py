@@ -224,13 +224,20 @@ def test_auto_chooses_the_weight_with_the_best_held_out_hm(data):
     assert set(fixed.calibration_["by_zero_shot_weight"]) == {"0"}
 
 
+def _record_fits(monkeypatch):
+    """The training-set size of every CandleClassifier.fit from now on (the fit, then
+    each calibration refit)."""
+    sizes = []
+    real_fit = CandleClassifier.fit
+    monkeypatch.setattr(CandleClassifier, "fit",
+                        lambda self, X, y: sizes.append(len(y)) or real_fit(self, X, y))
+    return sizes
+
+
 def test_one_image_per_class_falls_back_to_zero_shot_without_refits(monkeypatch):
     one = make_clip_like_features(n_base=8, n_new=4, dim=32, max_per_class=1,
                                   imbalance_ratio=1.0, n_test_per_class=10, random_state=1)
-    refits = []
-    real_fit = CandleClassifier.fit
-    monkeypatch.setattr(CandleClassifier, "fit",
-                        lambda self, X, y: refits.append(len(y)) or real_fit(self, X, y))
+    refits = _record_fits(monkeypatch)
     clf = CandleClassifier(classes=one.classes, text_features=one.text_features, **FAST)
     clf.fit(one.X_train, one.y_train)
     assert refits == [len(one.y_train)]  # no held-out refit: nothing can be held back
@@ -249,10 +256,7 @@ def test_fewer_than_four_images_per_class_use_zero_shot_clip(monkeypatch, shots,
     images per base class the calibrated scores are zero-shot CLIP's, without refits."""
     few = make_clip_like_features(n_base=6, n_new=3, dim=32, max_per_class=shots,
                                   imbalance_ratio=1.0, n_test_per_class=5, random_state=0)
-    refits = []
-    real_fit = CandleClassifier.fit
-    monkeypatch.setattr(CandleClassifier, "fit",
-                        lambda self, X, y: refits.append(len(y)) or real_fit(self, X, y))
+    refits = _record_fits(monkeypatch)
     clf = CandleClassifier(classes=few.classes, text_features=few.text_features, **FAST)
     clf.fit(few.X_train, few.y_train)
     assert clf.calibration_["method"] == method
