@@ -205,9 +205,10 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         classes: text scores rank base against new classes on one scale, where the
         head's new classes have only their virtual prototypes, so the held-out classes
         decide how far to lean on them; with w = 1 the bias is 0, so that the model is
-        zero-shot CLIP itself. Below four images per base class (see
-        ``new_class_bias``) it is 1, without refits. Otherwise ``"auto"`` is 0. The
-        uncalibrated scores (``calibrated=False``) are always the head's own.
+        zero-shot CLIP itself. Below a median of four images per base class (over the
+        classes of two or more; see ``new_class_bias``) it is 1, without refits. With a
+        fixed ``new_class_bias`` (or no new classes) ``"auto"`` is 0. The uncalibrated
+        scores (``calibrated=False``) are always the head's own.
     calibration_repeats : int, default=3
         Held-out draws (extra fits, each on the kept classes only) for
         ``new_class_bias="auto"``. Fewer draws cost less but the bias varies more from

@@ -316,9 +316,8 @@ def test_every_refit_keeps_a_class_with_images_to_hold_back(seed):
     centres = rng.standard_normal((4, 16))
     y = np.array([0] * 6 + [1, 2])  # class 3 is new
     X = centres[y] + 0.1 * rng.standard_normal((len(y), 16))
-    # a fixed zero_shot_weight: with "auto", so few images per class use zero-shot CLIP
     clf = CandleClassifier(classes=[0, 1, 2, 3], text_features=centres, max_steps=2,
-                           zero_shot_weight=0.0, device="cpu", random_state=seed).fit(X, y)
+                           device="cpu", random_state=seed).fit(X, y)
     assert clf.calibration_["method"] == "held-out classes"
     assert len(clf.calibration_["held_out"]) == clf.calibration_repeats
     assert all(0 not in held for held in clf.calibration_["held_out"])
