@@ -103,8 +103,9 @@ HOLDOUT = {
     "h-3shot-50-aniso-768": dict(n_base=25, n_new=25, dim=768, noise_spectrum=0.8, **shots(3)),
 }
 # Few-shot and small long-tailed worlds made after new_class_bias="auto" learned to fall
-# back to zero-shot CLIP below four images per base class (median): a check of that rule
-# on data it has not seen (2 to 8 shots, 16 to 100 classes).
+# back to zero-shot CLIP below a median of four images per base class (of those with two
+# or more): a check of that rule on data it has not seen (2 to 8 shots, 16 to 100
+# classes).
 FRESH = {
     "g-2shot-100": dict(n_base=50, n_new=50, dim=512, **shots(2)),
     "g-3shot-80-768-gap": dict(n_base=40, n_new=40, dim=768, modality_gap=1.5, **shots(3)),
