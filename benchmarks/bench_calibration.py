@@ -25,7 +25,7 @@ import numpy as np
 from worlds import RESULTS, WORLDS, load_world
 
 from candle_sklearn import CandleClassifier
-from candle_sklearn.classifier import CALIBRATION_MIN_IMAGES, CALIBRATION_TOLERANCE
+from candle_sklearn.classifier import CALIBRATION_TOLERANCE, _few_images_median, _held_back
 from candle_sklearn._baselines import zero_shot_scores
 from candle_sklearn._calibration import (best_bias, choose_calibration, joint_hm_by_bias,
                                          plateau_bias, rate_matched_bias)
@@ -131,23 +131,23 @@ def one_world(world, seed, params):
     rate = float(np.mean(zs_train[:, new_col].max(1) > zs_train[:, ~new_col].max(1)))
     fallback = (1.0, 0.0)  # zero-shot CLIP itself, as the classifier falls back
     out = {rule: joint(b, w) for rule, (w, b) in _rules(draws, fallback).items()}
-    # the package's rule: zero-shot CLIP below a median of four images per base class
-    many = clf.class_counts_[clf.class_counts_ >= 2]  # the classes held back from
-    median = float(np.median(many)) if many.size else 0.0
-    out[DEFAULT_RULE] = joint(*((0.0, 1.0) if median < CALIBRATION_MIN_IMAGES or not draws
-                                else choose_calibration(draws, CALIBRATION_TOLERANCE)[1::-1]))
-    # the alternative: keep the refits, but scale their bias by how much of its images a
-    # held-back class keeps (0.75 / kept fraction, at least 1: x1.5 at two images)
+    counts = clf.class_counts_
     if draws:
-        w, b, _ = choose_calibration(draws, 0.02)
-        kept = [clf.class_counts_[np.unique(d["y"][~d["new_row"]])] for d in draws]
-        kept = np.concatenate([(n - np.maximum(1, n // 5)) / n for n in kept])
+        w, b, _ = choose_calibration(draws, CALIBRATION_TOLERANCE)
+        # the package's rule: zero-shot CLIP below a median of four images per class
+        out[DEFAULT_RULE] = (joint(0.0, 1.0) if _few_images_median(counts) is not None
+                             else joint(b, w))
+        # the alternative: keep the refits, but scale their bias by how much of its
+        # images a held-back class keeps (0.75 / kept fraction, at least 1: x1.5 at two)
+        kept = np.concatenate([counts[np.unique(d["y"][~d["new_row"]])] for d in draws])
+        kept = (kept - _held_back(kept)) / kept
         out[SCALED_RULE] = joint(b * (1.0 if w == 1 else max(1.0, np.mean(0.75 / kept))), w)
     else:
-        out[SCALED_RULE] = joint(0.0, 1.0)
+        out[DEFAULT_RULE] = out[SCALED_RULE] = joint(0.0, 1.0)
     # the head's own bias (w = 0): chosen on the draws (middle of the optimum) against
     # the best on the test set; their ratio shows how far refits stand for the model
-    out["_median_images"] = median
+    many = counts[counts >= 2]
+    out["_median_images"] = float(np.median(many)) if many.size else 0.0
     if draws:
         out["_bias_draws"] = float(np.mean([best_bias(d["scores"], d["y"], d["new_col"],
                                                       d["new_row"], d["weights"])[0]

@@ -117,6 +117,22 @@ def _duplicates(values):
     return uniq[counts > 1].tolist()
 
 
+def _held_back(count):
+    """Images a calibration refit holds back from a kept class of ``count`` (two or
+    more): a fifth, at least one. Works on arrays of counts too."""
+    return np.maximum(1, count // 5)
+
+
+def _few_images_median(counts):
+    """The median images of the base classes an image is held back from (those of two or
+    more; one-image classes stay whole), where it is below ``CALIBRATION_MIN_IMAGES``:
+    their refits then keep too little of each class to stand for the fitted model.
+    None otherwise, or when no class has two images."""
+    held_back_from = counts[counts >= 2]
+    median = float(np.median(held_back_from)) if held_back_from.size else None
+    return median if median is not None and median < CALIBRATION_MIN_IMAGES else None
+
+
 def _draw_held_out(rng, base, n_held, multi):
     """``n_held`` of the ``base`` classes to hold out in a calibration refit, keeping at
     least one of the classes in ``multi`` (two images or more), which is where held-back
@@ -489,12 +505,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             return fixed or 0.0, float(self.new_class_bias), None
         if text is None or counts.min() > 0:
             return fixed or 0.0, 0.0, None  # no new classes: nothing to balance
-        # the classes an image is held back from (those of one image stay whole)
-        held_back_from = counts[counts >= 2]
-        if (fixed is None and (counts > 0).sum() >= 2 and held_back_from.size
-                and np.median(held_back_from) < CALIBRATION_MIN_IMAGES):
-            return 1.0, 0.0, {"method": "few images per class",
-                              "median_images": float(np.median(held_back_from))}
+        median = _few_images_median(counts)
+        if fixed is None and (counts > 0).sum() >= 2 and median is not None:
+            return 1.0, 0.0, {"method": "few images per class", "median_images": median}
         draws = self._calibration_draws(X, y_idx, classes, counts, text, seed, lr)
         if draws:
             weight, bias, table = choose_calibration(
@@ -544,7 +557,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             validation = np.zeros(len(y_idx), dtype=bool)
             for c in np.setdiff1d(np.flatnonzero(counts >= 2), held):
                 idx = np.flatnonzero(y_idx == c)
-                validation[rng.choice(idx, max(1, len(idx) // 5), replace=False)] = True
+                validation[rng.choice(idx, _held_back(len(idx)), replace=False)] = True
             train = ~is_held & ~validation
             sub = self._variant(
                 classes=classes, text_features=text, class_names=None, encoder=None,
