@@ -180,6 +180,8 @@ def done():
 
 
 def sweep(seeds, jobs, worlds, configs):
+    """Fit `configs` (or, where None, every configuration that a world already has in the
+    log: new seeds for an existing sweep) on `worlds` x `seeds`."""
     from joblib import Parallel, delayed
 
     import bench_defaults  # by reference, so that workers import it rather than unpickle
@@ -188,8 +190,12 @@ def sweep(seeds, jobs, worlds, configs):
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent),
                                                             os.environ.get("PYTHONPATH")]))
     have = done()
+    if configs is None:
+        configs = {w: sorted({c for (world, _, c) in have if world == w}) for w in worlds}
+    else:
+        configs = {w: LARGE_CONFIGS if w in LARGE else configs for w in worlds}
     todo = [(w, s, c) for w in worlds for s in (seeds[:1] if w in LARGE else seeds)
-            for c in (LARGE_CONFIGS if w in LARGE else configs) if (w, s, c) not in have]
+            for c in configs[w] if (w, s, c) not in have]
     todo.sort(key=lambda t: (t[0] in LARGE, t[1], t[0]))  # small worlds first
     # one fit per distinct training run; its row is copied to the equivalent configurations
     runs, same = {}, {}
@@ -338,14 +344,17 @@ def main():
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--worlds", nargs="+", default=list(WORLDS))
     parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--configs", nargs="+", help="report only these configurations")
+    parser.add_argument("--configs", nargs="+", help="sweep or report only these configurations")
+    parser.add_argument("--same-configs", action="store_true",
+                        help="sweep every configuration that each world already has (new seeds)")
     parser.add_argument("--validation", action="store_true",
                         help="report on the validation worlds (kept out of the family)")
     parser.add_argument("--holdout", action="store_true",
                         help="report on the worlds made after the default was chosen")
     args = parser.parse_args()
     if args.command == "sweep":
-        sweep(args.seeds, args.jobs, args.worlds, args.configs or CANDIDATES)
+        sweep(args.seeds, args.jobs, args.worlds,
+              None if args.same_configs else args.configs or CANDIDATES)
     else:
         kept_out = args.validation or args.holdout
         report(args.markdown, args.configs or (VALIDATION_CONFIGS if kept_out else CANDIDATES),

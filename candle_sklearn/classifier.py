@@ -13,6 +13,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
+from ._baselines import zero_shot_scores
 from ._calibration import (ZERO_SHOT_WEIGHTS, choose_calibration, class_balanced_weights,
                            rate_matched_bias)
 from ._head import CONTEXTS, CandleHead
@@ -88,21 +89,6 @@ CALIBRATION_TOLERANCE = 0.02
 # refit of a class of two or three images a half or two thirds of them, its bias then
 # errs low, and the blend lost to zero-shot CLIP (docs/benchmarks.md).
 CALIBRATION_MIN_IMAGES = 4
-
-
-# Zero-shot CLIP's scores are cosines times CLIP's logit scale, as the head's are.
-ZERO_SHOT_SCALE = 100.0
-
-
-def _unit_rows(A):
-    """Rows of ``A`` scaled to unit norm in float64; a zero row stays zero."""
-    A = np.asarray(A, np.float64)
-    return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-300)
-
-
-def _zero_shot(X, text):
-    """Cosine of each feature row with each class's text feature (zero-shot CLIP)."""
-    return _unit_rows(X) @ _unit_rows(text).T
 
 
 def _in_class_order(head_scores, order):
@@ -523,7 +509,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         # a fixed weight, be as ready to answer "new" on the training images as
         # zero-shot CLIP is on them.
         weight = 1.0 if fixed is None else fixed
-        zs = _zero_shot(X, text)
+        zs = zero_shot_scores(X, text)
         rate = float(np.mean(zs[:, counts == 0].max(axis=1) > zs[:, counts > 0].max(axis=1)))
         bias = 0.0 if weight == 1 else rate_matched_bias(head_scores(X, weight), counts == 0,
                                                            rate)
@@ -567,7 +553,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             evaluate = is_held | validation
             draws.append({"held_out": classes[held], "y": y_idx[evaluate],
                           "scores": sub._head_scores(X[evaluate], calibrated=False),
-                          "zero_shot": ZERO_SHOT_SCALE * _zero_shot(X[evaluate], text),
+                          "zero_shot": zero_shot_scores(X[evaluate], text),
                           "weights": class_balanced_weights(y_idx[evaluate]),
                           "new_col": sub.class_counts_ == 0, "new_row": is_held[evaluate]})
         return draws
