@@ -234,8 +234,8 @@ def evaluate_image_folder(model, test_dir, *, on_error="stop", plot=None, verbos
                   **{m: float(np.mean(p[y == c] == c)) for m, p in predicted.items()}}
                  for c, n in zip(classes[present], counts[present])]
     per_class.sort(key=lambda r: (-r["n_train"], str(r["class"])))
-    if plot:
-        _plot_long_tail(y, predicted, classes[present], counts[present], plot)
+    if plot:  # every class of the model: images may be predicted as a class not in the folder
+        _plot_long_tail(y, predicted, classes, counts, plot)
     return Bunch(summary=summary, per_class=per_class, plot=plot or None,
                  methods=list(scores))
 

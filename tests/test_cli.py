@@ -229,6 +229,22 @@ def test_evaluate(model_path, folders, tmp_path, capsys):
     assert plot is None or plot.stat().st_size > 0
 
 
+def test_evaluate_a_folder_of_some_classes(model_path, tmp_path):
+    """Images predicted as a class that has no folder in the test set (here a folder of
+    one class holding another class's images): the plot shows every class of the model."""
+    pytest.importorskip("matplotlib")
+    write_image_folder(str(tmp_path / "drawn"), names=[WORLD8[0]], n=(4,))
+    test = tmp_path / "test"
+    test.mkdir()
+    (tmp_path / "drawn" / WORLD8[0]).rename(test / WORLD8[1])
+    plot = tmp_path / "lt.png"
+    assert main(["evaluate", model_path, str(test), "-o", str(tmp_path / "pc.csv"), "-q",
+                 "--plot", str(plot)]) == 0
+    rows = _csv(tmp_path / "pc.csv")
+    assert [r["class"] for r in rows] == [WORLD8[1]] and float(rows[0]["candle"]) < 1
+    assert plot.stat().st_size > 0
+
+
 # ------------------------------------------------------------------ bad inputs
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory):
