@@ -54,13 +54,18 @@ SET_BY_COMMAND = ("classes", "class_names", "text_features", "templates", "encod
 
 def check_candle_params(params):
     """Raise ``ValueError`` naming any key of ``params`` that is not a
-    :class:`~candle_sklearn.CandleClassifier` parameter, or one the commands set."""
+    :class:`~candle_sklearn.CandleClassifier` parameter, or one the commands set, or any
+    value that the classifier would reject: before any image is embedded."""
     from .classifier import CandleClassifier
 
     known = set(CandleClassifier().get_params(deep=False)) - set(SET_BY_COMMAND)
     if unknown := sorted(set(params or {}) - known):
         raise ValueError(f"--param {', '.join(unknown)}: not a CandleClassifier parameter "
                          f"that can be set here; these can: {', '.join(sorted(known))}")
+    try:
+        CandleClassifier(**(params or {}))._validate_params()
+    except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError is both
+        raise ValueError(f"--param: {exc}") from None
 
 
 def _format_strings(templates):

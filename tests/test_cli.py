@@ -341,6 +341,9 @@ def test_usage_errors_exit_2(capsys):
      "--param nope: not a CandleClassifier parameter"),
     (["reproduce", "--dataset", "oxford_pets", "--root", "x", "--param", "classes=3"],
      "--param classes: not a CandleClassifier parameter"),
+    # a bad value is a usage error too, found before any image is embedded
+    (["fit", "train", "-o", "m.safetensors", "--param", "tau=-1"],
+     "--param: The 'tau' parameter of CandleClassifier must be"),
     (["fit", "train", "-o", "m.safetensors", "--num-workers", "-1"], "must be at least 0"),
     (["demo", "--features", "--plot", "p.png"], "the --features demo makes no plot"),
 ])
