@@ -410,8 +410,14 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : CandleClassifier
         """
-        with torch_threads(self.n_jobs):
-            return self._fit(X, y)
+        fitted = dict(vars(self))  # validate_data resets n_features_in_ first
+        try:
+            with torch_threads(self.n_jobs):
+                return self._fit(X, y)
+        except BaseException:  # a failed fit leaves an earlier one as it was
+            vars(self).clear()
+            vars(self).update(fitted)
+            raise
 
     def _fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])

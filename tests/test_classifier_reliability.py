@@ -57,6 +57,21 @@ def test_diverged_fit_is_an_error_that_says_what_to_lower(param, value):
     np.testing.assert_array_equal(good.predict_proba(d.X_test), before)  # earlier fit kept
 
 
+def test_a_failed_fit_on_other_features_keeps_the_earlier_fit(data, fitted):
+    """validate_data resets n_features_in_ before anything can fail: a failed refit on
+    features of another width used to leave the old head with the new width. Found by a
+    review."""
+    clf = copy.deepcopy(fitted)
+    before = clf.predict_proba(data.X_test)
+    narrow = data.X_train[:, :24]
+    with pytest.raises(ValueError, match="text features must have shape"):
+        clf.fit(narrow, data.y_train)
+    with pytest.raises(ValueError, match="have no training sample"):
+        clf.set_params(text_features=None).fit(narrow, np.full(len(narrow), data.y_train[0]))
+    assert clf.n_features_in_ == data.X_train.shape[1]
+    np.testing.assert_array_equal(clf.predict_proba(data.X_test), before)
+
+
 def test_a_huge_learning_rate_never_gives_nan(data):
     """On other data lr=1e3 stays finite: a poor model, but never NaN probabilities."""
     for seed in range(2):
