@@ -571,7 +571,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         classes do at ``fit``; they go through the fitted projections and attention,
         and ``new_class_bias_`` applies to them. Unlike classes named before ``fit``,
         their prototypes were never trained and did not compete with the others in
-        the loss (see docs/guide.md for the measured difference).
+        the loss (see docs/guide.md for the measured difference). A model fitted
+        without new classes has no calibrated bias for them (``new_class_bias_`` is 0,
+        so they are rarely predicted): it warns.
 
         Parameters
         ----------
@@ -608,6 +610,14 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         if self.class_names_ is not None and names is not None:
             if clash := np.intersect1d(names, self.class_names_).tolist():
                 raise ValueError(f"class_names already in use: {clash}")
+        if self.new_class_bias == "auto" and self.calibration_ is None:
+            warnings.warn(
+                "this model was fitted without new classes, so new_class_bias='auto' had "
+                f"nothing to calibrate (new_class_bias_={self.new_class_bias_:g}): the added "
+                "classes compete with the trained base classes without a bias and are "
+                "rarely predicted. Name them in `classes` before fit (the calibration then "
+                "sets the bias), or set new_class_bias_ (metrics.best_new_class_bias finds "
+                "one from a few labelled images).", UserWarning, stacklevel=2)
         self.head_.add_new_classes(torch.as_tensor(text))
         self._append_in_head_order(added, names, text)
         return self

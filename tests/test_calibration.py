@@ -1,10 +1,12 @@
 """new_class_bias (joint calibration of base and new classes) and add_classes."""
 
 import io
+import warnings
 
 import joblib
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.preprocessing import normalize
 
 from candle_sklearn import CandleClassifier
@@ -128,10 +130,18 @@ def test_add_classes_to_a_model_without_new_classes(data):
     clf = CandleClassifier(classes=data.base_classes,
                            text_features=data.text_features[data.base_classes], **FAST)
     clf.fit(data.X_train[base], data.y_train[base])
-    clf.add_classes(data.new_classes, text_features=data.text_features[data.new_classes])
+    added = dict(text_features=data.text_features[data.new_classes])
+    # nothing calibrated the bias for new classes: it warns (found by a review)
+    with pytest.warns(UserWarning, match="fitted without new classes.*rarely predicted"):
+        clf.add_classes(data.new_classes, **added)
     ref = base_new_accuracy(data.y_test, clf.predict_proba(data.X_test), clf.classes_,
                             data.new_classes)
     assert ref["new"] > 0.3  # chance among 10 new classes: 0.1
+    fixed = clone(clf).set_params(new_class_bias=0.0).fit(data.X_train[base],
+                                                          data.y_train[base])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a bias the user chose: no warning
+        fixed.add_classes(data.new_classes, **added)
 
 
 def test_pickle_keeps_bias_and_added_classes(data):
