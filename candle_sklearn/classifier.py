@@ -728,8 +728,9 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = head_classes[perm]
         self.class_counts_ = extend(self.class_counts_, np.zeros(len(added), int))[perm]
         self.text_features_ = extend(self.text_features_, text)[perm]
-        self.class_names_ = (None if self.class_names_ is None or names is None
-                             else extend(self.class_names_, names)[perm])
+        if self.class_names_ is not None:  # unnamed added classes go by their labels
+            names = added.astype(str) if names is None else names
+            self.class_names_ = extend(self.class_names_, names)[perm]
         self.new_classes_ = self.classes_[self.class_counts_ == 0]
         self.head_order_ = np.argsort(perm)
 

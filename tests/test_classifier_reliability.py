@@ -200,6 +200,17 @@ def test_add_classes_keeps_str_labels_str(data):
     assert clf.predict(data.X_test[:3]).dtype.kind == "U"
 
 
+def test_add_classes_without_names_keeps_the_names_of_the_others(data):
+    """Numeric classes with names, then a class added by its text features alone: it
+    goes by its label, and the others keep theirs (they all became None; a review)."""
+    names = [f"class {i}" for i in data.classes]
+    clf = _clf(data, class_names=names, new_class_bias=0.0).fit(data.X_train, data.y_train)
+    clf.add_classes([40], text_features=np.ones((1, 32)))
+    assert clf.class_names_.tolist() == names + ["40"]
+    with pytest.raises(ValueError, match=r"class_names already in use: \['class 3'\]"):
+        clf.add_classes([41], class_names=["class 3"], text_features=np.ones((1, 32)))
+
+
 # ---------------------------------------------- errors 1: auto calibration, one-image classes
 def test_auto_calibration_with_one_image_base_classes_never_fails():
     gen = np.random.default_rng(0)
