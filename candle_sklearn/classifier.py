@@ -670,6 +670,8 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
     def _class_table(self, y, n_features):
         """Sorted classes with their names and text features (or None), validated."""
         classes = np.unique(y) if self.classes is None else _as_1d("classes", self.classes)
+        if classes.dtype.kind == "O" and not _is_text(classes):  # numbers held as objects
+            classes = np.array(classes.tolist())
         if _is_text(classes) != _is_text(y):
             raise ValueError(f"y ({np.asarray(y).dtype}) and classes ({classes.dtype}) must "
                              "both be strings or both be numbers")
@@ -688,7 +690,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
 
     def _names(self, classes):
         if self.class_names is None:
-            return classes.astype(str) if classes.dtype.kind in "OUS" else None
+            return classes.astype(str) if _is_text(classes) else None
         names = _as_1d("class_names", self.class_names).astype(str)
         if len(names) != len(classes):
             raise ValueError(f"class_names has {len(names)} entries for {len(classes)} classes")

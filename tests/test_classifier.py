@@ -255,6 +255,14 @@ def test_encoder_without_names(small_data):
     with pytest.raises(ValueError, match="encoder needs class names"):
         CandleClassifier(encoder=FakeEncoder(32), **FAST).fit(
             small_data.X_train, small_data.y_train)
+    # numbers held in an object array are numbers, not names ("a photo of a 0."; a review)
+    as_objects = np.array(small_data.classes, dtype=object)
+    with pytest.raises(ValueError, match="encoder needs class names"):
+        CandleClassifier(classes=as_objects, encoder=FakeEncoder(32), **FAST).fit(
+            small_data.X_train, small_data.y_train)
+    clf = CandleClassifier(classes=as_objects, text_features=small_data.text_features,
+                           **FAST).fit(small_data.X_train, small_data.y_train)
+    assert clf.classes_.dtype.kind == "i" and clf.class_names_ is None
 
 
 def test_failed_fit_leaves_nothing_half_fitted(small_data):
