@@ -3,6 +3,7 @@ folder (plus names of classes without images), save and load it, predict files, 
 and globs, and evaluate on a test folder (per-class table and long-tail plot)."""
 
 import os
+import warnings
 import sys
 
 import numpy as np
@@ -145,9 +146,13 @@ def fit_image_folder(train_dir, *, new_classes=(), model_name="ViT-B-16",
     # Embed first (progress, unreadable images); the pipeline then reads the cache.
     _, kept = embed_files(embedder, data.paths, on_error=on_error, desc="embedding",
                           verbose=verbose)
+    if emptied := sorted(set(data.classes) - set(data.labels[kept])):
+        warnings.warn(f"no image of class folders {emptied} could be read: they are "
+                      "trained as new classes, known by name only", UserWarning, stacklevel=2)
     if verbose:
-        print(f"fitting Candle: {kept.sum()} images of {len(data.classes)} classes, "
-              f"{len(new_classes)} new classes", file=sys.stderr, flush=True)
+        print(f"fitting Candle: {kept.sum()} images of {len(data.classes) - len(emptied)} "
+              f"classes, {len(new_classes) + len(emptied)} new classes", file=sys.stderr,
+              flush=True)
     pipe.fit(list(data.paths[kept]), data.labels[kept])
     if output is not None:
         save_model(pipe, output)

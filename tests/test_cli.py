@@ -309,6 +309,22 @@ def test_unreadable_images_can_be_skipped(broken, tmp_path, capsys):
     assert load_model(model).named_steps["candle"].class_counts_.sum() == 9
 
 
+def test_a_class_of_unreadable_images_is_named_as_new(broken, tmp_path, capsys):
+    """Every image of a class folder skipped: the class is trained by name only, and the
+    command says so (it used to count it among the image classes; a review)."""
+    train = tmp_path / "train"
+    shutil.copytree(broken / "train", train)
+    (train / "ghost").mkdir()
+    (train / "ghost" / "0.png").write_bytes(b"not an image either")
+    model = tmp_path / "m.safetensors"
+    assert main(["fit", str(train), "-o", str(model), *TINY, "--max-epochs", "2",
+                 "--on-error", "skip"]) == 0
+    err = capsys.readouterr().err
+    assert "no image of class folders ['ghost'] could be read" in err
+    assert "9 images of 3 classes, 1 new classes" in err
+    assert load_model(model).named_steps["candle"].new_classes_.tolist() == ["ghost"]
+
+
 @pytest.mark.parametrize("command", ["fit", "predict", "evaluate", "reproduce", "demo"])
 def test_help_reads_like_a_man_page(command, capsys):
     with pytest.raises(SystemExit) as exit_:
