@@ -218,7 +218,7 @@ class _PreferDefault:
             return best
         diff = splits[:, best] - splits[:, default]
         diff = diff[np.isfinite(diff)]
-        if len(diff) < 2:  # no spread to measure: keep the default
-            return default
+        if len(diff) < 2:  # no spread to measure: only n_se=0 needs none
+            return best if self.n_se == 0 and len(diff) and diff.mean() > 0 else default
         se = diff.std(ddof=1) / np.sqrt(len(diff))
         return best if diff.mean() > self.n_se * se else default

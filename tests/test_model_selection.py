@@ -119,6 +119,7 @@ def test_prefer_default_keeps_the_default_within_noise_and_takes_a_clear_win():
     # the default is the best: itself; one fold: no spread to judge by, the default
     assert rule(_results([[0.9, 0.8, 0.1], [0.9, 0.8, 0.1]])) == 0
     assert rule(_results([[0.5, 0.8, 0.1]])) == 0
+    assert prefer_default({"tau": 1.0}, n_se=0)(_results([[0.5, 0.8, 0.1]])) == 1  # any gain
     # a default that never scored (NaN): the best candidate
     assert rule(_results([[np.nan, 0.8, 0.9], [np.nan, 0.7, 0.8]])) == 2
     # a default that missed one fold (its mean is NaN) is still judged on the others:
