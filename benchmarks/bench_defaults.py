@@ -273,10 +273,12 @@ def held_out_regret(rows):
     return out
 
 
-def report(markdown, configs=None, worlds=WORLDS):
+def report(markdown, configs=None, worlds=WORLDS, seeds=None):
     """The regret table: every configuration's mean regret over the worlds where it ran
-    (ranked over the worlds where every listed configuration ran, when there are any)."""
-    rows = [r for r in map(json.loads, LOG.open()) if r["world"] in worlds]
+    (ranked over the worlds where every listed configuration ran, when there are any),
+    on `seeds` (default: every seed that all configurations of a world have)."""
+    rows = [r for r in map(json.loads, LOG.open())
+            if r["world"] in worlds and (seeds is None or r["seed"] in seeds)]
     hm, regret = regret_table(rows)
     configs = [c for c in (configs or CONFIGS) if regret.get(c)]
     full = [w for w in hm if all(c in hm[w] for c in configs)]
@@ -340,7 +342,8 @@ def _dim(world):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["sweep", "report"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="seeds to sweep (default 0 1) or to report (default: all)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--worlds", nargs="+", default=list(WORLDS))
     parser.add_argument("--markdown", action="store_true")
@@ -353,12 +356,13 @@ def main():
                         help="report on the worlds made after the default was chosen")
     args = parser.parse_args()
     if args.command == "sweep":
-        sweep(args.seeds, args.jobs, args.worlds,
+        sweep(args.seeds or [0, 1], args.jobs, args.worlds,
               None if args.same_configs else args.configs or CANDIDATES)
     else:
         kept_out = args.validation or args.holdout
         report(args.markdown, args.configs or (VALIDATION_CONFIGS if kept_out else CANDIDATES),
-               VALIDATION if args.validation else HOLDOUT if args.holdout else WORLDS)
+               VALIDATION if args.validation else HOLDOUT if args.holdout else WORLDS,
+               args.seeds)
 
 
 if __name__ == "__main__":
