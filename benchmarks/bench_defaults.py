@@ -192,6 +192,8 @@ def sweep(seeds, jobs, worlds, configs):
     have = done()
     if configs is None:
         configs = {w: sorted({c for (world, _, c) in have if world == w}) for w in worlds}
+        if missing := [w for w in worlds if not configs[w]]:
+            print(f"--same-configs: no rows yet for {missing}; nothing to add there")
     else:
         configs = {w: LARGE_CONFIGS if w in LARGE else configs for w in worlds}
     todo = [(w, s, c) for w in worlds for s in (seeds[:1] if w in LARGE else seeds)
@@ -349,12 +351,16 @@ def main():
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--configs", nargs="+", help="sweep or report only these configurations")
     parser.add_argument("--same-configs", action="store_true",
-                        help="sweep every configuration that each world already has (new seeds)")
+                        help="sweep every configuration that each world already has (new "
+                        "seeds; a large world takes the first seed only)")
     parser.add_argument("--validation", action="store_true",
                         help="report on the validation worlds (kept out of the family)")
     parser.add_argument("--holdout", action="store_true",
                         help="report on the worlds made after the default was chosen")
     args = parser.parse_args()
+    if args.same_configs and args.configs:
+        parser.error("--same-configs takes each world's configurations from the log; "
+                     "leave out --configs")
     if args.command == "sweep":
         sweep(args.seeds or [0, 1], args.jobs, args.worlds,
               None if args.same_configs else args.configs or CANDIDATES)

@@ -607,10 +607,12 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("add_classes needs text for the added classes: pass "
                              "text_features=..., or give the model an encoder (and "
                              "class_names, or string labels)")
-        if self.class_names_ is not None and names is not None:
+        if self.class_names_ is not None:  # unnamed added classes go by their labels
+            names = added.astype(str) if names is None else names
             if clash := np.intersect1d(names, self.class_names_).tolist():
                 raise ValueError(f"class_names already in use: {clash}")
-        if self.new_class_bias == "auto" and self.calibration_ is None:
+        if (self.new_class_bias == "auto" and self.calibration_ is None
+                and self.new_class_bias_ == 0):  # nobody calibrated or set it
             warnings.warn(
                 "this model was fitted without new classes, so new_class_bias='auto' had "
                 f"nothing to calibrate (new_class_bias_={self.new_class_bias_:g}): the added "
@@ -730,8 +732,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = head_classes[perm]
         self.class_counts_ = extend(self.class_counts_, np.zeros(len(added), int))[perm]
         self.text_features_ = extend(self.text_features_, text)[perm]
-        if self.class_names_ is not None:  # unnamed added classes go by their labels
-            names = added.astype(str) if names is None else names
+        if self.class_names_ is not None:
             self.class_names_ = extend(self.class_names_, names)[perm]
         self.new_classes_ = self.classes_[self.class_counts_ == 0]
         self.head_order_ = np.argsort(perm)

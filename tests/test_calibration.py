@@ -142,6 +142,9 @@ def test_add_classes_to_a_model_without_new_classes(data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a bias the user chose: no warning
         fixed.add_classes(data.new_classes, **added)
+        refit = clone(clf).fit(data.X_train[base], data.y_train[base])
+        refit.new_class_bias_ = 5.0  # set after fit, as the warning suggests
+        refit.add_classes(data.new_classes, **added)
 
 
 def test_pickle_keeps_bias_and_added_classes(data):

@@ -209,6 +209,9 @@ def test_add_classes_without_names_keeps_the_names_of_the_others(data):
     assert clf.class_names_.tolist() == names + ["40"]
     with pytest.raises(ValueError, match=r"class_names already in use: \['class 3'\]"):
         clf.add_classes([41], class_names=["class 3"], text_features=np.ones((1, 32)))
+    clf.add_classes([42], class_names=["41"], text_features=np.ones((1, 32)))
+    with pytest.raises(ValueError, match=r"class_names already in use: \['41'\]"):
+        clf.add_classes([41], text_features=np.ones((1, 32)))  # its label as its name
 
 
 # ---------------------------------------------- errors 1: auto calibration, one-image classes
