@@ -25,10 +25,11 @@ import numpy as np
 from worlds import RESULTS, WORLDS, load_world
 
 from candle_sklearn import CandleClassifier
-from candle_sklearn.classifier import CALIBRATION_TOLERANCE, _few_images_median, _held_back
 from candle_sklearn._baselines import zero_shot_scores
 from candle_sklearn._calibration import (best_bias, choose_calibration, joint_hm_by_bias,
                                          plateau_bias, rate_matched_bias)
+from candle_sklearn.classifier import (CALIBRATION_TOLERANCE, _few_images_median,
+                                       _held_back, _median_images)
 from candle_sklearn.datasets import make_clip_like_features
 from candle_sklearn.metrics import base_new_accuracy, best_new_class_bias
 
@@ -45,8 +46,7 @@ def _rules(draws, fallback):
         use = draws[:k]
 
         def add(name, rule):
-            if name is not None:
-                rules[f"K={k} {name}"] = rule() if use else fallback
+            rules[f"K={k} {name}"] = rule() if use else fallback
 
         add("0.1.0: w=0, middle of optimum, per image", lambda: (0.0, np.mean(
             [best_bias(d["scores"], d["y"], d["new_col"], d["new_row"])[0] for d in use])))
@@ -68,8 +68,9 @@ def _rules(draws, fallback):
                               (0.02, "largest within 2%")):
                 add(f"w chosen, {name}, per class, real new columns left out",
                     lambda: choose_calibration([_without_real_new(d) for d in use], tol)[:2])
-                add(f"w chosen, {name}, per class, all columns" if tol is None else None,
-                    lambda: choose_calibration(use, tol)[:2])
+                if tol is None:  # the other tolerances have their rows above
+                    add(f"w chosen, {name}, per class, all columns",
+                        lambda: choose_calibration(use, tol)[:2])
             # zero-shot CLIP unless the draws show the blend better beyond their spread
             for n_se in (1, 2):
                 add(f"w chosen, largest within 2%, per class, zero-shot unless > {n_se} SE",
@@ -146,8 +147,7 @@ def one_world(world, seed, params):
         out[DEFAULT_RULE] = out[SCALED_RULE] = joint(0.0, 1.0)
     # the head's own bias (w = 0): chosen on the draws (middle of the optimum) against
     # the best on the test set; their ratio shows how far refits stand for the model
-    many = counts[counts >= 2]
-    out["_median_images"] = float(np.median(many)) if many.size else 0.0
+    out["_median_images"] = _median_images(counts) or 0.0
     if draws:
         out["_bias_draws"] = float(np.mean([best_bias(d["scores"], d["y"], d["new_col"],
                                                       d["new_row"], d["weights"])[0]

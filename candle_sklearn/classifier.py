@@ -109,13 +109,17 @@ def _held_back(count):
     return np.maximum(1, count // 5)
 
 
-def _few_images_median(counts):
+def _median_images(counts):
     """The median images of the base classes an image is held back from (those of two or
-    more; one-image classes stay whole), where it is below ``CALIBRATION_MIN_IMAGES``:
-    their refits then keep too little of each class to stand for the fitted model.
-    None otherwise, or when no class has two images."""
+    more; one-image classes stay whole); None when no class has two images."""
     held_back_from = counts[counts >= 2]
-    median = float(np.median(held_back_from)) if held_back_from.size else None
+    return float(np.median(held_back_from)) if held_back_from.size else None
+
+
+def _few_images_median(counts):
+    """:func:`_median_images` where it is below ``CALIBRATION_MIN_IMAGES``: the refits
+    then keep too little of each class to stand for the fitted model. None otherwise."""
+    median = _median_images(counts)
     return median if median is not None and median < CALIBRATION_MIN_IMAGES else None
 
 

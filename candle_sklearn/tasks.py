@@ -3,8 +3,8 @@ folder (plus names of classes without images), save and load it, predict files, 
 and globs, and evaluate on a test folder (per-class table and long-tail plot)."""
 
 import os
-import warnings
 import sys
+import warnings
 
 import numpy as np
 from sklearn.utils import Bunch
