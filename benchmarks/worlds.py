@@ -49,6 +49,17 @@ WORLDS = {
     "image-world": None,
 }
 
+# Worlds that favour the peers (benchmarks/bench_peers.py), added to the family for the
+# comparison with them: the linear adapter's home ground (text and image differ by a
+# linear map and little else), one or two images per class, and a strong zero-shot CLIP.
+PEER_WORLDS = {
+    "linear-map-lt": dict(n_base=40, n_new=40, dim=512, text_noise=0.1, text_distortion=3.0,
+                          **LT100),
+    "2shot-50": dict(n_base=25, n_new=25, dim=512, **shots(2)),
+    "strong-zs-lt": dict(n_base=50, n_new=50, dim=512, text_noise=0.3, text_distortion=0.5,
+                         **LT100),
+}
+
 # Worlds kept out of the family, for checking on data that no default was chosen on: few-
 # shot ones (a change found on the family's two few-shot worlds, 1shot-20 and
 # 4shot-10-noisytext, is checked here) and mid-sized ones.
@@ -125,7 +136,7 @@ FRESH = {
     "g-2shot-20-aligned": dict(n_base=10, n_new=10, dim=512, text_noise=0.6,
                                text_distortion=1.0, **shots(2)),
 }
-SPECS = WORLDS | VALIDATION | HOLDOUT | FRESH  # every world by name, family or not
+SPECS = WORLDS | PEER_WORLDS | VALIDATION | HOLDOUT | FRESH  # every world by name, family or not
 
 # Worlds whose fits cost minutes each on 2 CPU cores: swept over fewer configurations.
 LARGE = {"classes-1000"}

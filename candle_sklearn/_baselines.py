@@ -6,24 +6,8 @@ import numpy as np
 from sklearn.preprocessing import normalize as _unit
 
 from ._labels import columns
+from ._zero_shot import zero_shot_scores  # noqa: F401  (the demo's zero-shot baseline)
 from .baselines import LinearProbeClassifier
-
-
-# Zero-shot CLIP's scores are cosines times CLIP's logit scale, as the head's are.
-ZERO_SHOT_SCALE = 100.0
-
-
-def zero_shot_scores(X, text_features):
-    """CLIP zero-shot, in float64: cosine of each image with each class's text feature,
-    times 100 (``ZeroShotClassifier.decision_function`` for more than two classes). A
-    zero row scores zero."""
-    return ZERO_SHOT_SCALE * (_unit_rows(X) @ _unit_rows(text_features).T)
-
-
-def _unit_rows(A):
-    """Rows of ``A`` scaled to unit norm in float64; a zero row stays zero."""
-    A = np.asarray(A, np.float64)
-    return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-300)
 
 
 def _base_columns(scores_base, base_idx, n_classes):
@@ -52,5 +36,5 @@ class LinearProbe:
         return self
 
     def scores(self, X, classes, tau=0.0):
-        logits = self.model.set_params(tau=tau)._logits(X)
+        logits = self.model.set_params(tau=tau)._scores(X, False)
         return _base_columns(logits, columns(classes, self.model.classes_), len(classes))

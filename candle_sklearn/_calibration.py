@@ -7,6 +7,46 @@ import numpy as np
 # Weights of zero-shot CLIP's scores in the calibrated scores that new_class_bias="auto"
 # chooses among (see choose_calibration).
 ZERO_SHOT_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Relative joint-HM tolerance of new_class_bias="auto": the largest bias within it of the
+# best one on the held-out classes (plateau_bias; docs/decisions).
+CALIBRATION_TOLERANCE = 0.02
+# Below this median number of images per base class (of those with two or more, which
+# the refits hold an image back from), the calibration uses zero-shot CLIP's scores
+# without refits: a held-back image leaves the refit of a class of two or three images a
+# half or two thirds of them, and the bias chosen on such refits errs low (docs/decisions).
+CALIBRATION_MIN_IMAGES = 4
+
+
+def held_back(count):
+    """Images a calibration refit holds back from a kept class of ``count`` (two or
+    more): a fifth, at least one. Works on arrays of counts too."""
+    return np.maximum(1, count // 5)
+
+
+def median_images(counts):
+    """The median images of the base classes an image is held back from (those of two or
+    more; one-image classes stay whole); None when no class has two images."""
+    held_back_from = counts[counts >= 2]
+    return float(np.median(held_back_from)) if held_back_from.size else None
+
+
+def few_images_median(counts):
+    """:func:`median_images` where it is below ``CALIBRATION_MIN_IMAGES``: the refits
+    then keep too little of each class to stand for the fitted model. None otherwise."""
+    median = median_images(counts)
+    return median if median is not None and median < CALIBRATION_MIN_IMAGES else None
+
+
+def draw_held_out(rng, base, n_held, multi):
+    """``n_held`` of the ``base`` classes to hold out in a calibration refit, keeping at
+    least one of the classes in ``multi`` (two images or more), which is where held-back
+    images of kept classes come from: a draw that held out all of them would leave no
+    base-class accuracy to balance against."""
+    held = rng.choice(base, n_held, replace=False)
+    if multi.size and np.isin(multi, held).all():
+        keep, other = rng.choice(multi), rng.choice(np.setdiff1d(base, held))
+        held = np.append(held[held != keep], other)
+    return held
 
 
 def class_balanced_weights(y):

@@ -237,6 +237,8 @@ class CandleHead(nn.Module):
         self.tied_text = bool(tied_text)
         self.logit_scale = float(logit_scale)
         self.visual_scale = float(visual_scale)
+        # weight of z^vv at inference; the estimator's calibration may choose another
+        self.inference_visual_scale = float(visual_scale)
         self.register_buffer("visual_prototypes", visual_prototypes.float().clone())
         self.register_buffer("text_features", None if text_features is None
                              else text_features.float().clone())
@@ -265,7 +267,8 @@ class CandleHead(nn.Module):
                 "has_text": self.has_text, "context": self.context,
                 "num_heads": self.fusion.n_heads, "dropout": self.fusion.attn.dropout,
                 "visual_scale": self.visual_scale, "logit_scale": self.logit_scale,
-                "tied_text": self.tied_text}
+                "tied_text": self.tied_text,
+                "inference_visual_scale": self.inference_visual_scale}
 
     @classmethod
     def from_config(cls, config, state_dict=None):
@@ -277,6 +280,8 @@ class CandleHead(nn.Module):
                    num_heads=config["num_heads"], dropout=config["dropout"],
                    visual_scale=config["visual_scale"], logit_scale=config["logit_scale"],
                    tied_text=config.get("tied_text", False))
+        head.set_inference_visual_scale(config.get("inference_visual_scale",
+                                                   config["visual_scale"]))
         if state_dict is not None:
             head.load_state_dict(state_dict)
         return head.eval()
@@ -284,6 +289,16 @@ class CandleHead(nn.Module):
     def train(self, mode=True):
         self.__dict__.pop("_scorers", None)  # parameters may change: drop fitted contexts
         return super().train(mode)
+
+    def set_inference_visual_scale(self, scale):
+        """Weight ``z^vt + scale / visual_scale * z^vv`` at inference (training keeps
+        ``visual_scale``)."""
+        self.__dict__.pop("_scorers", None)
+        self.inference_visual_scale = float(scale)
+
+    def __setstate__(self, state):
+        state.setdefault("inference_visual_scale", state.get("visual_scale", 1.0))
+        super().__setstate__(state)
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -372,7 +387,7 @@ class CandleHead(nn.Module):
         if self.context == "batch":
             return self.fusion.with_closed_form(ctx)
         P_f, T_f = self._split_classes(ctx.fused)
-        matrix = self.visual_scale * F.normalize(P_f, dim=-1)
+        matrix = self.inference_visual_scale * F.normalize(P_f, dim=-1)
         if T_f is not None:
             matrix = matrix + F.normalize(T_f, dim=-1)
         return ctx._replace(class_matrix=self.logit_scale * matrix)
@@ -392,7 +407,7 @@ class CandleHead(nn.Module):
         else:
             cosine = self.fusion.batch_of_one_cosine(U, ctx)
             c = self.n_classes
-            zvv = self.logit_scale * self.visual_scale * cosine[:, :c]
+            zvv = self.logit_scale * self.inference_visual_scale * cosine[:, :c]
             zvt = self.logit_scale * cosine[:, c:] if self.has_text else None
         return zvv if zvt is None else zvt + zvv
 

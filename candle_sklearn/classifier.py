@@ -5,17 +5,11 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.extmath import softmax
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ._baselines import zero_shot_scores
-from ._calibration import (ZERO_SHOT_WEIGHTS, choose_calibration, class_balanced_weights,
-                           rate_matched_bias)
+from ._base import TextClassifier, as_1d, duplicates, is_text
 from ._head import CONTEXTS, CandleHead
 from ._inference import scorer_for
 from ._threads import torch_threads
@@ -25,29 +19,14 @@ from .templates import encode_class_names
 
 
 
-def _as_1d(name, values):
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    return arr
+# Weights of the visual logits at inference, relative to training's, that
+# visual_scale="auto" chooses among by the held-out refits of the calibration.
+INFERENCE_VISUAL_FACTORS = (1.0, 0.5, 0.25, 0.0)
 
 
 def _head_order(is_new):
     """Indices into ``classes_`` in the head's order: base classes, then new ones."""
     return np.concatenate([np.flatnonzero(~is_new), np.flatnonzero(is_new)])
-
-
-def _is_text(values):
-    """Whether labels are strings; mixed strings and numbers cannot be sorted: an error."""
-    values = np.asarray(values)
-    if values.dtype.kind != "O":
-        return values.dtype.kind in "US"
-    is_str = [isinstance(v, str) for v in values.tolist()]
-    if any(is_str) and not all(is_str):
-        example = [values[is_str.index(True)], values[is_str.index(False)]]
-        raise ValueError(f"labels mix strings and numbers (for example {example}); use "
-                         "one kind of label")
-    return bool(is_str) and all(is_str)
 
 
 def _feature_scale(X):
@@ -77,20 +56,6 @@ def _for_head(X, scale):
     return X.astype(np.float32)
 
 
-# Relative joint-HM tolerance of new_class_bias="auto": the largest bias within it of the
-# best one on the held-out classes. Held-out base classes tend to be easier for the text
-# encoder than true new classes, so the best held-out bias errs low; 2 % leans right. Over
-# the family of worlds and the demo's seeds (docs/benchmarks.md) it never lost to
-# zero-shot CLIP; 0 had a 0.010 higher mean joint HM but lost on the demo's image world.
-CALIBRATION_TOLERANCE = 0.02
-# Below this median number of images per base class (of those with two or more, which
-# the refits hold an image back from), new_class_bias="auto" (with zero_shot_weight=
-# "auto") uses zero-shot CLIP's scores for joint prediction: a held-back image leaves the
-# refit of a class of two or three images a half or two thirds of them, its bias then
-# errs low, and the blend lost to zero-shot CLIP (docs/benchmarks.md).
-CALIBRATION_MIN_IMAGES = 4
-
-
 def _in_class_order(head_scores, order):
     """Scores in the head's order (base classes, then new) back to ``classes_`` order."""
     scores = np.empty(head_scores.shape, dtype=np.float64)
@@ -98,49 +63,12 @@ def _in_class_order(head_scores, order):
     return scores
 
 
-def _duplicates(values):
-    uniq, counts = np.unique(values, return_counts=True)
-    return uniq[counts > 1].tolist()
-
-
-def _held_back(count):
-    """Images a calibration refit holds back from a kept class of ``count`` (two or
-    more): a fifth, at least one. Works on arrays of counts too."""
-    return np.maximum(1, count // 5)
-
-
-def _median_images(counts):
-    """The median images of the base classes an image is held back from (those of two or
-    more; one-image classes stay whole); None when no class has two images."""
-    held_back_from = counts[counts >= 2]
-    return float(np.median(held_back_from)) if held_back_from.size else None
-
-
-def _few_images_median(counts):
-    """:func:`_median_images` where it is below ``CALIBRATION_MIN_IMAGES``: the refits
-    then keep too little of each class to stand for the fitted model. None otherwise."""
-    median = _median_images(counts)
-    return median if median is not None and median < CALIBRATION_MIN_IMAGES else None
-
-
-def _draw_held_out(rng, base, n_held, multi):
-    """``n_held`` of the ``base`` classes to hold out in a calibration refit, keeping at
-    least one of the classes in ``multi`` (two images or more), which is where held-back
-    images of kept classes come from: a draw that held out all of them would leave no
-    base-class accuracy to balance against."""
-    held = rng.choice(base, n_held, replace=False)
-    if multi.size and np.isin(multi, held).all():
-        keep, other = rng.choice(multi), rng.choice(np.setdiff1d(base, held))
-        held = np.append(held[held != keep], other)
-    return held
-
-
 def prompts_text_features(encoder, names, templates):
     """Text features (C, D): :func:`candle_sklearn.templates.encode_class_names`."""
     return encode_class_names(encoder, names, templates)
 
 
-class CandleClassifier(ClassifierMixin, BaseEstimator):
+class CandleClassifier(TextClassifier):
     """Candle prototype head on frozen (CLIP) image features.
 
     Base classes (those with training samples in ``y``) get visual prototypes, the
@@ -319,19 +247,12 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "classes": ["array-like", None],
-        "class_names": ["array-like", None],
-        "text_features": ["array-like", None],
-        "encoder": [HasMethods(["encode_text"]), None],
-        "templates": [list, tuple, str, callable, None],
+        **TextClassifier._parameter_constraints,
         "tau": [Interval(Real, 0, None, closed="left")],
-        "visual_scale": [Interval(Real, 0, None, closed="neither")],
+        "visual_scale": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "context": [StrOptions(set(CONTEXTS))],
         "virtual_init": [StrOptions({"text", "visual"})],
         "tied_text": ["boolean"],
-        "new_class_bias": [StrOptions({"auto"}), Interval(Real, None, None, closed="neither")],
-        "zero_shot_weight": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="both")],
-        "calibration_repeats": [Interval(Integral, 1, None, closed="left")],
         "optimizer": [StrOptions({"adamw", "adam", "sgd"})],
         "lr": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -351,7 +272,7 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
-                 templates=None, tau=1.0, visual_scale=1.0, context="isolated",
+                 templates=None, tau=1.0, visual_scale="auto", context="isolated",
                  virtual_init="text", tied_text=False, new_class_bias="auto",
                  zero_shot_weight="auto", calibration_repeats=3,
                  optimizer="adamw", lr="auto", weight_decay=0.0,
@@ -399,174 +320,69 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # ----------------------------------------------------------------- fit
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Fit the head on features ``X`` and labels ``y``.
+    def _fit_threads(self):
+        return torch_threads(self.n_jobs)
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Image features, e.g. the output of :class:`~candle_sklearn.ClipEmbedder`.
-        y : array-like of shape (n_samples,)
-            Labels; each must be in ``classes`` when that is given.
-
-        Returns
-        -------
-        self : CandleClassifier
-        """
-        fitted = dict(vars(self))  # validate_data resets n_features_in_ first
-        try:
-            with torch_threads(self.n_jobs):
-                return self._fit(X, y)
-        except BaseException:  # a failed fit leaves an earlier one as it was
-            vars(self).clear()
-            vars(self).update(fitted)
-            raise
-
-    def _fit(self, X, y):
-        X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
-        _is_text(y)
-        with warnings.catch_warnings():
-            # one or two images per class is this estimator's purpose, not a sign that
-            # y holds regression targets, as scikit-learn's check would warn
-            warnings.filterwarnings("ignore", "The number of unique classes is greater")
-            check_classification_targets(y)
+    def _check_method_input(self, X):
         if X.shape[1] < 2:
             raise ValueError(f"CandleClassifier needs at least 2 features, got {X.shape[1]} "
                              "feature(s): its attention layer-normalises each feature "
                              "vector, which leaves nothing of a single feature")
-        if self.new_class_bias != "auto" and not np.isfinite(self.new_class_bias):
-            raise ValueError(f"new_class_bias must be finite, got {self.new_class_bias}")
+        resolve_device(self.device)
+
+    def _fit_method(self, X, y_idx, counts, text, seed):
         device = resolve_device(self.device)
-        classes, names, text = self._class_table(y, X.shape[1])
-        y_idx = np.searchsorted(classes, y)
-        counts = np.bincount(y_idx, minlength=len(classes))
         is_new = counts == 0
-        if text is None and is_new.any():
-            raise ValueError(
-                f"classes {classes[is_new].tolist()} have no training sample, so they "
-                "need text: pass text_features, or class_names (or string labels) with "
-                "an encoder")
         order = _head_order(is_new)
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
-
         scale = _feature_scale(X)
         X_t = torch.as_tensor(_for_head(X, scale))
         y_t = torch.as_tensor(rank[y_idx])
         protos = torch.zeros(int((~is_new).sum()), X.shape[1]).index_add_(0, y_t, X_t)
         protos /= torch.as_tensor(counts[order][~is_new[order]], dtype=torch.float32)[:, None]
         text_t = None if text is None else torch.as_tensor(text[order])
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         with seeded(seed, device):
             head = CandleHead(protos, text_t, int(is_new.sum()),
                               virtual_init=self.virtual_init, context=self.context,
                               num_heads=self.num_heads, dropout=self.dropout,
-                              visual_scale=self.visual_scale,
+                              visual_scale=self._training_visual_scale(),
                               tied_text=self.tied_text and text_t is not None)
             cfg = self._train_config(*X_t.shape)
-            history = self._train(head, X_t, y_t, torch.as_tensor(counts[order]), seed,
-                                  device, cfg)
-        weight, bias, calibration = self._calibrate(
-            X, y_idx, classes, counts, text, seed, cfg.lr,
-            lambda Z, w: _in_class_order(scorer_for(head, device)(_for_head(Z, scale), w),
-                                         order))
-
-        self.classes_ = classes
-        self.class_counts_ = counts
-        self.base_classes_ = classes[~is_new]
-        self.new_classes_ = classes[is_new]
-        self.class_names_ = names
-        self.text_features_ = text
-        self.head_ = head.cpu()
+            self.history_ = self._train(head, X_t, y_t, torch.as_tensor(counts[order]), seed,
+                                        device, cfg)
+        self.head_ = head  # on the training device until the calibration has scored
         self.head_order_ = order
         self.feature_scale_ = scale
-        self.history_ = history
         self.lr_ = cfg.lr
         self.n_iter_ = cfg.total_steps(len(X_t))
-        self.new_class_bias_ = bias
-        self.zero_shot_weight_ = weight
-        self.calibration_ = calibration
+
+    def _fit(self, X, y):
+        super()._fit(X, y)
+        self.head_ = self.head_.cpu()
         return self
 
-    def _calibrate(self, X, y_idx, classes, counts, text, seed, lr, head_scores):
-        """``(zero-shot weight, bias, calibration record)`` of the calibrated scores;
-        ``head_scores(X, w)`` gives the fitted head's scores blended with weight ``w``,
-        in ``classes`` order (for the fallbacks)."""
-        fixed = None if self.zero_shot_weight == "auto" else float(self.zero_shot_weight)
-        if fixed and text is None:
-            raise ValueError(f"zero_shot_weight={fixed} needs text features to score "
-                             "zero-shot; pass text_features, or an encoder and class names")
-        if self.new_class_bias != "auto":
-            return fixed or 0.0, float(self.new_class_bias), None
-        if text is None or counts.min() > 0:
-            return fixed or 0.0, 0.0, None  # no new classes: nothing to balance
-        median = _few_images_median(counts)
-        if fixed is None and (counts > 0).sum() >= 2 and median is not None:
-            return 1.0, 0.0, {"method": "few images per class", "median_images": median}
-        draws = self._calibration_draws(X, y_idx, classes, counts, text, seed, lr)
-        if draws:
-            weight, bias, table = choose_calibration(
-                draws, CALIBRATION_TOLERANCE, ZERO_SHOT_WEIGHTS if fixed is None else (fixed,))
-            return weight, bias, {
-                "method": "held-out classes", "n_held_out_classes": len(draws[0]["held_out"]),
-                "held_out": [d["held_out"] for d in draws],
-                "by_zero_shot_weight": {f"{w:g}": {"bias": b, "held_out_hm": h,
-                                                   "held_out_hm_at_bias": a}
-                                        for w, (b, h, a) in table.items()}}
-        # Nothing to estimate base accuracy on: one base class, or no base class with a
-        # second image to hold back. Fall back to zero-shot CLIP's own scores, or, with
-        # a fixed weight, be as ready to answer "new" on the training images as
-        # zero-shot CLIP is on them.
-        weight = 1.0 if fixed is None else fixed
-        zs = zero_shot_scores(X, text)
-        rate = float(np.mean(zs[:, counts == 0].max(axis=1) > zs[:, counts > 0].max(axis=1)))
-        bias = 0.0 if weight == 1 else rate_matched_bias(head_scores(X, weight), counts == 0,
-                                                           rate)
-        if (counts > 0).sum() < 2:
-            warnings.warn(f"new_class_bias='auto' needs at least two base classes to hold "
-                          f"one out; with one, the model predicts a new class for as many "
-                          f"training images ({rate:.0%}) as zero-shot CLIP does (bias "
-                          f"{bias:.3g}, zero_shot_weight_ {weight:g}). Pass "
-                          "new_class_bias=<float> to choose it yourself.",
-                          UserWarning, stacklevel=3)
-        return weight, bias, {"method": "zero-shot rate", "zero_shot_new_rate": rate}
+    def _training_visual_scale(self):
+        return 1.0 if self.visual_scale == "auto" else float(self.visual_scale)
 
-    def _calibration_draws(self, X, y_idx, classes, counts, text, seed, lr):
-        """Held-out-class refits for ``new_class_bias="auto"``: in each, some base classes
-        become pretend-new classes (names kept, images dropped) and the model is refitted
-        on the rest; returns the refit's scores and zero-shot CLIP's on the held-out
-        classes' images and on held-back images of the kept classes (a fifth of each kept
-        class with two images or more), with class-balanced weights, as a base / new test
-        set is scored. The refits train at the fit's learning rate ``lr``, so that they
-        behave as the fitted model. No draws when no image can be held back."""
-        base = np.flatnonzero(counts > 0)
-        if len(base) < 2 or counts.max() < 2:
-            return []
-        rng = np.random.RandomState(seed)
-        n_held = int(np.clip(round(len(base) * np.mean(counts == 0)), 1, len(base) - 1))
-        draws = []
-        for r in tqdm(range(self.calibration_repeats), unit="refit",
-                      desc="new_class_bias='auto'", disable=not self.verbose):
-            held = _draw_held_out(rng, base, n_held, np.flatnonzero(counts >= 2))
-            is_held = np.isin(y_idx, held)
-            validation = np.zeros(len(y_idx), dtype=bool)
-            for c in np.setdiff1d(np.flatnonzero(counts >= 2), held):
-                idx = np.flatnonzero(y_idx == c)
-                validation[rng.choice(idx, _held_back(len(idx)), replace=False)] = True
-            train = ~is_held & ~validation
-            sub = self._variant(
-                classes=classes, text_features=text, class_names=None, encoder=None,
-                new_class_bias=0.0, zero_shot_weight=0.0, verbose=0, random_state=seed + r,
-                lr=lr)
-            sub.fit(X[train], classes[y_idx[train]])
-            evaluate = is_held | validation
-            draws.append({"held_out": classes[held], "y": y_idx[evaluate],
-                          "scores": sub._head_scores(X[evaluate], calibrated=False),
-                          "zero_shot": zero_shot_scores(X[evaluate], text),
-                          "weights": class_balanced_weights(y_idx[evaluate]),
-                          "new_col": sub.class_counts_ == 0, "new_row": is_held[evaluate]})
-        return draws
+    def _option_scores(self, X):
+        """The head's scores at each inference weight of its visual logits that
+        ``visual_scale="auto"`` chooses among (the training scale first)."""
+        if self.visual_scale != "auto":
+            return super()._option_scores(X)
+        trained = self.head_.inference_visual_scale
+        try:
+            return {f: self._use_option(f) or self._scores(X, calibrated=False)
+                    for f in INFERENCE_VISUAL_FACTORS}
+        finally:
+            self.head_.set_inference_visual_scale(trained)
+
+    def _use_option(self, factor):
+        self.head_.set_inference_visual_scale(factor * self._training_visual_scale())
+
+    def _refit_params(self):
+        # the refits train at the fit's learning rate, so that they behave as the model
+        return {"lr": self.lr_}
 
     def add_classes(self, classes, class_names=None, text_features=None):
         """Add classes known only by name to a fitted model, without retraining.
@@ -593,10 +409,10 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self : CandleClassifier
         """
         check_is_fitted(self)
-        added = self._as_labels_of_this_model(_as_1d("classes", classes))
+        added = self._as_labels_of_this_model(as_1d("classes", classes))
         if len(added) == 0:
             return self
-        if dup := _duplicates(added):
+        if dup := duplicates(added):
             raise ValueError(f"classes contains duplicates: {dup}")
         if present := np.intersect1d(added, self.classes_).tolist():
             raise ValueError(f"classes already present in classes_: {present}")
@@ -628,18 +444,12 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self._append_in_head_order(added, names, text)
         return self
 
-    def _variant(self, **params):
-        """An unfitted estimator with ``params`` changed, sharing the others' values:
-        ``clone`` would deep-copy the ``encoder`` (a whole CLIP model, or an object that
-        cannot be copied) only for it to be dropped or read."""
-        return type(self)(**{**self.get_params(deep=False), **params})
-
     def _as_labels_of_this_model(self, added):
         """``added`` in the type of ``classes_``, or an error: labels never change kind."""
-        if _is_text(added) != _is_text(self.classes_) and len(added):
+        if is_text(added) != is_text(self.classes_) and len(added):
             raise ValueError(f"added labels ({added.dtype}) must be of the same kind as "
                              f"classes_ ({self.classes_.dtype})")
-        if _is_text(self.classes_):  # str stays str, object stays object
+        if is_text(self.classes_):  # str stays str, object stays object
             return added.astype(self.classes_.dtype.kind)
         if self.classes_.dtype.kind == "O":
             return added
@@ -673,57 +483,6 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
                     f"CandleClassifier.fit diverged: {exc}. Lower lr (now {cfg.lr:g}), "
                     f"weight_decay ({self.weight_decay:g}) or tau ({self.tau:g}).") from None
 
-    def _class_table(self, y, n_features):
-        """Sorted classes with their names and text features (or None), validated."""
-        classes = np.unique(y) if self.classes is None else _as_1d("classes", self.classes)
-        if classes.dtype.kind == "O" and not _is_text(classes):  # numbers held as objects
-            classes = np.array(classes.tolist())
-        if _is_text(classes) != _is_text(y):
-            raise ValueError(f"y ({np.asarray(y).dtype}) and classes ({classes.dtype}) must "
-                             "both be strings or both be numbers")
-        if dup := _duplicates(classes):
-            raise ValueError(f"classes contains duplicates: {dup}")
-        if unknown := np.setdiff1d(np.unique(y), classes).tolist():
-            raise ValueError(f"y contains labels that are not in classes: {unknown}")
-        if len(classes) < 2:
-            raise ValueError("CandleClassifier needs at least two classes; got "
-                             f"{len(classes)} class: {classes.tolist()}")
-        names = self._names(classes)
-        text = self._text(classes, names, n_features)
-        order = np.argsort(classes, kind="stable")
-        return (classes[order], None if names is None else names[order],
-                None if text is None else text[order])
-
-    def _names(self, classes):
-        if self.class_names is None:
-            return classes.astype(str) if _is_text(classes) else None
-        names = _as_1d("class_names", self.class_names).astype(str)
-        if len(names) != len(classes):
-            raise ValueError(f"class_names has {len(names)} entries for {len(classes)} classes")
-        if dup := _duplicates(names):
-            raise ValueError(f"class_names contains duplicates: {dup}")
-        return names
-
-    def _text(self, classes, names, n_features):
-        if self.text_features is not None:
-            text = np.asarray(self.text_features, dtype=np.float32)
-        elif self.encoder is not None:
-            if names is None:
-                raise ValueError("an encoder needs class names: pass class_names, or use "
-                                 "string labels")
-            text = prompts_text_features(self.encoder, names, self.templates)
-        else:
-            return None
-        if text.shape != (len(classes), n_features):
-            raise ValueError(f"text features must have shape (n_classes, n_features) = "
-                             f"({len(classes)}, {n_features}), got {text.shape}")
-        if not np.isfinite(text).all():
-            raise ValueError("text features contain NaN or infinity")
-        if zero := classes[~np.any(text != 0, axis=1)].tolist():
-            raise ValueError(f"text features of classes {zero[:5]} are all zeros: a zero "
-                             "vector has no direction to compare images with")
-        return text
-
     def _append_in_head_order(self, added, names, text):
         """Append classes after the head's last class; keep ``classes_`` sorted."""
         order = self.head_order_
@@ -742,43 +501,14 @@ class CandleClassifier(ClassifierMixin, BaseEstimator):
         self.head_order_ = np.argsort(perm)
 
     # ------------------------------------------------------------- predict
-    def _head_scores(self, X, calibrated=True):
-        """Scores (n, n_classes) in ``classes_`` order."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+    def _blended_scores(self, X, weight):
+        """The head's scores blended with zero-shot CLIP's (in float32, inside the
+        scorer), in ``classes_`` order, float64."""
+        device = resolve_device(self.device)
         with torch_threads(self.n_jobs):
-            scorer = scorer_for(self.head_, resolve_device(self.device))
-            weight = self.zero_shot_weight_ if calibrated else 0.0
-            scores = _in_class_order(scorer(_for_head(X, self.feature_scale_), weight),
-                                     self.head_order_)
-        if calibrated:
-            scores[:, self.class_counts_ == 0] += self.new_class_bias_
-        return scores
+            scorer = scorer_for(self.head_, device)
+            return _in_class_order(scorer(_for_head(X, self.feature_scale_), weight),
+                                   self.head_order_)
 
-    def decision_function(self, X, *, calibrated=True):
-        """Calibrated class scores (n_samples, n_classes): the head's ``z^vt + z^vv``
-        blended with zero-shot CLIP's by ``zero_shot_weight_``, plus ``new_class_bias_``
-        on new classes; for two classes, the score of ``classes_[1]`` minus that of
-        ``classes_[0]`` (n_samples,).
-
-        ``calibrated=False`` gives the head's own scores, without blend or bias, which
-        the reference base-to-new protocol evaluates.
-        """
-        scores = self._head_scores(X, calibrated)
-        return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
-
-    def predict_proba(self, X, *, calibrated=True):
-        """Softmax of the class scores; columns follow ``classes_``. See
-        :meth:`decision_function` for ``calibrated``."""
-        return softmax(self._head_scores(X, calibrated))
-
-    def predict_log_proba(self, X, *, calibrated=True):
-        """Log of :meth:`predict_proba`, computed stably from the class scores; columns
-        follow ``classes_``. See :meth:`decision_function` for ``calibrated``."""
-        scores = self._head_scores(X, calibrated)
-        return scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
-
-    def predict(self, X):
-        """Label of the highest score for each sample."""
-        scores = self._head_scores(X)
-        return self.classes_[np.argmax(scores, axis=1)]
+    def _method_scores(self, X):
+        return self._blended_scores(X, 0.0)
