@@ -174,27 +174,19 @@ def fit_gda(X, y, T, counts, *, k=64, text_weight=16):
     """GDA: class means and one shared precision matrix P of the base classes, so that
     class c scores ``x P mu_c - mu_c P mu_c / 2`` (uniform prior); a new class j is
     synthesised from the ``k`` training features nearest to its text (cosine) and
-    ``text_weight`` copies of the text, with its own precision from the scatter of
-    those neighbours around the text (the per-class precisions averaged).
+    ``text_weight`` copies of the text, and scored with the same P.
     Returns ``(W (C, D), b (C,))``."""
     X, T = np.asarray(X, np.float64), np.asarray(T, np.float64)
     base, new = np.flatnonzero(counts > 0), np.flatnonzero(counts == 0)
     means = np.zeros_like(T)
     means[base] = np.stack([X[y == c].mean(0) for c in base])
+    k = min(k, len(X))
+    for j in new:
+        near = X[np.argsort(-(X @ T[j]), kind="stable")[:k]]
+        means[j] = (near.sum(0) + text_weight * T[j]) / (k + text_weight)
     P = ks_precision(X - means[y])
-    W, b = np.zeros_like(T), np.zeros(len(T))
-    W[base] = means[base] @ P
-    b[base] = -0.5 * np.einsum("cd,cd->c", W[base], means[base])
-    if new.size:
-        k = min(k, len(X))
-        P_new = np.zeros_like(P)
-        for j in new:
-            near = X[np.argsort(-(X @ T[j]), kind="stable")[:k]]
-            means[j] = (near.sum(0) + text_weight * T[j]) / (k + text_weight)
-            P_new += ks_precision(near - T[j]) / len(new)
-        W[new] = means[new] @ P_new
-        b[new] = -0.5 * np.einsum("cd,cd->c", W[new], means[new])
-    return W, b
+    W = means @ P
+    return W, -0.5 * np.einsum("cd,cd->c", W, means)
 
 
 # ---------------------------------------------------------------- Tip-Adapter

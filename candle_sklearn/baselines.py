@@ -478,13 +478,14 @@ class GDAClassifier(_Peer):
     within-class scatter S) give the linear discriminant ``x P mu_c - mu_c P mu_c / 2``;
     the scores are ``100 * cos(x, t_c) + alpha * discriminant``. A new class is
     synthesised as in the official base-to-new code (``main_base2new.py``): its mean from
-    the 64 training features nearest to its text and 16 copies of the text, its
-    precision from those neighbours' scatter around the text (the new classes'
-    precisions averaged). Where ours departs: ``alpha=1`` (the value the official
-    few-shot logs chose most often; the recipe searches it on a validation set); the base
-    precision is the ridge estimator of the paper (the base-to-new code takes a plain
-    pseudo-inverse of the mean class covariance, singular with few images); one view per
-    image (the recipe uses 10 augmented views per image).
+    the 64 training features nearest to its text and 16 copies of the text. Where ours
+    departs: ``alpha=1`` (the value the official few-shot logs chose most often; the
+    recipe searches it on a validation set); the precision is the paper's ridge
+    estimator, shared by every class, new ones included, as the paper's synthesised
+    samples join one shared-covariance model (the base-to-new code takes a plain
+    pseudo-inverse of the mean class covariance, singular with few images, and gives
+    the new classes an average of their own precisions, on another scale than the base
+    classes'); one view per image (the recipe uses 10 augmented views per image).
 
     Parameters
     ----------
