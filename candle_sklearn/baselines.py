@@ -338,6 +338,8 @@ class LinearAdapterClassifier(_Peer):
         Unit class vectors scored against (the texts; class means without text).
     reg_ : float
         The regularisation weight used.
+    n_iter_ : int
+        Steps taken.
 
     Examples
     --------
@@ -380,6 +382,8 @@ class LinearAdapterClassifier(_Peer):
         self.reg_ = 1.0 / shots if self.reg == "auto" else float(self.reg)
         self.adapter_ = _peers.fit_linear_adapter(X, y, T, lam=self.reg_, lr=self.lr,
                                                   steps=self.max_iter, seed=seed)
+        self.n_iter_ = self.max_iter
+        self.n_iter_ = self.max_iter
 
     def _refit_params(self):
         return {"reg": self.reg_}  # the refits keep the fitted model's regularisation
@@ -676,6 +680,8 @@ class CrossModalLinearProbe(_Peer):
     class_vectors_ : ndarray of shape (n_classes, n_features)
         Unit class texts (class means without text), the head's start and its text
         samples.
+    n_iter_ : int
+        Steps taken.
 
     Examples
     --------
@@ -721,6 +727,7 @@ class CrossModalLinearProbe(_Peer):
                                                weight_decay=self.weight_decay,
                                                batch_size=self.batch_size,
                                                steps=self.max_iter, seed=seed)
+        self.n_iter_ = self.max_iter
 
     def _peer_scores(self, X):
         return _peers.linear_scores(X, self.weights_)

@@ -29,7 +29,7 @@ from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from ._head import CandleHead
-from .baselines import ZeroShotClassifier
+from .baselines import PEERS, ZeroShotClassifier
 from .classifier import CandleClassifier
 from .embedder import ClipEmbedder
 from .pipeline import CandlePipeline
@@ -54,17 +54,27 @@ _CLASSES: dict[str, type] = {
     "ZeroShotClassifier": ZeroShotClassifier,
     "Pipeline": Pipeline,
     "CandlePipeline": CandlePipeline,
+    **{peer.__name__: peer for peer in PEERS},
 }
 
 # Fitted attributes stored per class. A new fitted attribute made of arrays, numbers,
 # strings, lists, tuples and dicts of those needs one entry here; save() refuses any
 # attribute that is not listed (or handled below), so none is dropped silently.
+# What every classifier of the shared base (candle_sklearn._base.TextClassifier) fits.
+_TEXT_CLASSIFIER = ("classes_", "class_counts_", "base_classes_", "new_classes_",
+                    "class_names_", "text_features_", "new_class_bias_", "zero_shot_weight_",
+                    "calibration_", "n_features_in_", "feature_names_in_")
+_PEER_FITTED = {"LinearAdapterClassifier": ("adapter_", "reg_", "n_iter_"),
+                "ClapClassifier": ("weights_", "multipliers_"),
+                "GDAClassifier": ("coef_", "intercept_"),
+                "TipAdapterClassifier": ("cache_keys_", "cache_labels_"),
+                "CrossModalLinearProbe": ("weights_", "n_iter_"),
+                "LogitAdjustedCosineClassifier": ("weights_",)}
 _FITTED: dict[str, tuple[str, ...]] = {
-    "CandleClassifier": ("classes_", "class_counts_", "base_classes_", "new_classes_",
-                         "class_names_", "text_features_", "head_order_", "feature_scale_",
-                         "new_class_bias_", "zero_shot_weight_", "calibration_", "history_",
-                         "lr_", "n_iter_", "n_features_in_",
-                         "feature_names_in_"),
+    "CandleClassifier": (*_TEXT_CLASSIFIER, "head_order_", "feature_scale_", "history_",
+                         "lr_", "n_iter_"),
+    **{name: (*_TEXT_CLASSIFIER, "class_vectors_", *more)
+       for name, more in _PEER_FITTED.items()},
     "ClipEmbedder": ("embed_dim_",),
     "ZeroShotClassifier": ("classes_", "class_names_", "text_features_", "n_features_in_",
                            "feature_names_in_"),
