@@ -273,8 +273,9 @@ def build_parser(prog=PROG):
                            "Run a setting of the paper on datasets in the CoOp layout: "
                            "base-to-new generalisation (--dataset) or transfer (--train with "
                            "--test). Every image is embedded once through an on-disk cache; "
-                           "for each seed, Candle, CLIP zero-shot and a linear probe are "
-                           "fitted and scored, per seed and as mean ± std."))
+                           "for each seed, Candle, CLIP zero-shot, a linear probe and the "
+                           "peers (--methods) are fitted and scored, per seed and as mean ± "
+                           "std."))
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--dataset", metavar="NAME",
                       help="base-to-new on one dataset, or 'all' found under --root")
@@ -300,6 +301,10 @@ def build_parser(prog=PROG):
     p.add_argument("--recipe", choices=("default", "reference"), default="default",
                    help="Candle's training: the package defaults, or the reference's "
                         "(SGD, 50 epochs, batch 128, ...)")
+    p.add_argument("--methods", nargs="+", metavar="METHOD",
+                   help="methods to run, among candle, zero-shot, linear-probe, "
+                        "linear-adapter, clap, gda, tip-adapter, tip-adapter-f, cross-modal "
+                        "and lift (default: all)")
     _add_model_options(p)
     _add_candle_options(p)
     _add_common(p)
@@ -429,7 +434,8 @@ def _reproduce(args):
                        pretrained=args.pretrained, shots=args.shots,
                        imbalance_ratio=args.imbalance_ratio, device=args.device,
                        batch_size=args.batch_size, num_workers=args.num_workers,
-                       candle_params=_candle_params(args, recipe), on_error=args.on_error)
+                       candle_params=_candle_params(args, recipe), on_error=args.on_error,
+                       methods=args.methods)
     print(report)
     _log(args, f"results: {os.path.join(args.output, 'results.csv')}")
 
@@ -492,6 +498,13 @@ def _check_usage(parser, args):
         parser.error("--test goes with --train (transfer), not with --dataset")
     if getattr(args, "features", False) and args.plot is not None:
         parser.error("--plot: the --features demo makes no plot")
+    if getattr(args, "methods", None):
+        from .reproduce import check_methods
+
+        try:
+            check_methods(args.methods)
+        except ValueError as exc:
+            parser.error(f"--methods: {exc}")
     if getattr(args, "param", None):
         from .tasks import check_candle_params
 

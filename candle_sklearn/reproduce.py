@@ -1,7 +1,7 @@
 """The paper's settings in one call: base-to-new generalisation (balanced or long-tailed)
 on the CoOp-layout datasets, and transfer from one dataset to others (domain
 generalisation to the ImageNet variants, cross-dataset transfer), for Candle, CLIP
-zero-shot and a linear probe, over seeds.
+zero-shot, a linear probe and the peers of :mod:`candle_sklearn.baselines`, over seeds.
 
 Every image is embedded once, through the embedder's on-disk cache; each seed then
 draws its split, fits the methods on cached features and scores the test set.
@@ -29,7 +29,12 @@ from .datasets import (BASE_TO_NEW_DATASETS, IMAGENET_VARIANTS, DatasetError,
 REFERENCE_RECIPE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4,
                         batch_size=128, max_epochs=50, max_steps=None, warmup_epochs=1,
                         warmup_lr=1e-5, dropout=0.1, context="batch")
-METHODS = ("candle", "zero-shot", "linear-probe")
+# The peers by their names on the command line and in the results.
+PEERS = {"linear-adapter": "LinearAdapterClassifier", "clap": "ClapClassifier",
+         "gda": "GDAClassifier", "tip-adapter": "TipAdapterClassifier",
+         "tip-adapter-f": "TipAdapterClassifier", "cross-modal": "CrossModalLinearProbe",
+         "lift": "LogitAdjustedCosineClassifier"}
+METHODS = ("candle", "zero-shot", "linear-probe", *PEERS)
 RESULT_FIELDS = ("dataset", "method", "seed", *COLUMNS, "n_train", "n_test")
 TRANSFER_FIELDS = ("source", "target", "method", "seed", "accuracy", "seconds", "n_train",
                    "n_test")
@@ -84,9 +89,28 @@ def _candle(classes, text, seed, device, candle_params, verbose):
                             **(candle_params or {}))
 
 
+def _peer(method, classes, text, seed):
+    """The peer ``method`` (a name of :data:`PEERS`) at its defaults."""
+    from . import baselines
+
+    extra = {"fine_tune": True} if method == "tip-adapter-f" else {}
+    return getattr(baselines, PEERS[method])(classes=classes, text_features=text,
+                                             random_state=seed, **extra)
+
+
+def check_methods(methods):
+    """``methods`` as a tuple, or an error that names the unknown ones."""
+    methods = tuple(METHODS if methods is None else methods)
+    if unknown := [m for m in methods if m not in METHODS]:
+        raise ValueError(f"unknown method(s) {unknown}; choose among {', '.join(METHODS)}")
+    if not methods:
+        raise ValueError("no method to run")
+    return methods
+
+
 # ------------------------------------------------------------------ base to new
 def _run_seed(name, data, split, train, X_te, y_te, text, seed, device, candle_params,
-              verbose):
+              verbose, methods):
     X_tr, idx = train.take(split.train)
     y_tr = data.train.labels[idx]
     classes = data.classes
@@ -94,17 +118,26 @@ def _run_seed(name, data, split, train, X_te, y_te, text, seed, device, candle_p
     scored = Bunch(y_test=y_te, classes=classes, new_classes=split.new_classes,
                    train_counts=counts)
     rows = {}
-    clf = _candle(classes, text, seed, device, candle_params, verbose)
 
-    def candle():
-        clf.fit(X_tr, y_tr)
-        return clf.predict_proba(X_te), clf.predict_proba(X_te, calibrated=False)
+    def fitted(est):
+        def scores():
+            est.fit(X_tr, y_tr)
+            return est.decision_function(X_te), est.decision_function(X_te, calibrated=False)
+        return scores
 
-    _say(verbose, f"{name}, seed {seed}: Candle on {len(y_tr)} training images")
-    timed_row(rows, "candle", scored, candle)
-    timed_row(rows, "zero-shot", scored, lambda: zero_shot_scores(X_te, text))
-    timed_row(rows, "linear-probe", scored,
-              lambda: LinearProbe().fit(X_tr, y_tr).scores(X_te, classes))
+    for method in methods:
+        if method == "candle":
+            _say(verbose, f"{name}, seed {seed}: Candle on {len(y_tr)} training images")
+            make = fitted(_candle(classes, text, seed, device, candle_params, verbose))
+        elif method == "zero-shot":
+            def make():
+                return zero_shot_scores(X_te, text)
+        elif method == "linear-probe":
+            def make():
+                return LinearProbe().fit(X_tr, y_tr).scores(X_te, classes)
+        else:
+            make = fitted(_peer(method, classes, text, seed))
+        timed_row(rows, method, scored, make)
     return [{"dataset": name, "method": m, "seed": seed, **r, "n_train": len(y_tr),
              "n_test": len(y_te)} for m, r in rows.items()]
 
@@ -112,7 +145,7 @@ def _run_seed(name, data, split, train, X_te, y_te, text, seed, device, candle_p
 def base_to_new(dataset, root, *, model_name="ViT-B-16", pretrained="openai", shots=100,
                 imbalance_ratio=None, seeds=(1, 2, 3), cache_dir="candle_cache",
                 device="auto", batch_size=64, num_workers=2, candle_params=None,
-                on_error="stop", verbose=1):
+                on_error="stop", verbose=1, methods=None):
     """Base-to-new results of one dataset: one row per (method, seed).
 
     Parameters
@@ -138,15 +171,18 @@ def base_to_new(dataset, root, *, model_name="ViT-B-16", pretrained="openai", sh
         Unreadable images stop the run, or are left out with a warning.
     verbose : int, default=1
         Progress on stderr.
+    methods : sequence of str, default=None
+        Names of :data:`METHODS` to run; None runs every one: Candle, zero-shot CLIP, a
+        linear probe and every peer.
 
     Returns
     -------
     records : list of dict
         Keys ``dataset, method, seed, base, new, hm, joint_hm, many, medium, few, seconds,
-        n_train, n_test``; methods ``candle``, ``zero-shot``, ``linear-probe``. Candle's
-        base / new / HM use its uncalibrated scores (the reference protocol), its joint
-        HM the calibrated ones.
+        n_train, n_test``. Base / new / HM use each method's uncalibrated scores (the
+        reference protocol), joint HM the calibrated ones.
     """
+    methods = check_methods(methods)
     spec = dataset_spec(dataset)
     if spec.kind == "variant":
         raise DatasetError(f"{spec.name} has no training set: use it as a transfer target "
@@ -176,7 +212,7 @@ def base_to_new(dataset, root, *, model_name="ViT-B-16", pretrained="openai", sh
     records = []
     for seed in seeds:
         records += _run_seed(spec.name, data, splits[seed], train, X_te, y_te, text, seed,
-                             device, candle_params, verbose)
+                             device, candle_params, verbose, methods)
     return records
 
 
@@ -201,8 +237,9 @@ def base_to_new_report(records, seeds):
         parts.append(f"{dataset}: mean ± std over seeds {seeds_txt}\n"
                      f"{format_table(by_method)}")
     if len(summary) > 1:
+        methods = list(dict.fromkeys(r["method"] for r in records))
         average = {m: average_over_datasets([s[m] for s in summary.values() if m in s])
-                   for m in METHODS}
+                   for m in methods}
         parts.append(f"average over {len(summary)} datasets ({', '.join(summary)}); hm is "
                      f"the harmonic mean of the average base and new\n{format_table(average)}")
     return "\n\n".join(parts)
@@ -222,7 +259,7 @@ def summary_records(records):
                 row[c], row[f"{c}_std"] = mean, std
             rows.append(row)
     if len(summary) > 1:
-        for method in METHODS:
+        for method in dict.fromkeys(r["method"] for r in records):
             stats = [s[method] for s in summary.values() if method in s]
             rows.append({"dataset": "average", "method": method, "n_seeds": "",
                          **average_over_datasets(stats)})
@@ -234,7 +271,6 @@ SUMMARY_FIELDS = ("dataset", "method", "n_seeds",
 
 
 # ------------------------------------------------------------------ transfer
-TRANSFER_METHODS = ("candle", "candle-source-classes", "zero-shot", "linear-probe")
 
 
 def _source_columns(source, target):
@@ -248,7 +284,7 @@ def _source_columns(source, target):
 def transfer(source, targets, root, *, model_name="ViT-B-16", pretrained="openai",
              shots=100, imbalance_ratio=None, seeds=(1, 2, 3), cache_dir="candle_cache",
              device="auto", batch_size=64, num_workers=2, candle_params=None,
-             on_error="stop", verbose=1):
+             on_error="stop", verbose=1, methods=None):
     """Fit on ``source`` (every class, few-shot and long-tailed), test on ``targets``.
 
     As in the reference (``TRAINER.TASK XD``), for every target Candle is fitted with the
@@ -258,14 +294,16 @@ def transfer(source, targets, root, *, model_name="ViT-B-16", pretrained="openai
     an ImageNet source, matched by WordNet id; -A and -R hold 200 of the 1000) is also
     scored by the source-only model among the matching source classes:
     ``candle-source-classes``, and the linear probe likewise; the linear probe cannot
-    score other targets. Zero-shot uses the target's own prompts. The source's own test
-    set comes first, scored by the source-only model. Parameters as :func:`base_to_new`.
+    score other targets. The peers are fitted and scored as Candle is. Zero-shot uses
+    the target's own prompts. The source's own test set comes first, scored by the
+    source-only model. Parameters as :func:`base_to_new`.
 
     Returns
     -------
     records : list of dict
         Keys ``source, target, method, seed, accuracy, seconds, n_train, n_test``.
     """
+    methods = check_methods(methods)
     src_spec = dataset_spec(source)
     if src_spec.kind == "variant":
         raise DatasetError(f"{src_spec.name} has no training set; train on imagenet")
@@ -292,7 +330,7 @@ def transfer(source, targets, root, *, model_name="ViT-B-16", pretrained="openai
         y_tr = src.train.labels[idx]
         _say(verbose, f"{src.name}, seed {seed}: Candle on {len(y_tr)} training images")
         fit = _TransferFits(src, X_tr, y_tr, tests[src.name].text, seed, device,
-                            candle_params, verbose)
+                            candle_params, verbose, methods)
         for name, test in tests.items():
             for method, acc, seconds in fit.scores(name == src.name, test):
                 records.append({"source": src.name, "target": name, "method": method,
@@ -314,48 +352,57 @@ def _timed(method, score):
 
 
 class _TransferFits:
-    """The models of one seed: the source-only Candle and linear probe (fitted at first
-    use), and Candle with a target's classes as new classes (fitted per target)."""
+    """The models of one seed: the source-only models (fitted at first use), and Candle
+    and the peers with a target's classes as new classes (fitted per target)."""
 
-    def __init__(self, src, X, y, text, seed, device, candle_params, verbose):
+    def __init__(self, src, X, y, text, seed, device, candle_params, verbose, methods):
         self.src, self.X, self.y, self.text = src, X, y, text
+        self.seed, self.methods = seed, methods
         self.args = (seed, device, candle_params, verbose)
         self._source = {}
 
+    def model(self, method, classes, text):
+        if method == "candle":
+            return _candle(classes, text, *self.args)
+        return _peer(method, classes, text, self.seed)
+
     def source_model(self, kind):
-        if not self._source:
-            self._source["candle"] = _candle(self.src.classes, self.text,
-                                             *self.args).fit(self.X, self.y)
-            self._source["probe"] = LinearProbe().fit(self.X, self.y)
+        if kind not in self._source:
+            self._source[kind] = (LinearProbe() if kind == "linear-probe" else self.model(
+                kind, self.src.classes, self.text)).fit(self.X, self.y)
         return self._source[kind]
 
-    def with_new_classes(self, test):
+    def with_new_classes(self, method, test):
         n_src = len(self.src.classes)
         classes = np.arange(n_src + len(test.data.classes))
-        clf = _candle(classes, np.concatenate([self.text, test.text]), *self.args)
+        clf = self.model(method, classes, np.concatenate([self.text, test.text]))
         return clf.fit(self.X, self.y), n_src + np.arange(len(test.data.classes))
 
     def scores(self, is_source, test):
         """``(method, accuracy, seconds)`` of every method that can score ``test``."""
         X, y, classes = test.X, test.y, self.src.classes
-        if is_source:
-            yield _timed("candle", lambda: _accuracy(self.source_model("candle").predict_proba(
-                X, calibrated=False), y, np.arange(len(classes))))
-        else:
-            def candle():
-                clf, columns = self.with_new_classes(test)
-                return _accuracy(clf.predict_proba(X, calibrated=False), y, columns)
-
-            yield _timed("candle", candle)
         columns = np.arange(len(classes)) if is_source else _source_columns(self.src, test.data)
-        if columns is not None and not is_source:
-            yield _timed("candle-source-classes", lambda: _accuracy(
-                self.source_model("candle").predict_proba(X, calibrated=False), y, columns))
-        yield _timed("zero-shot", lambda: _accuracy(zero_shot_scores(X, test.text), y,
-                                                    np.arange(len(test.data.classes))))
-        if columns is not None:
-            yield _timed("linear-probe", lambda: _accuracy(
-                self.source_model("probe").scores(X, classes), y, columns))
+        for method in self.methods:
+            if method == "zero-shot":
+                yield _timed(method, lambda: _accuracy(zero_shot_scores(X, test.text), y,
+                                                       np.arange(len(test.data.classes))))
+            elif method == "linear-probe":
+                if columns is not None:
+                    yield _timed(method, lambda: _accuracy(
+                        self.source_model(method).scores(X, classes), y, columns))
+            elif is_source:
+                yield _timed(method, lambda m=method: _accuracy(self.source_model(
+                    m).decision_function(X, calibrated=False), y, columns))
+            else:
+                def with_new(m=method):
+                    clf, cols = self.with_new_classes(m, test)
+                    return _accuracy(clf.decision_function(X, calibrated=False), y, cols)
+
+                yield _timed(method, with_new)
+                if method == "candle" and columns is not None:
+                    yield _timed("candle-source-classes", lambda: _accuracy(
+                        self.source_model("candle").decision_function(X, calibrated=False),
+                        y, columns))
 
 
 TRANSFER_SUMMARY_FIELDS = ("source", "target", "method", "n_seeds", "accuracy",
@@ -396,7 +443,7 @@ def _with_averages(records):
 
 
 def _transfer_methods(records):
-    return [m for m in TRANSFER_METHODS if any(r["method"] == m for r in records)]
+    return list(dict.fromkeys(r["method"] for r in records))
 
 
 def transfer_report(records, seeds):
@@ -461,6 +508,7 @@ def _check_model(options):
     from .tasks import check_candle_params
 
     check_candle_params(options.get("candle_params"))
+    check_methods(options.get("methods"))
     ClipEmbedder(options.get("model_name", "ViT-B-16"), options.get("pretrained", "openai"),
                  device=options.get("device", "auto")).load_model()
 

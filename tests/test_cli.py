@@ -16,7 +16,7 @@ from candle_sklearn._cache import TABLE
 from candle_sklearn._clip import BUNDLED_DIR as WEIGHTS
 from candle_sklearn.cli import main
 from candle_sklearn.datasets import base_to_new_split, load_coop_dataset
-from candle_sklearn.reproduce import reproduce
+from candle_sklearn.reproduce import METHODS, reproduce
 from candle_sklearn.tasks import fit_image_folder, load_model, predict_images
 
 from .disk_layouts import (WORLD8, write_image_folder, write_imagenet, write_split_dataset,
@@ -92,8 +92,9 @@ def test_reproduce_command_line(data_root, tmp_path):
     assert run.returncode == 0, run.stderr
     rows = _csv(out / "results.csv")
     assert {"method", "seed", "base", "new", "hm", "joint_hm"} <= set(rows[0])
+    # every method by default: Candle, zero-shot, the linear probe and the peers
     assert sorted((r["method"], r["seed"]) for r in rows) == sorted(
-        (m, s) for m in ("candle", "zero-shot", "linear-probe") for s in ("1", "2"))
+        (m, s) for m in METHODS for s in ("1", "2"))
     candle = [r for r in rows if r["method"].startswith("candle")]
     zero = [r for r in rows if "zero" in r["method"]]
     assert len(candle) == len(zero) == 2
@@ -101,7 +102,7 @@ def test_reproduce_command_line(data_root, tmp_path):
         values = [float(r[c]) for c in ("base", "new", "hm", "joint_hm")]
         assert all(0 <= v <= 1 for v in values)
         assert float(r["new"]) > 0.5  # 4 new classes: chance is 0.25
-    assert len(_csv(out / "summary.csv")) == 3
+    assert len(_csv(out / "summary.csv")) == len(METHODS)
     # results on stdout, progress on stderr
     assert "mean ± std over seeds 1, 2" in run.stdout and "img/s" not in run.stdout
     assert "embedding cache" in run.stderr
@@ -118,25 +119,28 @@ def test_reproduce_command_line(data_root, tmp_path):
 def test_reproduce_all_datasets(data_root, tmp_path, capsys):
     out = tmp_path / "all"
     assert main(["reproduce", "--dataset", "all", "--root", data_root, *TINY, *FAST,
-                 "--seeds", "1", "--output", str(out), "-q"]) == 0
+                 "--seeds", "1", "--output", str(out), "-q",
+                 "--methods", "candle", "zero-shot", "linear-adapter"]) == 0
     summary = _csv(out / "summary.csv")
     assert {r["dataset"] for r in summary} == {"imagenet", "oxford_pets", "dtd", "average"}
     average = {r["method"]: r for r in summary if r["dataset"] == "average"}
     per = [r for r in summary if r["method"] == "candle" and r["dataset"] != "average"]
     assert float(average["candle"]["base"]) == pytest.approx(
         np.mean([float(r["base"]) for r in per]), abs=1e-5)
+    assert set(average) == {"candle", "zero-shot", "linear-adapter"}
     assert "average over 3 datasets" in capsys.readouterr().out
 
 
 def test_transfer_through_the_python_api(data_root, tmp_path):
     report = reproduce(train="imagenet", test=["imagenet_a", "oxford_pets"], root=data_root,
-                       output=str(tmp_path / "xd"), seeds=(1,), **API)
+                       output=str(tmp_path / "xd"), seeds=(1,),
+                       methods=("candle", "zero-shot", "linear-probe", "lift"), **API)
     rows = _csv(tmp_path / "xd" / "results.csv")
     by = {(r["target"], r["method"]): float(r["accuracy"]) for r in rows}
     # the source; domain generalisation to a class subset (matched by WordNet id), also
     # scored among the source classes; cross-dataset transfer (target classes are new)
     assert set(by) == {(t, m) for t in ("imagenet", "imagenet_a", "oxford_pets")
-                       for m in ("candle", "zero-shot")} | {
+                       for m in ("candle", "zero-shot", "lift")} | {
         ("imagenet", "linear-probe"), ("imagenet_a", "linear-probe"),
         ("imagenet_a", "candle-source-classes")}
     assert by[("imagenet_a", "candle-source-classes")] > 1 / 3  # 3 classes
@@ -362,6 +366,8 @@ def test_usage_errors_exit_2(capsys):
      "--param: The 'tau' parameter of CandleClassifier must be"),
     (["fit", "train", "-o", "m.safetensors", "--num-workers", "-1"], "must be at least 0"),
     (["demo", "--features", "--plot", "p.png"], "the --features demo makes no plot"),
+    (["reproduce", "--dataset", "dtd", "--root", "x", "--methods", "candle", "svm"],
+     "--methods: unknown method(s) ['svm']"),
 ])
 def test_combinations_argparse_cannot_see_are_usage_errors(args, message, capsys):
     with pytest.raises(SystemExit) as exit_:
