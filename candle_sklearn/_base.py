@@ -268,24 +268,14 @@ class TextClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, Ba
             return 1.0, 0.0, {"method": "few images per class", "median_images": median}
         draws = self._calibration_draws(X, y_idx, classes, counts, text, seed)
         if draws:
-            weights = ZERO_SHOT_WEIGHTS if fixed is None else (fixed,)
-            choices = {option: choose_calibration(
-                [{**d, "scores": d["options"][option]} for d in draws],
-                CALIBRATION_TOLERANCE, weights) for option in draws[0]["options"]}
-            # the option of the best merit, the first (the method's default) among ties
-            option = max(choices, key=lambda o: choices[o][2][choices[o][0]][1])
-            self._use_option(option)
-            weight, bias, table = choices[option]
-            record = {"method": "held-out classes",
-                      "n_held_out_classes": len(draws[0]["held_out"]),
-                      "held_out": [d["held_out"] for d in draws],
-                      "by_zero_shot_weight": {f"{w:g}": {"bias": b, "held_out_hm": h,
-                                                         "held_out_hm_at_bias": a}
-                                              for w, (b, h, a) in table.items()}}
-            if len(choices) > 1:
-                record["by_option"] = {f"{o:g}": choices[o][2][choices[o][0]][1]
-                                       for o in choices}
-            return weight, bias, record
+            weight, bias, table = choose_calibration(
+                draws, CALIBRATION_TOLERANCE, ZERO_SHOT_WEIGHTS if fixed is None else (fixed,))
+            return weight, bias, {
+                "method": "held-out classes", "n_held_out_classes": len(draws[0]["held_out"]),
+                "held_out": [d["held_out"] for d in draws],
+                "by_zero_shot_weight": {f"{w:g}": {"bias": b, "held_out_hm": h,
+                                                   "held_out_hm_at_bias": a}
+                                        for w, (b, h, a) in table.items()}}
         # Nothing to estimate base accuracy on: one base class, or no base class with a
         # second image to hold back. Fall back to zero-shot CLIP's own scores, or, with
         # a fixed weight, be as ready to answer "new" on the training images as
@@ -335,20 +325,11 @@ class TextClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, Ba
             sub.fit(X[train], classes[y_idx[train]])
             evaluate = is_held | validation
             draws.append({"held_out": classes[held], "y": y_idx[evaluate],
-                          "options": sub._option_scores(X[evaluate]),
+                          "scores": sub._scores(X[evaluate], calibrated=False),
                           "zero_shot": zero_shot_scores(X[evaluate], text),
                           "weights": class_balanced_weights(y_idx[evaluate]),
                           "new_col": sub.class_counts_ == 0, "new_row": is_held[evaluate]})
         return draws
-
-    # A method may offer inference options that the calibration chooses among on the
-    # held-out draws (Candle: the weight of its visual logits), the first its default.
-    def _option_scores(self, X):
-        """``{option: uncalibrated scores}`` of validated-later features ``X``."""
-        return {None: self._scores(X, calibrated=False)}
-
-    def _use_option(self, option):
-        """Predict with ``option`` from now on."""
 
     def _variant(self, **params):
         """An unfitted estimator with ``params`` changed, sharing the others' values:

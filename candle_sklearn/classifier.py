@@ -19,11 +19,6 @@ from .templates import encode_class_names
 
 
 
-# Weights of the visual logits at inference, relative to training's, that
-# visual_scale="auto" chooses among by the held-out refits of the calibration.
-INFERENCE_VISUAL_FACTORS = (1.0, 0.5, 0.25, 0.0)
-
-
 def _head_order(is_new):
     """Indices into ``classes_`` in the head's order: base classes, then new ones."""
     return np.concatenate([np.flatnonzero(~is_new), np.flatnonzero(is_new)])
@@ -100,7 +95,13 @@ class CandleClassifier(TextClassifier):
     tau : float, default=1.0
         Loss margin: weight of the log class prior added to the logits in training.
     visual_scale : float, default=1.0
-        Scale of the visual (prototype) logits relative to CLIP's logit scale 100.
+        Scale of the visual (prototype) logits relative to CLIP's logit scale 100, in
+        training.
+    visual_weight : float, default=0.5
+        Weight of the visual logits in prediction, relative to training: scores are
+        ``z^vt + visual_weight * z^vv``. 1 predicts as the reference code does; lower
+        leans on the text logits, whose projections learn from every image, where a
+        long tail leaves the visual prototypes of its rare classes noisy.
     context : {"isolated", "batch"}, default="isolated"
         Attention context in training. ``"isolated"``: an image attends to itself and
         the class tokens. ``"batch"``: every token of a mini-batch attends to every
@@ -249,7 +250,8 @@ class CandleClassifier(TextClassifier):
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
         "tau": [Interval(Real, 0, None, closed="left")],
-        "visual_scale": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
+        "visual_scale": [Interval(Real, 0, None, closed="neither")],
+        "visual_weight": [Interval(Real, 0, None, closed="left")],
         "context": [StrOptions(set(CONTEXTS))],
         "virtual_init": [StrOptions({"text", "visual"})],
         "tied_text": ["boolean"],
@@ -272,7 +274,8 @@ class CandleClassifier(TextClassifier):
     }
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
-                 templates=None, tau=1.0, visual_scale="auto", context="isolated",
+                 templates=None, tau=1.0, visual_scale=1.0, visual_weight=0.5,
+                 context="isolated",
                  virtual_init="text", tied_text=False, new_class_bias="auto",
                  zero_shot_weight="auto", calibration_repeats=3,
                  optimizer="adamw", lr="auto", weight_decay=0.0,
@@ -286,6 +289,7 @@ class CandleClassifier(TextClassifier):
         self.templates = templates
         self.tau = tau
         self.visual_scale = visual_scale
+        self.visual_weight = visual_weight
         self.context = context
         self.virtual_init = virtual_init
         self.tied_text = tied_text
@@ -346,11 +350,12 @@ class CandleClassifier(TextClassifier):
             head = CandleHead(protos, text_t, int(is_new.sum()),
                               virtual_init=self.virtual_init, context=self.context,
                               num_heads=self.num_heads, dropout=self.dropout,
-                              visual_scale=self._training_visual_scale(),
+                              visual_scale=self.visual_scale,
                               tied_text=self.tied_text and text_t is not None)
             cfg = self._train_config(*X_t.shape)
             self.history_ = self._train(head, X_t, y_t, torch.as_tensor(counts[order]), seed,
                                         device, cfg)
+        head.set_inference_visual_scale(self.visual_weight * self.visual_scale)
         self.head_ = head  # on the training device until the calibration has scored
         self.head_order_ = order
         self.feature_scale_ = scale
@@ -361,24 +366,6 @@ class CandleClassifier(TextClassifier):
         super()._fit(X, y)
         self.head_ = self.head_.cpu()
         return self
-
-    def _training_visual_scale(self):
-        return 1.0 if self.visual_scale == "auto" else float(self.visual_scale)
-
-    def _option_scores(self, X):
-        """The head's scores at each inference weight of its visual logits that
-        ``visual_scale="auto"`` chooses among (the training scale first)."""
-        if self.visual_scale != "auto":
-            return super()._option_scores(X)
-        trained = self.head_.inference_visual_scale
-        try:
-            return {f: self._use_option(f) or self._scores(X, calibrated=False)
-                    for f in INFERENCE_VISUAL_FACTORS}
-        finally:
-            self.head_.set_inference_visual_scale(trained)
-
-    def _use_option(self, factor):
-        self.head_.set_inference_visual_scale(factor * self._training_visual_scale())
 
     def _refit_params(self):
         # the refits train at the fit's learning rate, so that they behave as the model

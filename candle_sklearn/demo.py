@@ -1,5 +1,6 @@
-"""The offline demo: Candle against zero-shot and linear baselines on long-tailed data
-with new classes, printed as a table."""
+"""The offline demo: Candle against zero-shot CLIP, linear probes and the strongest peers
+(the regularised linear adapter, LIFT's classifier, GDA) on long-tailed data with new
+classes, printed as a table."""
 
 import time
 
@@ -7,8 +8,30 @@ import numpy as np
 
 from ._baselines import LinearProbe, nearest_class_mean_scores, zero_shot_scores
 from ._results import COLUMNS, evaluate, format_table, timed_row  # noqa: F401 (re-exported)
+from .baselines import GDAClassifier, LinearAdapterClassifier, LogitAdjustedCosineClassifier
 from .classifier import CandleClassifier
 from .datasets import make_clip_like_features
+
+# The peers the demo shows beside Candle: the strongest on the family of worlds
+# (docs/benchmarks.md).
+DEMO_PEERS = {"linear adapter (ProLIP)": LinearAdapterClassifier,
+              "LIFT classifier": LogitAdjustedCosineClassifier, "GDA": GDAClassifier}
+
+
+def peer_rows(rows, data, X_train, X_test, text, seed):
+    """Add a row per peer of :data:`DEMO_PEERS`, fitted on ``X_train`` at its defaults;
+    returns ``{name: calibrated scores}``."""
+    scores = {}
+    for name, peer in DEMO_PEERS.items():
+        est = peer(classes=data.classes, text_features=text, random_state=seed)
+
+        def fit_and_score(est=est):
+            est.fit(X_train, data.y_train)
+            return est.decision_function(X_test), est.decision_function(X_test,
+                                                                       calibrated=False)
+
+        scores[name] = timed_row(rows, name, data, fit_and_score)
+    return scores
 
 LEGEND = ("base/new/hm: reference protocol (new-class images scored among new classes);"
           "\njoint_hm: every image among all classes; many/medium/few: base classes with"
@@ -16,7 +39,8 @@ LEGEND = ("base/new/hm: reference protocol (new-class images scored among new cl
 
 
 def compare_methods(data, candle_params=None):
-    """Rows of results for zero-shot, nearest class mean, linear probes and Candle."""
+    """Rows of results for zero-shot, nearest class mean, linear probes, the peers and
+    Candle."""
     classes = data.classes
     rows = {}
 
@@ -30,6 +54,8 @@ def compare_methods(data, candle_params=None):
     timed("linear probe", lambda: probe.setdefault("lr", LinearProbe().fit(
         data.X_train, data.y_train)).scores(data.X_test, classes))
     timed("linear probe + logit adj.", lambda: probe["lr"].scores(data.X_test, classes, 1.0))
+    peer_rows(rows, data, data.X_train, data.X_test, data.text_features,
+              (candle_params or {}).get("random_state"))
     clf = CandleClassifier(classes=classes, text_features=data.text_features,
                            **(candle_params or {}))
 
@@ -113,6 +139,7 @@ def run_world(seed=0, verbose=1, model_name="candle-tiny", pretrained="bundled",
     predictions["linear probe"] = timed_row(
         rows, "linear probe", data,
         lambda: LinearProbe().fit(F_train, data.y_train).scores(F_test, classes))
+    predictions.update(peer_rows(rows, data, F_train, F_test, text, seed))
 
     per_class = {name: np.array([np.mean(classes[np.argmax(s[data.y_test == c], 1)] == c)
                                  for c in classes]) for name, s in predictions.items()}
@@ -137,7 +164,7 @@ def plot_long_tail(data, per_class, path):
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     n_base = int((counts > 0).sum())
     x = np.arange(len(order))
-    for (name, acc), marker in zip(per_class.items(), "osd"):
+    for (name, acc), marker in zip(per_class.items(), "osd^vx<>"):
         ax.plot(x, acc[order], marker, ms=4, alpha=0.75, label=name)
         for part in (slice(0, n_base), slice(n_base, None)):  # base and new apart
             if not len(x[part]):

@@ -28,7 +28,7 @@ from .datasets import (BASE_TO_NEW_DATASETS, IMAGENET_VARIANTS, DatasetError,
 #: ``max_steps=None``: the reference's budget is its 50 epochs, however many steps.
 REFERENCE_RECIPE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4,
                         batch_size=128, max_epochs=50, max_steps=None, warmup_epochs=1,
-                        warmup_lr=1e-5, dropout=0.1, context="batch")
+                        warmup_lr=1e-5, dropout=0.1, context="batch", visual_weight=1.0)
 # The peers by their names on the command line and in the results.
 PEERS = {"linear-adapter": "LinearAdapterClassifier", "clap": "ClapClassifier",
          "gda": "GDAClassifier", "tip-adapter": "TipAdapterClassifier",

@@ -325,3 +325,30 @@ def _dumped(obj):
     joblib.dump(obj, buf)
     buf.seek(0)
     return buf
+
+
+@pytest.mark.parametrize("context", ["isolated", "batch"])
+@pytest.mark.parametrize("weight", [0.5, 1.0, 0.0])
+def test_visual_weight_weighs_the_visual_logits_in_prediction(small_data, context, weight):
+    """Scores are z^vt + visual_weight * z^vv; training is the same whatever the weight."""
+    import torch
+
+    from candle_sklearn.classifier import _for_head
+
+    d = small_data
+    clf = CandleClassifier(classes=d.classes, text_features=d.text_features,
+                           new_class_bias=0.0, visual_weight=weight, context=context,
+                           **FAST).fit(d.X_train, d.y_train)
+    with torch.no_grad():  # a batch of one: both contexts score one image alone
+        parts = [clf.head_.training_logits(torch.as_tensor(_for_head(x[None],
+                                                                     clf.feature_scale_)))
+                 for x in d.X_test[:5]]
+    zvt = np.stack([p[1][0].numpy() for p in parts])
+    zvv = np.stack([p[2][0].numpy() for p in parts])
+    want = (zvt + weight * zvv)[:, np.argsort(clf.head_order_)]
+    np.testing.assert_allclose(clf.decision_function(d.X_test[:5], calibrated=False), want,
+                               rtol=1e-4, atol=1e-3)
+    other = CandleClassifier(classes=d.classes, text_features=d.text_features,
+                             new_class_bias=0.0, context=context, visual_weight=0.25,
+                             **FAST).fit(d.X_train, d.y_train)
+    np.testing.assert_array_equal(other.history_, clf.history_)
