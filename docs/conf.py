@@ -53,7 +53,7 @@ exclude_patterns += ["sg_execution_times.rst"]
 # -- API reference: autosummary stubs from the docstrings, parsed by numpydoc ---------------
 autosummary_generate = True
 autosummary_imported_members = False
-autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_default_options = {"members": True}
 autodoc_typehints = "none"  # the numpydoc sections document the types
 autodoc_inherit_docstrings = False
 numpydoc_show_class_members = False  # the class template lists the members itself
@@ -134,6 +134,9 @@ def _skip_member(app, what, name, obj, skip, options):
     # scikit-learn adds set_{method}_request to estimators whose methods take extra
     # arguments (metadata routing); they are scikit-learn's, documented there
     if name.startswith("set_") and name.endswith("_request"):
+        return True
+    # Python's own exception methods (add_note, with_traceback)
+    if getattr(obj, "__objclass__", None) is BaseException:
         return True
     return None
 
