@@ -25,7 +25,7 @@ import numpy as np
 from worlds import RESULTS, WORLDS, load_world
 
 from candle_sklearn import CandleClassifier
-from candle_sklearn._baselines import zero_shot_scores
+from candle_sklearn._zero_shot import zero_shot_scores
 from candle_sklearn._calibration import (best_bias, choose_calibration, joint_hm_by_bias,
                                          plateau_bias, rate_matched_bias)
 from candle_sklearn.classifier import (CALIBRATION_TOLERANCE, _few_images_median,

@@ -39,7 +39,7 @@ from worlds import WORLDS, load_world
 from candle_sklearn import CandleClassifier
 from candle_sklearn.datasets import make_clip_like_features
 from candle_sklearn.metrics import base_new_accuracy
-from candle_sklearn.reproduce import REFERENCE_RECIPE
+from candle_sklearn import REFERENCE_RECIPE
 
 REFERENCE = REFERENCE_RECIPE
 # reference fits longer than this many optimizer steps are timed at 1 and 2 epochs and

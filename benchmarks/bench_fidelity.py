@@ -36,7 +36,7 @@ from candle_sklearn import CandleClassifier
 from candle_sklearn import _head
 from candle_sklearn._train import TrainConfig
 from candle_sklearn.metrics import base_new_accuracy
-from candle_sklearn.reproduce import REFERENCE_RECIPE
+from candle_sklearn import REFERENCE_RECIPE
 
 REFERENCE = dict(REFERENCE_RECIPE, new_class_bias=0.0, device="cpu")
 

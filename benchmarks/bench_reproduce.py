@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from candle_sklearn import CandleClassifier
-from candle_sklearn._baselines import LinearProbe, zero_shot_scores
+from candle_sklearn.cli.scores import LinearProbe, zero_shot_scores
 from candle_sklearn.datasets import base_to_new_split, make_clip_like_features
 
 # CoOp's splits (its paper's dataset table): classes, training images, test images.

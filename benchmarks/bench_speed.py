@@ -27,7 +27,7 @@ from candle_sklearn import CandleClassifier
 from candle_sklearn._head import CandleHead
 from candle_sklearn._loss import cla_loss, class_log_prior
 from candle_sklearn.datasets import make_clip_like_features
-from candle_sklearn.reproduce import REFERENCE_RECIPE
+from candle_sklearn import REFERENCE_RECIPE
 
 REFERENCE = REFERENCE_RECIPE
 

@@ -156,11 +156,11 @@ def _image_world(seed):
 
     from candle_sklearn import ClipEmbedder
     from candle_sklearn.classifier import prompts_text_features
-    from candle_sklearn.demo import world_data
+    from candle_sklearn.datasets import make_world_task
 
     path = RESULTS / f"image_world_seed{seed}.npz"
     if not path.exists():
-        data = world_data(seed)
+        data = make_world_task(seed)
         emb = ClipEmbedder("candle-tiny", "bundled", device="cpu", cache=False)
         text = prompts_text_features(emb, data.classes, ["a photo of a {}."])
         RESULTS.mkdir(exist_ok=True)

@@ -1,4 +1,4 @@
-"""``python -m candle_sklearn``: the ``candle-sklearn`` command line (see ``cli.py``)."""
+"""``python -m candle_sklearn``: the ``candle-sklearn`` command line (:mod:`candle_sklearn.cli`)."""
 
 import sys
 

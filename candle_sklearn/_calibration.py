@@ -3,7 +3,6 @@ joint prediction. NumPy only."""
 
 import numpy as np
 
-
 # Weights of zero-shot CLIP's scores in the calibrated scores that new_class_bias="auto"
 # chooses among (see choose_calibration).
 ZERO_SHOT_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -28,7 +28,7 @@ _CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 
 __all__ = ["WeightsUnavailableError", "LoadedModel", "WeightsSpec", "resolve", "load",
-           "resolve_device", "clear_cache", "encode_text", "bundled_models"]
+           "clear_cache", "encode_text", "bundled_models"]
 
 
 @dataclass(frozen=True)
@@ -84,34 +84,6 @@ def bundled_models():
     if not BUNDLED_DIR.is_dir():
         return []
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "open_clip_config.json").is_file())
-
-
-# ------------------------------------------------------------------ devices
-def resolve_device(spec):
-    """A usable torch device for an embedder: ``"auto"``, ``"cpu"``, ``"cuda"``,
-    ``"cuda:N"`` or ``"mps"``; anything else is a clear ValueError."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device={spec!r} is not a torch device: {exc}") from None
-    if device.type == "cpu":
-        return device
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={spec!r} was requested but CUDA is not available; "
-                             "use device='auto' or 'cpu'")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device={spec!r}: this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s)")
-        return device
-    if device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"device={spec!r} was requested but MPS is not available")
-        return device
-    raise ValueError(f"device={spec!r} cannot run a CLIP model; use 'auto', 'cpu', "
-                     "'cuda', 'cuda:N' or 'mps'")
 
 
 # ------------------------------------------------------- finding the weights

@@ -58,30 +58,6 @@ def auto_lr(n_samples, n_features):
     return 1e-3 * min(1.0, 512 / n_features) * min(1.0, data)
 
 
-def resolve_device(spec):
-    """``"auto"`` is CUDA when available, else CPU. Only devices that can train and hold
-    a model are accepted (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``); an unavailable
-    one is an error that says so."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device={spec!r} is not a torch device: {exc}") from None
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device={spec!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={spec!r} was requested but CUDA is not available; "
-                             "use device='auto' or 'cpu'")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device={spec!r}: only {torch.cuda.device_count()} CUDA "
-                             "device(s) are visible")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={spec!r} was requested but MPS is not available")
-    return device
-
-
 @contextlib.contextmanager
 def seeded(seed, device):
     """Seed torch's RNGs for a block without disturbing the caller's RNG state: the CPU

@@ -25,10 +25,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _peers
-from ._base import (CLASS_TABLE_CONSTRAINTS, ClassTableMixin, ScoresPredictionMixin,
-                    TextClassifier)
+from ._base import CLASS_TABLE_CONSTRAINTS, ClassTableMixin, ScoresPredictionMixin, TextClassifier
 from ._zero_shot import unit_rows
 from .templates import Templates
+
 
 class ZeroShotClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, BaseEstimator):
     """CLIP zero-shot classification: each image goes to the class whose text feature

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from . import _clip
 from ._cache import caches_for
+from ._devices import resolve_device
 from ._images import BatchPreprocess, as_items, item_key, iter_batches
 from ._threads import torch_threads
 
@@ -135,7 +136,7 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return _clip.resolve(self.model_name, self.pretrained)
 
     def _loaded(self, spec=None):
-        return _clip.load(self.model_name, self.pretrained, _clip.resolve_device(self.device),
+        return _clip.load(self.model_name, self.pretrained, resolve_device(self.device),
                           self.precision, spec=spec)
 
     def load_model(self):
@@ -240,7 +241,7 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             loaded = self._loaded(spec)
         precision = self.precision
         if precision == "amp":  # autocasts to fp16 on CUDA, bf16 elsewhere: not one key
-            on_cuda = _clip.resolve_device(self.device).type == "cuda"
+            on_cuda = resolve_device(self.device).type == "cuda"
             precision = "amp-fp16" if on_cuda else "amp-bf16"
         model_key = f"{spec.fingerprint or loaded.fingerprint}|{precision}"
         caches = caches_for(self.cache, disk=spec.fingerprint is not None)
@@ -311,9 +312,13 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
 
 def __getattr__(name):
-    # make_candle_pipeline lives in candle_sklearn.pipeline; older imports keep working.
-    if name == "make_candle_pipeline":
+    if name == "make_candle_pipeline":  # moved; the public name is candle_sklearn's
+        import warnings
+
         from .pipeline import make_candle_pipeline
 
+        warnings.warn("candle_sklearn.embedder.make_candle_pipeline is deprecated and will "
+                      "be removed in 0.3: import it from candle_sklearn",
+                      FutureWarning, stacklevel=2)
         return make_candle_pipeline
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

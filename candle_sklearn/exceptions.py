@@ -1,24 +1,9 @@
 """The exceptions candle_sklearn raises on purpose, for ``except`` clauses (as
 ``sklearn.exceptions`` does). Each message names the failing input and how to fix it."""
-__all__ = ["CheckpointError", "EmbeddingCacheError", "EmbeddingCacheWarning", "ImageInputError",
-           "InvalidModelFileError", "TrainingDivergedError", "WeightsMismatchError",
+__all__ = ["CheckpointError", "DatasetError", "EmbeddingCacheError", "EmbeddingCacheWarning",
+           "ImageInputError", "InvalidModelFileError", "ModelFileError",
+           "SkippedImageWarning", "TrainingDivergedError", "WeightsMismatchError",
            "WeightsUnavailableError"]
-
-# Defined next to the code that raises them; handed on here on first access (importing
-# those modules at the top would be circular, as they import this one).
-_ELSEWHERE = {"InvalidModelFileError": ".io", "WeightsMismatchError": ".io"}
-
-
-def __getattr__(name):
-    if name in _ELSEWHERE:
-        from importlib import import_module
-
-        return getattr(import_module(_ELSEWHERE[name], __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
 
 
 class ImageInputError(ValueError):
@@ -49,3 +34,24 @@ class EmbeddingCacheWarning(UserWarning):
 class TrainingDivergedError(FloatingPointError):
     """Training produced a non-finite loss or parameter (too large a learning rate,
     weight decay or loss margin). The message says what diverged and what to lower."""
+
+
+class InvalidModelFileError(ValueError):
+    """A model file is not one this version can read, or it was altered."""
+
+
+class WeightsMismatchError(RuntimeError):
+    """The CLIP weights found on this machine are not those the model was saved with."""
+
+
+class ModelFileError(ValueError):
+    """A saved model is missing or is not a fitted classifier."""
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is missing, incomplete or malformed; the message names the
+    file or folder (and, for the reference datasets, where they come from)."""
+
+
+class SkippedImageWarning(UserWarning):
+    """Unreadable images were left out (``on_error="skip"``)."""

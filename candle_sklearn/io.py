@@ -28,15 +28,16 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
+from ._devices import nearest_device
 from ._head import CandleHead
 from .baselines import PEERS, ZeroShotClassifier
 from .classifier import CandleClassifier
 from .embedder import ClipEmbedder
+from .exceptions import InvalidModelFileError, WeightsMismatchError
 from .pipeline import CandlePipeline
 from .templates import as_format_string
 
-__all__ = ["InvalidModelFileError", "WeightsMismatchError", "FORMAT_VERSION", "save", "load",
-           "read_header", "head_to_state", "head_from_state"]
+__all__ = ["FORMAT_VERSION", "save", "load", "read_header", "head_to_state", "head_from_state"]
 
 FORMAT = "candle_sklearn"
 FORMAT_VERSION = 1
@@ -88,14 +89,6 @@ _SKLEARN_PRIVATE = ("_sklearn_output_config",)
 
 # File-format upgrades: _MIGRATIONS[v] turns a version-v document into version v + 1.
 _MIGRATIONS: dict[int, Any] = {}
-
-
-class InvalidModelFileError(ValueError):
-    """The file is not a model file this version can read, or it was altered."""
-
-
-class WeightsMismatchError(RuntimeError):
-    """The CLIP weights found on this machine are not those the model was saved with."""
 
 
 # ------------------------------------------------------------------ weights reference
@@ -345,7 +338,7 @@ class _Reader:
         if self.device is not None and "device" in params:
             params["device"] = self.device
         elif isinstance(params.get("device"), str):
-            device, why = _device_here(params["device"])
+            device, why = nearest_device(params["device"])
             if why:
                 warnings.warn(f"{self.where}: {path} was saved with device="
                               f"{params['device']!r}; this machine has {why}, so it uses "
@@ -418,22 +411,6 @@ class _Reader:
             raise self.fail(f"{path}: inconsistent fitted state: {'; '.join(bad)}")
 
 
-def _device_here(saved):
-    """``(device, why)``: the saved device where this machine has it (``why`` None), else
-    the nearest one it has and why: no CUDA at all, or not GPU N of a ``cuda:N`` (fitted
-    on GPU 1 of a larger machine, say), or no MPS (fitted on a Mac)."""
-    if saved == "mps" and not torch.backends.mps.is_available():
-        return "cpu", "no MPS device"
-    if not saved.startswith("cuda"):
-        return saved, None
-    if not torch.cuda.is_available():
-        return "cpu", "no CUDA device"
-    index = saved.partition(":")[2]
-    if index.isdigit() and int(index) >= torch.cuda.device_count():
-        return "cuda", f"{torch.cuda.device_count()} CUDA device(s)"
-    return saved, None
-
-
 def _short(value, limit=120):
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
@@ -460,14 +437,14 @@ def save(estimator: BaseEstimator, path: str | os.PathLike) -> None:
     """
     import sklearn
 
-    import candle_sklearn
+    from ._version import __version__
 
     writer = _Writer()
     node = writer.value(estimator, "estimator")
     if not isinstance(node, dict) or "__estimator__" not in node:
         raise TypeError(f"candle_sklearn.save saves estimators, got {type(estimator).__name__}")
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION,
-           "written_by": {"candle_sklearn": candle_sklearn.__version__,
+           "written_by": {"candle_sklearn": __version__,
                           "scikit-learn": sklearn.__version__, "torch": torch.__version__},
            "estimator": node["__estimator__"]}
     path = Path(path)

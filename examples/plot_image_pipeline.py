@@ -14,11 +14,11 @@ import numpy as np
 
 from candle_sklearn import make_candle_pipeline
 from candle_sklearn.baselines import ZeroShotClassifier
-from candle_sklearn.demo import world_data
+from candle_sklearn.datasets import make_world_task
 from candle_sklearn.metrics import LongTailDisplay, base_new_accuracy
 
 # long-tailed images of 48 base compositions (50 down to 1 per class), names of all 72
-data = world_data(seed=0, max_per_class=50, n_test_per_class=10)
+data = make_world_task(0, max_per_class=50, n_test_per_class=10)
 print(len(data.y_train), "training images;", "new classes:", data.new_classes[:3], "...")
 
 # %%

@@ -13,7 +13,7 @@ from sklearn.utils.estimator_checks import (check_estimator_cloneable, check_est
                                             check_parameters_default_constructible,
                                             parametrize_with_checks)
 
-from candle_sklearn._baselines import LinearProbe, zero_shot_scores
+from candle_sklearn.cli.scores import LinearProbe, zero_shot_scores
 from candle_sklearn.baselines import LinearProbeClassifier, ZeroShotClassifier
 
 
@@ -158,7 +158,7 @@ def test_private_linear_probe_wrapper_spreads_scores(small_data):
 
 
 def test_private_baselines_follow_classes_in_any_order():
-    from candle_sklearn._baselines import nearest_class_mean_scores
+    from candle_sklearn.cli.scores import nearest_class_mean_scores
 
     X = np.array([[1.0, 0], [0.9, 0.1], [0, 1.0], [0.1, 0.9]])
     y = np.array(["b", "b", "a", "a"])

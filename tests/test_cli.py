@@ -16,8 +16,8 @@ from candle_sklearn._cache import TABLE
 from candle_sklearn._clip import BUNDLED_DIR as WEIGHTS
 from candle_sklearn.cli import main
 from candle_sklearn.datasets import base_to_new_split, load_coop_dataset
-from candle_sklearn.reproduce import METHODS, reproduce
-from candle_sklearn.tasks import fit_image_folder, load_model, predict_images
+from candle_sklearn.cli.reproduce import METHODS, reproduce
+from candle_sklearn.cli.folders import fit_image_folder, load_model, predict_images
 
 from .disk_layouts import (WORLD8, write_image_folder, write_imagenet, write_split_dataset,
                            write_variant)
@@ -379,7 +379,8 @@ def test_embed_files_skips_or_stops_chunk_by_chunk(broken):
     import warnings
 
     from candle_sklearn import ClipEmbedder
-    from candle_sklearn._file_features import SkippedImageWarning, embed_files
+    from candle_sklearn.cli.embedding import embed_files
+    from candle_sklearn.exceptions import SkippedImageWarning
     from candle_sklearn._images import ImageInputError
     from candle_sklearn.datasets import load_image_folder
 
@@ -398,7 +399,7 @@ def test_embed_files_skips_or_stops_chunk_by_chunk(broken):
 
 def test_embed_files_refuses_no_paths_and_a_bad_chunk_size(broken):
     from candle_sklearn import ClipEmbedder
-    from candle_sklearn._file_features import embed_files
+    from candle_sklearn.cli.embedding import embed_files
     from candle_sklearn._images import ImageInputError
 
     emb = ClipEmbedder("candle-tiny", "bundled", device="cpu", num_workers=0)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from candle_sklearn import _clip, make_candle_pipeline
-from candle_sklearn._baselines import zero_shot_scores
+from candle_sklearn._zero_shot import zero_shot_scores
 from candle_sklearn._cache import MEMORY
-from candle_sklearn.demo import world_data
+from candle_sklearn.datasets import make_world_task
 from candle_sklearn.metrics import base_new_accuracy
 
 # Seeds 0, 1, 2 of this set-up gave Candle +0.11 to +0.15 base accuracy over zero-shot,
@@ -23,7 +23,7 @@ JOINT_HM = 0.4
 
 @pytest.fixture(scope="module")
 def world():
-    return world_data(seed=0, n_test_per_class=10)
+    return make_world_task(0, n_test_per_class=10)
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,7 @@ def test_tied_text_needs_text_initialised_virtual_prototypes():
 def test_reference_recipe_trains_its_fifty_epochs_whatever_the_step_cap():
     # the default max_steps=200 must not cut the reference's 50 epochs short
     from candle_sklearn import CandleClassifier
-    from candle_sklearn.reproduce import REFERENCE_RECIPE
+    from candle_sklearn import REFERENCE_RECIPE
 
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((600, 8)), np.arange(600) % 3

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import Bunch
 
+from ..exceptions import DatasetError
 from ..templates import COOP_TEMPLATES, DEFAULT_TEMPLATE
-from .folder import DatasetError, clean_class_name, list_images
+from .folder import clean_class_name, list_images
 
 COOP_DOCS = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
 

@@ -8,13 +8,10 @@ from collections import Counter
 import numpy as np
 from sklearn.utils import Bunch
 
+from ..exceptions import DatasetError
+
 #: Extensions read as images (torchvision's ``IMG_EXTENSIONS``), compared in lower case.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-class DatasetError(ValueError):
-    """A dataset on disk is missing, incomplete or malformed; the message names the
-    file or folder (and, for the reference datasets, where they come from)."""
 
 
 def clean_class_name(name):

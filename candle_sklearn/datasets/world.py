@@ -101,3 +101,45 @@ def make_world_images(names, n_per_class, random_state=None, size=32, domain="pr
     images = np.stack([render_world_image(n, gen, size, domain) for n in labels]) if len(labels) \
         else np.zeros((0, size, size, 3), np.uint8)
     return images, labels
+
+
+def make_world_task(random_state=0, n_test_per_class=20, imbalance_ratio=0.02,
+                    max_per_class=100, domain="downstream"):
+    """The demo's task on the generated image world: long-tailed training images of the
+    base compositions (those the bundled tiny CLIP was trained on), balanced test images
+    of every composition, the held-out ones known by name only.
+
+    Parameters
+    ----------
+    random_state : int, default=0
+        Seeds the long tail's class order and the images (the test images with
+        ``random_state + 1``).
+    n_test_per_class : int, default=20
+    imbalance_ratio, max_per_class : float, int, default=0.02, 100
+        The long tail (:func:`~candle_sklearn.datasets.long_tailed_counts`).
+    domain : {"downstream", "pretrain"}, default="downstream"
+        The images' style; "downstream" is shifted from the tiny CLIP's training images.
+
+    Returns
+    -------
+    data : Bunch
+        ``X_train``, ``y_train``, ``X_test``, ``y_test`` (PIL images and labels),
+        ``classes``, ``base_classes``, ``new_classes`` and ``train_counts``.
+    """
+    from sklearn.utils import Bunch
+
+    from .protocol import long_tailed_counts
+
+    classes = np.array(sorted(world_classes()))
+    new = np.array(sorted(world_new_classes()))
+    base = np.setdiff1d(classes, new)
+    rng = np.random.RandomState(random_state)
+    counts = dict(zip(base[rng.permutation(len(base))],
+                      long_tailed_counts(len(base), imbalance_ratio, max_per_class)))
+    X_train, y_train = make_world_images(list(counts), list(counts.values()),
+                                         random_state=random_state, domain=domain)
+    X_test, y_test = make_world_images(list(classes), n_test_per_class,
+                                       random_state=random_state + 1, domain=domain)
+    train_counts = np.array([counts.get(c, 0) for c in classes])
+    return Bunch(X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
+                 classes=classes, new_classes=new, base_classes=base, train_counts=train_counts)

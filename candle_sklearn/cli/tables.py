@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from .metrics import base_new_accuracy, harmonic_mean, shot_accuracy
+from ..metrics import base_new_accuracy, harmonic_mean, shot_accuracy
 
 COLUMNS = ("base", "new", "hm", "joint_hm", "many", "medium", "few", "seconds")
 

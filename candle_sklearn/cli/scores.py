@@ -5,9 +5,9 @@ themselves are public in :mod:`candle_sklearn.baselines`."""
 import numpy as np
 from sklearn.preprocessing import normalize as _unit
 
-from ._labels import columns
-from ._zero_shot import zero_shot_scores  # noqa: F401  (the demo's zero-shot baseline)
-from .baselines import LinearProbeClassifier
+from .._labels import columns
+from .._zero_shot import zero_shot_scores  # noqa: F401  (the demo's zero-shot baseline)
+from ..baselines import LinearProbeClassifier
 
 
 def _base_columns(scores_base, base_idx, n_classes):

@@ -15,20 +15,13 @@ import time
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._baselines import LinearProbe, zero_shot_scores
-from ._file_features import embed_files
-from ._results import (COLUMNS, average_over_datasets, format_table, mean_std, timed_row,
-                       write_csv)
-from .datasets import (BASE_TO_NEW_DATASETS, IMAGENET_VARIANTS, DatasetError,
-                       base_to_new_split, check_coop_dataset, dataset_spec,
-                       find_coop_datasets, imbalanced_fewshot_indices, load_coop_dataset)
+from ..datasets import (BASE_TO_NEW_DATASETS, IMAGENET_VARIANTS, DatasetError, base_to_new_split,
+                        check_coop_dataset, dataset_spec, find_coop_datasets,
+                        imbalanced_fewshot_indices, load_coop_dataset)
+from .embedding import embed_files
+from .scores import LinearProbe, zero_shot_scores
+from .tables import COLUMNS, average_over_datasets, format_table, mean_std, timed_row, write_csv
 
-#: The reference's training recipe (its example script and config), as CandleClassifier
-#: parameters; the package's defaults are faster at equal accuracy (docs/benchmarks.md).
-#: ``max_steps=None``: the reference's budget is its 50 epochs, however many steps.
-REFERENCE_RECIPE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4,
-                        batch_size=128, max_epochs=50, max_steps=None, warmup_epochs=1,
-                        warmup_lr=1e-5, dropout=0.1, context="batch", visual_weight=1.0)
 # The peers by their names on the command line and in the results.
 PEERS = {"linear-adapter": "LinearAdapterClassifier", "clap": "ClapClassifier",
          "gda": "GDAClassifier", "tip-adapter": "TipAdapterClassifier",
@@ -51,7 +44,7 @@ def _say(verbose, message):
 
 
 def _embedder(model_name, pretrained, cache_dir, device, batch_size, num_workers):
-    from .embedder import ClipEmbedder
+    from ..embedder import ClipEmbedder
 
     return ClipEmbedder(model_name, pretrained, device=device, batch_size=batch_size,
                         num_workers=num_workers, cache=os.fspath(cache_dir))
@@ -82,7 +75,7 @@ class _Features:
 
 
 def _candle(classes, text, seed, device, candle_params, verbose):
-    from .classifier import CandleClassifier
+    from ..classifier import CandleClassifier
 
     return CandleClassifier(classes=classes, text_features=text, random_state=seed,
                             device=device, verbose=max(verbose - 1, 0),
@@ -91,7 +84,7 @@ def _candle(classes, text, seed, device, candle_params, verbose):
 
 def _peer(method, classes, text, seed):
     """The peer ``method`` (a name of :data:`PEERS`) at its defaults."""
-    from . import baselines
+    from .. import baselines
 
     extra = {"fine_tune": True} if method == "tip-adapter-f" else {}
     return getattr(baselines, PEERS[method])(classes=classes, text_features=text,
@@ -166,7 +159,7 @@ def base_to_new(dataset, root, *, model_name="ViT-B-16", pretrained="openai", sh
     device, batch_size, num_workers : embedder and classifier settings
     candle_params : dict, optional
         More :class:`~candle_sklearn.CandleClassifier` parameters (e.g.
-        :data:`REFERENCE_RECIPE`).
+        :data:`candle_sklearn.REFERENCE_RECIPE`).
     on_error : {"stop", "skip"}, default="stop"
         Unreadable images stop the run, or are left out with a warning.
     verbose : int, default=1
@@ -492,7 +485,7 @@ def _write_settings(output, **settings):
     import sklearn
     import torch
 
-    from . import __version__
+    from .._version import __version__
 
     settings["candle_params"] = settings.get("candle_params") or {}
     settings["versions"] = {"candle_sklearn": __version__, "torch": torch.__version__,
@@ -504,8 +497,8 @@ def _write_settings(output, **settings):
 def _check_model(options):
     """Load the CLIP model (kept for the run: the loaded model is shared in the process)
     and check the Candle parameters' names."""
-    from .embedder import ClipEmbedder
-    from .tasks import check_candle_params
+    from ..embedder import ClipEmbedder
+    from .folders import check_candle_params
 
     check_candle_params(options.get("candle_params"))
     check_methods(options.get("methods"))
@@ -573,4 +566,4 @@ def reproduce(dataset=None, root=".", *, train=None, test=(), output="candle_rep
     return report
 
 
-__all__ = ["REFERENCE_RECIPE", "base_to_new", "reproduce", "transfer"]
+__all__ = ["base_to_new", "reproduce", "transfer"]

@@ -6,11 +6,11 @@ import time
 
 import numpy as np
 
-from ._baselines import LinearProbe, nearest_class_mean_scores, zero_shot_scores
-from ._results import COLUMNS, evaluate, format_table, timed_row  # noqa: F401 (re-exported)
-from .baselines import GDAClassifier, LinearAdapterClassifier, LogitAdjustedCosineClassifier
-from .classifier import CandleClassifier
-from .datasets import make_clip_like_features
+from ..baselines import GDAClassifier, LinearAdapterClassifier, LogitAdjustedCosineClassifier
+from ..classifier import CandleClassifier
+from ..datasets import make_clip_like_features, make_world_task
+from .scores import LinearProbe, nearest_class_mean_scores, zero_shot_scores
+from .tables import COLUMNS, evaluate, format_table, timed_row  # noqa: F401 (re-exported)
 
 # The peers the demo shows beside Candle: the strongest on the family of worlds
 # (docs/benchmarks.md).
@@ -82,30 +82,6 @@ def main(seed=0, verbose=1):
 
 
 # ------------------------------------------------------------------ image world demo
-def world_data(seed=0, n_test_per_class=20, imbalance_ratio=0.02, max_per_class=100,
-               domain="downstream"):
-    """Long-tailed training images of the base compositions, balanced test images of
-    all compositions, from the generated image world (in the downstream style, shifted
-    from the tiny CLIP's training images)."""
-    from sklearn.utils import Bunch
-
-    from .datasets import long_tailed_counts, make_world_images, world_classes, world_new_classes
-
-    classes = np.array(sorted(world_classes()))
-    new = np.array(sorted(world_new_classes()))
-    base = np.setdiff1d(classes, new)
-    rng = np.random.RandomState(seed)
-    counts = dict(zip(base[rng.permutation(len(base))],
-                      long_tailed_counts(len(base), imbalance_ratio, max_per_class)))
-    X_train, y_train = make_world_images(list(counts), list(counts.values()), random_state=seed,
-                                         domain=domain)
-    X_test, y_test = make_world_images(list(classes), n_test_per_class, random_state=seed + 1,
-                                       domain=domain)
-    train_counts = np.array([counts.get(c, 0) for c in classes])
-    return Bunch(X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
-                 classes=classes, new_classes=new, base_classes=base, train_counts=train_counts)
-
-
 def run_world(seed=0, verbose=1, model_name="candle-tiny", pretrained="bundled",
               candle_params=None):
     """Fit the pipeline on world images; compare with zero-shot and a linear probe.
@@ -113,10 +89,10 @@ def run_world(seed=0, verbose=1, model_name="candle-tiny", pretrained="bundled",
     Returns ``(data, rows, per_class)``: the world's data, the table rows and, per
     method, the accuracy of every class (joint prediction) for the long-tail plot.
     """
-    from ._baselines import LinearProbe, zero_shot_scores
-    from .embedder import make_candle_pipeline
+    from ..pipeline import make_candle_pipeline
+    from .scores import LinearProbe, zero_shot_scores
 
-    data = world_data(seed)
+    data = make_world_task(seed)
     classes = data.classes
     pipe = make_candle_pipeline(model_name, pretrained, classes=classes,
                                 embedder_params={"verbose": verbose},
@@ -189,7 +165,7 @@ def plot_long_tail(data, per_class, path):
 
 
 def main_world(seed=0, verbose=1, plot="candle_demo_long_tail.png"):
-    from .datasets import world_classes, world_new_classes
+    from ..datasets import world_classes, world_new_classes
 
     print(f"Generated image world: {len(world_classes())} compositions (pattern x colour x "
           f"shape), {len(world_new_classes())} of them held out of the tiny CLIP's "

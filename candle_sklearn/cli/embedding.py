@@ -9,13 +9,10 @@ import warnings
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._images import ImageInputError, to_pil
+from .._images import to_pil
+from ..exceptions import ImageInputError, SkippedImageWarning
 
 ON_ERROR = ("stop", "skip")
-
-
-class SkippedImageWarning(UserWarning):
-    """Unreadable images were left out (``on_error="skip"``)."""
 
 
 def _unreadable(paths):

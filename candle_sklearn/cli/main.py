@@ -1,6 +1,6 @@
 """The ``candle-sklearn`` command line (also ``python -m candle_sklearn``): parsing and
-printing only; the work is in :mod:`candle_sklearn.tasks`, :mod:`candle_sklearn.reproduce`
-and :mod:`candle_sklearn.demo`."""
+printing only; the work is in :mod:`.folders` (image folders), :mod:`.reproduce` (the
+paper's experiments) and :mod:`.demo`."""
 
 import argparse
 import ast
@@ -202,7 +202,7 @@ def build_parser(prog=PROG):
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=fmt,
                                      epilog=MAIN_EPILOG)
-    from . import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
@@ -341,7 +341,7 @@ def _candle_params(args, recipe=None):
 
 
 def _fit(args):
-    from .tasks import fit_image_folder
+    from .folders import fit_image_folder
 
     fit_image_folder(args.train_dir, new_classes=args.new_classes or (),
                      model_name=args.model, pretrained=args.pretrained,
@@ -354,13 +354,13 @@ def _fit(args):
 
 
 def _load(args):
-    from .tasks import load_model
+    from .folders import load_model
 
     return load_model(args.model, device=args.device)
 
 
 def _predict(args):
-    from .tasks import prediction_fields, predict_images
+    from .folders import predict_images, prediction_fields
 
     model = _load(args)
     _output_file(args.output)
@@ -388,8 +388,8 @@ def _write_rows(f, rows, fields):
 
 
 def _evaluate(args):
-    from ._results import format_table
-    from .tasks import evaluate_image_folder, per_class_table
+    from .folders import evaluate_image_folder, per_class_table
+    from .tables import format_table
 
     model = _load(args)
     _output_file(args.output)
@@ -408,7 +408,7 @@ def _evaluate(args):
     print("\n" + EVALUATE_LEGEND + "\n")
     print(per_class_table(result.per_class, result.methods))
     if args.output:
-        from ._results import write_csv
+        from .tables import write_csv
 
         write_csv(args.output, result.per_class,
                   ["class", "kind", "n_train", "n_test", *result.methods])
@@ -425,7 +425,8 @@ joint prediction (what predict returns)."""
 
 
 def _reproduce(args):
-    from .reproduce import REFERENCE_RECIPE, reproduce
+    from ..classifier import REFERENCE_RECIPE
+    from .reproduce import reproduce
 
     recipe = REFERENCE_RECIPE if args.recipe == "reference" else None
     report = reproduce(args.dataset, args.root, train=args.train, test=args.test,
@@ -464,11 +465,9 @@ def _prog():
 
 def _expected_errors():
     """Errors that mean a bad input (reported in one line), not a bug."""
-    from .datasets import DatasetError
-    from .exceptions import (CheckpointError, EmbeddingCacheError, ImageInputError,
-                             TrainingDivergedError, WeightsUnavailableError)
-    from .io import InvalidModelFileError, WeightsMismatchError
-    from .tasks import ModelFileError
+    from ..exceptions import (CheckpointError, DatasetError, EmbeddingCacheError, ImageInputError,
+                              InvalidModelFileError, ModelFileError, TrainingDivergedError,
+                              WeightsMismatchError, WeightsUnavailableError)
 
     return (DatasetError, ModelFileError, ImageInputError, InvalidModelFileError,
             WeightsMismatchError, WeightsUnavailableError, CheckpointError,
@@ -506,7 +505,7 @@ def _check_usage(parser, args):
         except ValueError as exc:
             parser.error(f"--methods: {exc}")
     if getattr(args, "param", None):
-        from .tasks import check_candle_params
+        from .folders import check_candle_params
 
         try:
             check_candle_params(dict(args.param))

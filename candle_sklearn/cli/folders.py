@@ -9,16 +9,12 @@ import warnings
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._baselines import zero_shot_scores
-from ._file_features import embed_files
-from ._results import evaluate
-from .datasets import (DatasetError, clean_class_name, find_images, load_image_folder,
-                       read_class_names)
-from .templates import DEFAULT_TEMPLATE
-
-
-class ModelFileError(ValueError):
-    """A saved model is missing or is not a fitted classifier."""
+from ..datasets import clean_class_name, find_images, load_image_folder, read_class_names
+from ..exceptions import DatasetError, ModelFileError
+from ..templates import DEFAULT_TEMPLATE
+from .embedding import embed_files
+from .scores import zero_shot_scores
+from .tables import evaluate
 
 
 # --------------------------------------------------------------- save / load
@@ -26,7 +22,7 @@ def save_model(model, path):
     """Save a fitted pipeline to ``path`` in the package's safe format
     (:func:`candle_sklearn.save`: safetensors + JSON, no pickle, CLIP weights by
     reference)."""
-    from .io import save
+    from ..io import save
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save(model, path)
@@ -35,7 +31,7 @@ def save_model(model, path):
 def load_model(path, device=None):
     """Load a pipeline saved by :func:`save_model` (or ``candle-sklearn fit``);
     ``device`` overrides the saved one. Never executes code from the file."""
-    from .io import load
+    from ..io import load
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -57,7 +53,7 @@ def check_candle_params(params):
     """Raise ``ValueError`` naming any key of ``params`` that is not a
     :class:`~candle_sklearn.CandleClassifier` parameter, or one the commands set, or any
     value that the classifier would reject: before any image is embedded."""
-    from .classifier import CandleClassifier
+    from ..classifier import CandleClassifier
 
     known = set(CandleClassifier().get_params(deep=False)) - set(SET_BY_COMMAND)
     if unknown := sorted(set(params or {}) - known):
@@ -71,7 +67,7 @@ def check_candle_params(params):
 
 def _format_strings(templates):
     """Format strings (storable by :func:`candle_sklearn.save`), presets expanded."""
-    from .templates import preset, resolve_templates
+    from ..templates import preset, resolve_templates
 
     if templates is None or isinstance(templates, str):
         templates = [DEFAULT_TEMPLATE if templates is None else templates]
@@ -128,7 +124,7 @@ def fit_image_folder(train_dir, *, new_classes=(), model_name="ViT-B-16",
     -------
     pipeline : fitted Pipeline
     """
-    from .embedder import make_candle_pipeline
+    from ..pipeline import make_candle_pipeline
 
     templates = _format_strings(templates)
     check_candle_params(candle_params)
@@ -162,7 +158,7 @@ def fit_image_folder(train_dir, *, new_classes=(), model_name="ViT-B-16",
 # --------------------------------------------------------------- predict
 def _steps(model):
     """``(embedder or None, final estimator)`` of a pipeline."""
-    from .embedder import ClipEmbedder
+    from ..embedder import ClipEmbedder
 
     steps = getattr(model, "steps", None)
     if steps and isinstance(steps[0][1], ClipEmbedder) and len(steps) == 2:
@@ -256,7 +252,7 @@ def _plot_long_tail(y, predicted, classes, counts, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .metrics import LongTailDisplay
+    from ..metrics import LongTailDisplay
 
     (name, pred), *others = predicted.items()
     display = LongTailDisplay.from_predictions(y, pred, class_counts=counts, classes=classes,
