@@ -12,7 +12,8 @@ import numpy as np
 
 from candle_sklearn import CandleClassifier
 from candle_sklearn.datasets import make_clip_like_features
-from candle_sklearn.cli.demo import COLUMNS, compare_methods, format_table, timed_row
+from candle_sklearn.cli.demo import compare_methods
+from candle_sklearn.cli.tables import COLUMNS, format_table, timed_row
 from candle_sklearn import REFERENCE_RECIPE
 
 REFERENCE = REFERENCE_RECIPE

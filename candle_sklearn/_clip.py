@@ -47,6 +47,12 @@ class WeightsSpec:
     def embed_dim(self):
         return int(self.config["embed_dim"])
 
+    @property
+    def from_local_dir(self):
+        """Whether a ``local-dir:`` folder holds the weights and their config (which a
+        process elsewhere then finds there, not in its open_clip registry)."""
+        return self.name.startswith(_LOCAL_DIR)
+
 
 @dataclass(frozen=True)
 class LoadedModel:

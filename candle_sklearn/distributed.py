@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _cache, _clip
-from .embedder import ClipEmbedder
+from .embedder import ClipEmbedder, release_memory_cache
 
 __all__ = ["EmbedBatch", "embed_dataset", "embed_paths"]
 
@@ -90,7 +89,7 @@ class EmbedBatch:
             _register_model_config(params["model_name"], model_config)
         self.column = column
         self.embedder = ClipEmbedder(**params)
-        spec = self.embedder._spec()
+        spec = self.embedder.resolve_weights()
         if fingerprint is not None and spec.fingerprint != fingerprint:
             raise RuntimeError(
                 f"the weights of {params['model_name']!r} ({params['pretrained']!r}) resolve "
@@ -107,7 +106,7 @@ class EmbedBatch:
         finally:
             # The process-wide memory cache would hold every embedding this actor ever
             # made; the disk cache (cache="<folder>") has them, the driver has the rows.
-            _cache.MEMORY.clear()
+            release_memory_cache()
         return {**batch, "embedding": emb}
 
 
@@ -227,8 +226,7 @@ def embed_dataset(data, embedder, *, column="path", num_actors=None, num_gpus=No
             raise ValueError("no images: the input is empty")
     if not isinstance(embedder, ClipEmbedder):
         raise TypeError(f"embedder must be a ClipEmbedder, got {type(embedder).__name__}")
-    embedder._validate_params()
-    spec = embedder._spec()  # resolved on the driver: a missing checkpoint fails here
+    spec = embedder.resolve_weights()  # on the driver: a missing checkpoint fails here
     if spec.fingerprint is None:
         raise ValueError("pretrained=None gives random weights, which differ in every "
                          "Ray actor; pass pretrained weights (a tag, a file, 'bundled' or "
@@ -238,7 +236,7 @@ def embed_dataset(data, embedder, *, column="path", num_actors=None, num_gpus=No
     if not isinstance(batch_size, Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     num_gpus, compute, actors = _resources(ray, embedder, num_actors, num_gpus, num_cpus)
-    local = spec.name.startswith(_clip._LOCAL_DIR)  # the folder holds the config
+    local = spec.from_local_dir  # the folder holds the config
     params = embedder.get_params()
     cache = embedder.cache  # a folder, absolute as the paths: actors may run elsewhere
     params.update(device=_actor_device(embedder.device, num_gpus), verbose=0,

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from tqdm.auto import tqdm
 
 from . import _clip
-from ._cache import caches_for
+from ._cache import MEMORY, caches_for
 from ._devices import resolve_device
 from ._images import BatchPreprocess, as_items, item_key, iter_batches
 from ._threads import torch_threads
@@ -132,6 +132,20 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return tags
 
     # -------------------------------------------------------------- model
+    def resolve_weights(self):
+        """Find the weights this embedder would load, without loading them.
+
+        Returns
+        -------
+        spec : object
+            With ``checkpoint`` (the file, or None for random weights), ``fingerprint``
+            (of the weights, config and options; None for random weights), ``config``
+            (the open_clip model config) and ``from_local_dir``. Raises as
+            :meth:`load_model` would where the weights cannot be found.
+        """
+        self._validate_params()
+        return self._spec()
+
     def _spec(self):
         return _clip.resolve(self.model_name, self.pretrained)
 
@@ -309,6 +323,12 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 if not cuda or len(held_at) >= _FLUSH_EVERY or done == len(todo):
                     yield held_at, torch.cat(held).cpu().numpy()
                     held, held_at = [], []
+
+
+def release_memory_cache():
+    """Empty the process-wide memory cache of embeddings (a long-lived worker's disk
+    cache, or its caller, keeps them)."""
+    MEMORY.clear()
 
 
 def __getattr__(name):

@@ -9,8 +9,9 @@ import numpy as np
 from ..baselines import GDAClassifier, LinearAdapterClassifier, LogitAdjustedCosineClassifier
 from ..classifier import CandleClassifier
 from ..datasets import make_clip_like_features, make_world_task
+from ..metrics import LongTailDisplay
 from .scores import LinearProbe, nearest_class_mean_scores, zero_shot_scores
-from .tables import COLUMNS, evaluate, format_table, timed_row  # noqa: F401 (re-exported)
+from .tables import figure_and_axes, format_table, timed_row
 
 # The peers the demo shows beside Candle: the strongest on the family of worlds
 # (docs/benchmarks.md).
@@ -122,46 +123,15 @@ def run_world(seed=0, verbose=1, model_name="candle-tiny", pretrained="bundled",
     return data, rows, per_class
 
 
-def _moving_average(values, width):
-    """Centred moving average that shrinks its window at the ends (no zero padding)."""
-    kernel = np.ones(max(1, min(width, len(values))))  # "same" keeps len only if <= len
-    return (np.convolve(values, kernel, mode="same")
-            / np.convolve(np.ones_like(values), kernel, mode="same"))
-
-
 def plot_long_tail(data, per_class, path):
-    """Per-class accuracy (joint prediction) against training images, one series per method."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = data.train_counts
-    order = np.argsort(-counts, kind="stable")
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
-    n_base = int((counts > 0).sum())
-    x = np.arange(len(order))
-    for (name, acc), marker in zip(per_class.items(), "osd^vx<>"):
-        ax.plot(x, acc[order], marker, ms=4, alpha=0.75, label=name)
-        for part in (slice(0, n_base), slice(n_base, None)):  # base and new apart
-            if not len(x[part]):
-                continue
-            ax.plot(x[part], _moving_average(acc[order][part], 7), "-", lw=1.5,
-                    color=ax.lines[-1].get_color())
-    ax.axvline(n_base - 0.5, color="grey", ls="--", lw=1)
-    ax.text(n_base + 0.5, 1.02, "new classes (names only) →", fontsize=8, color="grey")
-    ax2 = ax.twinx()
-    ax2.bar(np.arange(len(order)), counts[order], color="lightgrey", alpha=0.6, zorder=0)
-    ax2.set_ylabel("training images")
-    ax.set_zorder(ax2.get_zorder() + 1)
-    ax.patch.set_visible(False)
-    ax.set_xlabel("classes, by number of training images")
-    ax.set_ylabel("accuracy (joint prediction)")
-    ax.set_ylim(-0.02, 1.08)
-    ax.legend(loc="center left", fontsize=8)
-    ax.set_title("Long tail: per-class accuracy (lines: moving average over 7 classes)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    """Per-class accuracy (joint prediction) against training images, one series per
+    method, saved to ``path`` (:class:`~candle_sklearn.metrics.LongTailDisplay`)."""
+    figure, ax = figure_and_axes()
+    LongTailDisplay(np.stack(list(per_class.values())), data.train_counts,
+                    classes=data.classes, names=list(per_class)).plot(
+        ax=ax, title="Long tail: per-class accuracy (lines: moving average over 7 classes)")
+    figure.tight_layout()
+    figure.savefig(path)
 
 
 def main_world(seed=0, verbose=1, plot="candle_demo_long_tail.png"):

@@ -14,7 +14,7 @@ from ..exceptions import DatasetError, ModelFileError
 from ..templates import DEFAULT_TEMPLATE
 from .embedding import embed_files
 from .scores import zero_shot_scores
-from .tables import evaluate
+from .tables import evaluate, figure_and_axes
 
 
 # --------------------------------------------------------------- save / load
@@ -247,18 +247,14 @@ def evaluate_image_folder(model, test_dir, *, on_error="stop", plot=None, verbos
 
 
 def _plot_long_tail(y, predicted, classes, counts, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..metrics import LongTailDisplay
 
     (name, pred), *others = predicted.items()
-    display = LongTailDisplay.from_predictions(y, pred, class_counts=counts, classes=classes,
-                                               y_pred_baseline=dict(others), name=name)
-    display.figure_.savefig(path)
-    plt.close(display.figure_)
+    figure, ax = figure_and_axes()
+    LongTailDisplay.from_predictions(y, pred, class_counts=counts, classes=classes,
+                                     y_pred_baseline=dict(others), name=name, ax=ax)
+    figure.tight_layout()
+    figure.savefig(path)
 
 
 def per_class_table(rows, methods):

@@ -101,3 +101,12 @@ def write_csv(path, records, fields):
         writer.writeheader()
         for r in records:
             writer.writerow({k: fmt(r.get(k, "")) for k in fields})
+
+
+def figure_and_axes():
+    """A figure of its own and its axes, without pyplot: no global backend is set and no
+    figure is left open in the caller's process."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 4.5), dpi=110)
+    return figure, figure.subplots()
