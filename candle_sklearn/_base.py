@@ -322,7 +322,9 @@ class TextClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, Ba
                 **self._refit_params())
             if "verbose" in sub.get_params(deep=False):
                 sub.set_params(verbose=0)
-            sub.fit(X[train], classes[y_idx[train]])
+            with warnings.catch_warnings():  # the fit itself has warned of its parameters
+                warnings.simplefilter("ignore", FutureWarning)
+                sub.fit(X[train], classes[y_idx[train]])
             evaluate = is_held | validation
             draws.append({"held_out": classes[held], "y": y_idx[evaluate],
                           "scores": sub._scores(X[evaluate], calibrated=False),

@@ -5,7 +5,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
@@ -18,13 +18,25 @@ from ._train import TrainConfig, auto_lr, seeded, train_head
 from .exceptions import TrainingDivergedError
 from .templates import encode_class_names
 
-#: The reference's training recipe (its example script and config, ``trainers/candle.py``
-#: of shijxcs/Candle), as CandleClassifier parameters; the package's defaults are faster
-#: at equal accuracy (docs/decisions). ``max_steps=None``: the reference's budget is its 50
-#: epochs, however many steps.
-REFERENCE_RECIPE = dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4,
-                        batch_size=128, max_epochs=50, max_steps=None, warmup_epochs=1,
-                        warmup_lr=1e-5, dropout=0.1, context="batch", visual_weight=1.0)
+# How each recipe trains (``recipe``), beyond the parameters a user tunes: "reference" is
+# the official code's (``trainers/candle.py`` and its example script, shijxcs/Candle).
+RECIPES = {
+    "default": dict(optimizer="adamw", lr=None, momentum=0.9, weight_decay=0.0,
+                    warmup_epochs=0, warmup_lr=1e-5, dropout=0.0, context="isolated"),
+    "reference": dict(optimizer="sgd", lr=3e-4, momentum=0.9, weight_decay=5e-4,
+                      warmup_epochs=1, warmup_lr=1e-5, dropout=0.1, context="batch"),
+}
+# The recipe's settings that were parameters before ``recipe`` (deprecated in 0.2).
+_DEPRECATED = ("optimizer", "momentum", "weight_decay", "warmup_epochs", "warmup_lr",
+               "dropout")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+#: The reference code's training and prediction as CandleClassifier parameters: its
+#: recipe, its budget (50 epochs, however many steps, of batch 128) and its equal weights
+#: of the visual and text logits in prediction. The package's defaults are faster at
+#: equal or better accuracy (docs/decisions).
+REFERENCE_RECIPE = dict(recipe="reference", batch_size=128, max_epochs=50, max_steps=None,
+                        visual_weight=1.0)
 
 
 def _head_order(is_new):
@@ -102,6 +114,25 @@ class CandleClassifier(TextClassifier):
         averaged. None: ``"a photo of a {}."``.
     tau : float, default=1.0
         Loss margin: weight of the log class prior added to the logits in training.
+        Larger favours rare and new classes; the parameter to tune first (over, say,
+        0 to 2, with :class:`~candle_sklearn.model_selection.BaseNewSplit`).
+    recipe : {"default", "reference"}, default="default"
+        How the head is trained. ``"default"``: AdamW, a cosine schedule, no warm-up,
+        no weight decay or dropout, isolated attention context. ``"reference"``: the
+        official code's (SGD with momentum 0.9, weight decay 5e-4, one warm-up epoch at
+        1e-5, dropout 0.1, batch attention context, lr 3e-4); with its budget and
+        prediction it is :data:`~candle_sklearn.REFERENCE_RECIPE`.
+    lr : float or "auto", default="auto"
+        Peak learning rate. ``"auto"``: the recipe's; for ``"default"``, ``1e-3`` scaled
+        down for little data (below 1,000 images) and for features wider than 512.
+        The value used is ``lr_``.
+    max_steps : int or None, default=200
+        Most optimizer steps; the budget is ``max_steps`` or ``max_epochs`` passes over
+        the data, whichever ends first (None: no limit of that kind). The steps taken
+        are ``n_iter_``.
+    max_epochs : int or None, default=20
+    batch_size : int, default=128
+        Images per step; the C prototype rows are added to every step.
     visual_scale : float, default=1.0
         Scale of the visual (prototype) logits relative to CLIP's logit scale 100, in
         training.
@@ -110,89 +141,40 @@ class CandleClassifier(TextClassifier):
         ``z^vt + visual_weight * z^vv``. 1 predicts as the reference code does; lower
         leans on the text logits, whose projections learn from every image, where a
         long tail leaves the visual prototypes of its rare classes noisy.
-    context : {"isolated", "batch"}, default="isolated"
+    context : {"auto", "isolated", "batch"}, default="auto"
         Attention context in training. ``"isolated"``: an image attends to itself and
         the class tokens. ``"batch"``: every token of a mini-batch attends to every
-        token, as in the reference code. Inference is per sample in both.
+        token, as in the reference code. ``"auto"``: the recipe's. Prediction is per
+        sample in both.
+    new_class_bias : float or "auto", default="auto"
+        Added to the scores of classes without training images in joint prediction
+        (``predict``), where new classes' scores otherwise sit lower than base
+        classes'. ``"auto"`` chooses it at fit time without any new-class image: it
+        refits on the base classes with some held out as pretend-new classes and picks
+        the bias that balances base and new accuracy on them (``calibration_`` says
+        how). 0.0 turns the calibration off.
+    zero_shot_weight : float in [0, 1] or "auto", default="auto"
+        Weight w of zero-shot CLIP's scores in the calibrated scores: ``(1 - w) * head
+        + w * zero_shot``, plus ``new_class_bias_`` on new classes. ``"auto"`` chooses
+        it with the bias (0 with a fixed bias). ``calibrated=False`` always gives the
+        head's own scores.
+    calibration_repeats : int, default=3
+        Held-out draws (extra fits on part of the data) of ``new_class_bias="auto"``:
+        fewer cost less and vary more.
     virtual_init : {"text", "visual"}, default="text"
         Initialisation of the new classes' virtual prototypes.
     tied_text : bool, default=False
         Tie the new classes' text tokens to their virtual prototypes, as the reference
-        code does (its virtual prototypes are a view of those text rows, so training
-        them moves the text tokens too; needs ``virtual_init="text"``). False keeps the
-        text as given. See docs/method.md for the measured difference.
-    new_class_bias : float or "auto", default="auto"
-        Added to the scores of classes without training samples, so that base and new
-        classes compete fairly in joint prediction (new-class scores come from one
-        virtual prototype and sit systematically lower). ``"auto"`` estimates it at fit
-        time without any new-class image: random base classes are held out as
-        pretend-new classes (names kept, images dropped), the model is refitted on the
-        rest, and the bias chosen by the joint harmonic mean of base and new
-        accuracy on the held-out images and on a held-back fifth of the kept classes'
-        images (every class weighted equally, as in a class-balanced test set; the
-        largest bias within 2 % of the best) is averaged over ``calibration_repeats``
-        draws.
-        When no image can be held back (one base class, or one image per class), the
-        calibrated scores fall back to zero-shot CLIP's own (``zero_shot_weight_`` 1,
-        bias 0; with a fixed ``zero_shot_weight``, the bias that makes the model answer
-        "new" on the training images as often as zero-shot CLIP does). So they do, with
-        ``zero_shot_weight="auto"`` and without refits, when the base classes of two
-        images or more have fewer than four in the median: holding one back would leave
-        their refits a half or two thirds of them, and the bias chosen on such refits
-        errs low (docs/benchmarks.md). 0.0 disables it.
-    zero_shot_weight : float in [0, 1] or "auto", default="auto"
-        Weight w of zero-shot CLIP's scores (cosines with the given text features,
-        times 100) in the calibrated scores, ``(1 - w) * head + w * zero_shot +
-        new_class_bias_`` on new classes. With ``new_class_bias="auto"``, ``"auto"``
-        chooses w among 0, 0.25, 0.5, 0.75 and 1 with the bias, by the same held-out
-        classes: text scores rank base against new classes on one scale, where the
-        head's new classes have only their virtual prototypes, so the held-out classes
-        decide how far to lean on them; with w = 1 the bias is 0, so that the model is
-        zero-shot CLIP itself. Below a median of four images per base class (over the
-        classes of two or more; see ``new_class_bias``) it is 1, without refits. With a
-        fixed ``new_class_bias`` (or no new classes) ``"auto"`` is 0. The uncalibrated
-        scores (``calibrated=False``) are always the head's own.
-    calibration_repeats : int, default=3
-        Held-out draws (extra fits, each on the kept classes only) for
-        ``new_class_bias="auto"``. Fewer draws cost less but the bias varies more from
-        draw to draw: with one, the demo's image world lost to zero-shot CLIP on two
-        seeds of three (docs/benchmarks.md). No refit runs where the calibrated scores
-        are zero-shot CLIP's without them (see ``new_class_bias``).
-    optimizer : {"adamw", "adam", "sgd"}, default="adamw"
-    lr : float or "auto", default="auto"
-        Peak learning rate, decayed by a cosine schedule over all steps. ``"auto"``
-        (tuned for AdamW): ``1e-3 * min(1, 512 / n_features) * min(1, max(n_samples /
-        1000, min(0.3, n_samples / 300)))``, smaller steps for little data (1e-4 at 30
-        samples, 1e-5 at 3) and for wide features; see docs/benchmarks.md for how it was
-        chosen. The value used is ``lr_``.
-    weight_decay : float, default=0.0
-    momentum : float, default=0.9
-        Momentum of SGD (ignored by the Adam optimizers).
-    max_steps : int or None, default=200
-        Most optimizer steps; the budget is ``max_steps`` or ``max_epochs`` passes
-        over the data, whichever ends first (None: no limit of that kind). The
-        defaults give small data sets 20 epochs (few steps: little data, little
-        training) and large ones 200 steps (more steps stopped gaining accuracy on
-        the benchmark worlds while they cost time). The steps taken are ``n_iter_``.
-    max_epochs : int or None, default=20
-    batch_size : int, default=128
-        Images per step; the C prototype rows are added to every step.
-    warmup_epochs : int, default=0
-        Epochs at the constant ``warmup_lr`` before the cosine schedule.
-    warmup_lr : float, default=1e-5
+        code does (needs ``virtual_init="text"``); False keeps the text as given.
     num_heads : int, default=8
         Attention heads (reduced to the largest divisor of ``n_features`` not above).
-    dropout : float, default=0.0
-        Dropout on the attention weights in training (the reference uses 0.1; on our
-        benchmark it does not change accuracy and doubles the cost of a step at 1,000
-        classes, see docs/benchmarks.md).
     device : str, default="auto"
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    precision : {"auto", "fp32", "bf16"}, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+        ``"mps"``.
+    train_precision : {"auto", "fp32", "bf16"}, default="auto"
         Arithmetic of training steps: ``"bf16"`` runs the head's forward pass under
-        bfloat16 autocast (parameters, optimizer and loss stay float32), ``"auto"`` does
-        so on CUDA (where TF32 matmuls are allowed too) and uses float32 on CPU.
-        Prediction is float32 in every case.
+        bfloat16 autocast (parameters, optimizer and loss stay float32); ``"auto"`` does
+        so on CUDA and uses float32 elsewhere. Prediction is float32 in every case.
     n_jobs : int, default=None
         Torch threads for ``fit`` and prediction (None: torch's setting, one per core;
         -1: every core). One thread is often faster when other processes share the
@@ -202,6 +184,12 @@ class CandleClassifier(TextClassifier):
         ``fit`` deterministic.
     verbose : int, default=0
         Show a progress bar over epochs with the running loss.
+    optimizer, momentum, weight_decay, warmup_epochs, warmup_lr, dropout : deprecated
+        Set by ``recipe`` since 0.2; passing one overrides the recipe's value with a
+        FutureWarning. They will be removed in 0.3.
+    precision : deprecated
+        Renamed ``train_precision`` in 0.2 (the embedder's ``precision`` is another
+        setting); it will be removed in 0.3.
 
     Attributes
     ----------
@@ -258,68 +246,75 @@ class CandleClassifier(TextClassifier):
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
         "tau": [Interval(Real, 0, None, closed="left")],
-        "visual_scale": [Interval(Real, 0, None, closed="neither")],
-        "visual_weight": [Interval(Real, 0, None, closed="left")],
-        "context": [StrOptions(set(CONTEXTS))],
-        "virtual_init": [StrOptions({"text", "visual"})],
-        "tied_text": ["boolean"],
-        "optimizer": [StrOptions({"adamw", "adam", "sgd"})],
+        "recipe": [StrOptions(set(RECIPES))],
         "lr": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "momentum": [Interval(Real, 0, 1, closed="left")],
         "max_steps": [Interval(Integral, 1, None, closed="left"), None],
         "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "warmup_epochs": [Interval(Integral, 0, None, closed="left")],
-        "warmup_lr": [Interval(Real, 0, None, closed="left")],
+        "visual_scale": [Interval(Real, 0, None, closed="neither")],
+        "visual_weight": [Interval(Real, 0, None, closed="left")],
+        "context": [StrOptions({"auto", *CONTEXTS})],
+        "virtual_init": [StrOptions({"text", "visual"})],
+        "tied_text": ["boolean"],
         "num_heads": [Interval(Integral, 1, None, closed="left")],
-        "dropout": [Interval(Real, 0, 1, closed="left")],
         "device": [str],
-        "precision": [StrOptions({"auto", "fp32", "bf16"})],
+        "train_precision": [StrOptions(set(PRECISIONS))],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        # deprecated (see the docstring): "deprecated" is the unset value
+        "optimizer": [StrOptions({"adamw", "adam", "sgd"}), Hidden(StrOptions({"deprecated"}))],
+        "momentum": [Interval(Real, 0, 1, closed="left"), Hidden(StrOptions({"deprecated"}))],
+        "weight_decay": [Interval(Real, 0, None, closed="left"),
+                         Hidden(StrOptions({"deprecated"}))],
+        "warmup_epochs": [Interval(Integral, 0, None, closed="left"),
+                          Hidden(StrOptions({"deprecated"}))],
+        "warmup_lr": [Interval(Real, 0, None, closed="left"), Hidden(StrOptions({"deprecated"}))],
+        "dropout": [Interval(Real, 0, 1, closed="left"), Hidden(StrOptions({"deprecated"}))],
+        "precision": [StrOptions(set(PRECISIONS)), Hidden(StrOptions({"deprecated"}))],
     }
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
-                 templates=None, tau=1.0, visual_scale=1.0, visual_weight=0.5,
-                 context="isolated",
-                 virtual_init="text", tied_text=False, new_class_bias="auto",
-                 zero_shot_weight="auto", calibration_repeats=3,
-                 optimizer="adamw", lr="auto", weight_decay=0.0,
-                 momentum=0.9, max_steps=200, max_epochs=20, batch_size=128, warmup_epochs=0,
-                 warmup_lr=1e-5, num_heads=8, dropout=0.0, device="auto",
-                 precision="auto", n_jobs=None, random_state=None, verbose=0):
+                 templates=None, tau=1.0, recipe="default", lr="auto", max_steps=200,
+                 max_epochs=20, batch_size=128, visual_scale=1.0, visual_weight=0.5,
+                 context="auto", new_class_bias="auto", zero_shot_weight="auto",
+                 calibration_repeats=3, virtual_init="text", tied_text=False, num_heads=8,
+                 device="auto", train_precision="auto", n_jobs=None, random_state=None,
+                 verbose=0, optimizer="deprecated", momentum="deprecated",
+                 weight_decay="deprecated", warmup_epochs="deprecated", warmup_lr="deprecated",
+                 dropout="deprecated", precision="deprecated"):
         self.classes = classes
         self.class_names = class_names
         self.text_features = text_features
         self.encoder = encoder
         self.templates = templates
         self.tau = tau
-        self.visual_scale = visual_scale
-        self.visual_weight = visual_weight
-        self.context = context
-        self.virtual_init = virtual_init
-        self.tied_text = tied_text
-        self.new_class_bias = new_class_bias
-        self.zero_shot_weight = zero_shot_weight
-        self.calibration_repeats = calibration_repeats
-        self.optimizer = optimizer
+        self.recipe = recipe
         self.lr = lr
-        self.weight_decay = weight_decay
-        self.momentum = momentum
         self.max_steps = max_steps
         self.max_epochs = max_epochs
         self.batch_size = batch_size
-        self.warmup_epochs = warmup_epochs
-        self.warmup_lr = warmup_lr
+        self.visual_scale = visual_scale
+        self.visual_weight = visual_weight
+        self.context = context
+        self.new_class_bias = new_class_bias
+        self.zero_shot_weight = zero_shot_weight
+        self.calibration_repeats = calibration_repeats
+        self.virtual_init = virtual_init
+        self.tied_text = tied_text
         self.num_heads = num_heads
-        self.dropout = dropout
         self.device = device
-        self.precision = precision
+        self.train_precision = train_precision
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.warmup_lr = warmup_lr
+        self.dropout = dropout
+        self.precision = precision
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -354,13 +349,14 @@ class CandleClassifier(TextClassifier):
         protos = torch.zeros(int((~is_new).sum()), X.shape[1]).index_add_(0, y_t, X_t)
         protos /= torch.as_tensor(counts[order][~is_new[order]], dtype=torch.float32)[:, None]
         text_t = None if text is None else torch.as_tensor(text[order])
+        settings = self._settings()
         with seeded(seed, device):
             head = CandleHead(protos, text_t, int(is_new.sum()),
-                              virtual_init=self.virtual_init, context=self.context,
-                              num_heads=self.num_heads, dropout=self.dropout,
+                              virtual_init=self.virtual_init, context=settings["context"],
+                              num_heads=self.num_heads, dropout=settings["dropout"],
                               visual_scale=self.visual_scale,
                               tied_text=self.tied_text and text_t is not None)
-            cfg = self._train_config(*X_t.shape)
+            cfg = self._train_config(*X_t.shape, settings)
             self.history_ = self._train(head, X_t, y_t, torch.as_tensor(counts[order]), seed,
                                         device, cfg)
         head.set_inference_visual_scale(self.visual_weight * self.visual_scale)
@@ -455,13 +451,34 @@ class CandleClassifier(TextClassifier):
                              f"{self.classes_.dtype}, the type of classes_")
         return cast
 
-    def _train_config(self, n_samples, n_features):
-        lr = auto_lr(n_samples, n_features) if self.lr == "auto" else float(self.lr)
-        return TrainConfig(tau=self.tau, optimizer=self.optimizer, lr=lr,
-                           weight_decay=self.weight_decay, momentum=self.momentum,
-                           max_steps=self.max_steps, max_epochs=self.max_epochs,
-                           batch_size=self.batch_size, warmup_epochs=self.warmup_epochs,
-                           warmup_lr=self.warmup_lr, precision=self.precision)
+    def _settings(self):
+        """The recipe's training settings, with the deprecated parameters that were set
+        (each with a FutureWarning) in their place."""
+        settings = dict(RECIPES[self.recipe])
+        for name in _DEPRECATED:
+            if (value := getattr(self, name)) != "deprecated":
+                warnings.warn(f"CandleClassifier's {name} is deprecated since 0.2 and will be "
+                              f"removed in 0.3: recipe= sets it", FutureWarning, stacklevel=4)
+                settings[name] = value
+        if self.precision != "deprecated":
+            warnings.warn("CandleClassifier's precision was renamed train_precision in 0.2; "
+                          "precision will be removed in 0.3", FutureWarning, stacklevel=4)
+        if self.context != "auto":
+            settings["context"] = self.context
+        return settings
+
+    def _train_config(self, n_samples, n_features, settings):
+        if self.lr != "auto":
+            lr = float(self.lr)
+        else:
+            lr = settings["lr"] or auto_lr(n_samples, n_features)
+        precision = self.precision if self.precision != "deprecated" else self.train_precision
+        return TrainConfig(tau=self.tau, optimizer=settings["optimizer"], lr=lr,
+                           weight_decay=settings["weight_decay"],
+                           momentum=settings["momentum"], max_steps=self.max_steps,
+                           max_epochs=self.max_epochs, batch_size=self.batch_size,
+                           warmup_epochs=settings["warmup_epochs"],
+                           warmup_lr=settings["warmup_lr"], precision=precision)
 
     def _train(self, head, X, y, counts, seed, device, cfg):
         passes = -(-cfg.total_steps(len(X)) // cfg.steps_per_epoch(len(X)))
@@ -476,7 +493,7 @@ class CandleClassifier(TextClassifier):
             except TrainingDivergedError as exc:
                 raise TrainingDivergedError(
                     f"CandleClassifier.fit diverged: {exc}. Lower lr (now {cfg.lr:g}), "
-                    f"weight_decay ({self.weight_decay:g}) or tau ({self.tau:g}).") from None
+                    f"weight_decay ({cfg.weight_decay:g}) or tau ({self.tau:g}).") from None
 
     def _append_in_head_order(self, added, names, text):
         """Append classes after the head's last class; keep ``classes_`` sorted."""
