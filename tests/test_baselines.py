@@ -13,7 +13,7 @@ from sklearn.utils.estimator_checks import (check_estimator_cloneable, check_est
                                             check_parameters_default_constructible,
                                             parametrize_with_checks)
 
-from candle_sklearn.cli.scores import LinearProbe, zero_shot_scores
+from candle_sklearn.cli.scores import zero_shot_scores
 from candle_sklearn.baselines import LinearProbeClassifier, ZeroShotClassifier
 
 
@@ -148,24 +148,3 @@ def test_linear_probe_binary_adjustment_is_consistent():
     proba = probe.predict_proba(X)
     np.testing.assert_allclose(proba[:, 1], 1 / (1 + np.exp(-d)))
     np.testing.assert_array_equal(probe.predict(X), probe.classes_[(d > 0).astype(int)])
-
-
-def test_private_linear_probe_wrapper_spreads_scores(small_data):
-    d = small_data
-    scores = LinearProbe().fit(d.X_train, d.y_train).scores(d.X_test, d.classes, tau=1.0)
-    assert scores.shape == (len(d.X_test), len(d.classes))
-    assert np.isneginf(scores[:, np.isin(d.classes, d.new_classes)]).all()
-
-
-def test_private_baselines_follow_classes_in_any_order():
-    from candle_sklearn.cli.scores import nearest_class_mean_scores
-
-    X = np.array([[1.0, 0], [0.9, 0.1], [0, 1.0], [0.1, 0.9]])
-    y = np.array(["b", "b", "a", "a"])
-    classes = np.array(["b", "a", "c"])  # not sorted; "c" has no training image
-    for scores in (LinearProbe().fit(X, y).scores(X, classes),
-                   nearest_class_mean_scores(X, y, X, classes)):
-        assert np.isneginf(scores[:, 2]).all()
-        np.testing.assert_array_equal(classes[scores.argmax(1)], y)
-    with pytest.raises(ValueError, match=r"labels not in classes: \['b'\]"):
-        nearest_class_mean_scores(X, y, X, np.array(["a", "c"]))

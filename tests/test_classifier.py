@@ -1,17 +1,34 @@
+"""CandleClassifier: fitting and prediction, the class table, bad input; regression tests
+for the reliability issue (10) and for what the fuzz found; predict_log_proba; and the
+property-based tests (hypothesis) of features, labels, class tables, parameters and
+add_classes."""
+
+import copy
+import functools
 import hashlib
 import io
+import os
+import re
+import traceback
+import warnings
 
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
+import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from candle_sklearn import CandleClassifier
 from candle_sklearn.datasets import make_clip_like_features
+from candle_sklearn.exceptions import TrainingDivergedError
 from candle_sklearn.metrics import base_new_accuracy
+from candle_sklearn.pipeline import CandlePipeline
 
+from ._fuzz import event, fuzz, given, st
 from .conftest import FAST
 
 
@@ -107,9 +124,12 @@ def test_grid_search_over_tau_in_a_pipeline(small_data):
     pipe = make_pipeline(StandardScaler(), CandleClassifier(**FAST))
     search = GridSearchCV(pipe, {"candleclassifier__tau": [0.0, 1.0, 2.0]}, cv=2)
     search.fit(X, y)
-    assert search.best_params_["candleclassifier__tau"] in (0.0, 1.0, 2.0)
+    # the chosen tau reached the refitted classifier through the pipeline's parameters
+    assert search.best_estimator_[-1].tau == search.best_params_["candleclassifier__tau"]
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
-    assert search.score(small_data.X_test[:40], small_data.y_test[:40]) >= 0
+    # the refitted pipeline recognises test images of the classes it was fitted on
+    known = np.isin(small_data.y_test, y)
+    assert search.score(small_data.X_test[known], small_data.y_test[known]) > 0.8  # chance 1/5
 
 
 def test_string_labels_with_encoder_and_templates(small_data):
@@ -352,3 +372,778 @@ def test_visual_weight_weighs_the_visual_logits_in_prediction(small_data, contex
                              new_class_bias=0.0, context=context, visual_weight=0.25,
                              **FAST).fit(d.X_train, d.y_train)
     np.testing.assert_array_equal(other.history_, clf.history_)
+
+
+# ======================================================================= predict_log_proba
+# predict_log_proba(X, calibrated=...) agrees with predict_proba and decision_function.
+
+
+@pytest.fixture(scope="module")
+def fitted_biased(small_data):
+    from tests.conftest import FAST
+    clf = CandleClassifier(classes=small_data.classes, text_features=small_data.text_features,
+                           new_class_bias=1.5, **FAST)
+    return clf.fit(small_data.X_train, small_data.y_train)
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_log_proba_is_log_of_proba(fitted_biased, small_data, calibrated):
+    X = small_data.X_test
+    log_proba = fitted_biased.predict_log_proba(X, calibrated=calibrated)
+    assert log_proba.shape == (len(X), len(fitted_biased.classes_))
+    assert np.isfinite(log_proba).all()
+    np.testing.assert_allclose(np.exp(log_proba), fitted_biased.predict_proba(X, calibrated=calibrated),
+                               rtol=1e-5, atol=1e-7)
+    # the same as a log-softmax of the scores with or without the bias
+    scores = fitted_biased.decision_function(X, calibrated=calibrated)
+    np.testing.assert_allclose(log_proba - log_proba[:, :1], scores - scores[:, :1], atol=1e-5)
+
+
+def test_calibrated_moves_only_new_class_columns(fitted_biased, small_data):
+    X = small_data.X_test
+    shift = (fitted_biased.predict_log_proba(X) - fitted_biased.predict_log_proba(X, calibrated=False))
+    is_new = fitted_biased.class_counts_ == 0
+    assert is_new.any() and fitted_biased.new_class_bias_ == 1.5
+    # before renormalisation, the new-class columns move by the bias and base ones not at all
+    np.testing.assert_allclose(shift[:, is_new] - shift[:, ~is_new][:, :1], 1.5, atol=1e-5)
+    np.testing.assert_allclose(shift[:, ~is_new] - shift[:, ~is_new][:, :1], 0.0, atol=1e-5)
+    # the default is calibrated, as for predict_proba
+    np.testing.assert_array_equal(fitted_biased.predict_log_proba(X),
+                                  fitted_biased.predict_log_proba(X, calibrated=True))
+
+
+def test_keyword_only_and_through_a_pipeline(fitted_biased, small_data):
+    X = small_data.X_test
+    with pytest.raises(TypeError):
+        fitted_biased.predict_log_proba(X, False)
+    from sklearn.preprocessing import FunctionTransformer
+    pipe = CandlePipeline([("id", FunctionTransformer()), ("candle", fitted_biased)])
+    np.testing.assert_array_equal(pipe.predict_log_proba(X, calibrated=False),
+                                  fitted_biased.predict_log_proba(X, calibrated=False))
+
+
+# ============================================================ reliability (issue 10)
+# Regression tests for the classifier items of issue 10 (one test per item), and for the
+# bugs the classifier fuzz (the property-based tests below) found.
+
+
+@pytest.fixture(scope="module")
+def data():
+    """6 base and 3 new classes, 32-dim."""
+    return make_clip_like_features(n_base=6, n_new=3, dim=32, max_per_class=20,
+                                   n_test_per_class=8, random_state=0)
+
+
+# one torch thread: these fits are tiny, and the cores may be shared
+QUICK = {**FAST, "max_epochs": 3, "calibration_repeats": 1, "n_jobs": 1}
+
+
+def _clf(data, **params):
+    return CandleClassifier(**{"classes": data.classes, "text_features": data.text_features,
+                               **QUICK, **params})
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return _clf(data, new_class_bias=0.0).fit(data.X_train, data.y_train)
+
+
+# ---------------------------------------------- silent garbage 5: a diverged fit
+@pytest.mark.parametrize("param, value", [("lr", 1e3), ("weight_decay", 1e30),
+                                          ("tau", 1e300)])
+def test_diverged_fit_is_an_error_that_says_what_to_lower(param, value):
+    d = make_clip_like_features(n_base=4, n_new=2, dim=16, max_per_class=10,
+                                n_test_per_class=3, random_state=0)
+    for seed in range(3):
+        clf = _clf(d, random_state=seed, **{param: value})
+        with pytest.raises(TrainingDivergedError,
+                           match=rf"diverged: .*{param} \((now )?{re.escape(f'{value:g}')}\)"):
+            clf.fit(d.X_train, d.y_train)
+        assert not hasattr(clf, "classes_")  # nothing half-fitted, no NaN bias to find
+    assert issubclass(TrainingDivergedError, FloatingPointError)
+    good = _clf(d, new_class_bias=0.0).fit(d.X_train, d.y_train)
+    before = good.predict_proba(d.X_test)
+    with pytest.raises(TrainingDivergedError):
+        good.set_params(**{param: value}).fit(d.X_train, d.y_train)
+    np.testing.assert_array_equal(good.predict_proba(d.X_test), before)  # earlier fit kept
+
+
+def test_a_failed_fit_on_other_features_keeps_the_earlier_fit(data, fitted):
+    """validate_data resets n_features_in_ before anything can fail: a failed refit on
+    features of another width used to leave the old head with the new width. Found by a
+    review."""
+    clf = copy.deepcopy(fitted)
+    before = clf.predict_proba(data.X_test)
+    narrow = data.X_train[:, :24]
+    with pytest.raises(ValueError, match="text features must have shape"):
+        clf.fit(narrow, data.y_train)
+    with pytest.raises(ValueError, match="have no training sample"):
+        clf.set_params(text_features=None).fit(narrow, np.full(len(narrow), data.y_train[0]))
+    assert clf.n_features_in_ == data.X_train.shape[1]
+    np.testing.assert_array_equal(clf.predict_proba(data.X_test), before)
+
+
+def test_a_huge_learning_rate_never_gives_nan(data):
+    """On other data lr=1e3 stays finite: a poor model, but never NaN probabilities."""
+    for seed in range(2):
+        try:
+            clf = _clf(data, lr=1e3, random_state=seed).fit(data.X_train, data.y_train)
+        except TrainingDivergedError:
+            continue
+        assert np.isfinite(clf.predict_proba(data.X_test)).all()
+        assert np.isfinite(clf.new_class_bias_)
+
+
+def test_finite_but_useless_parameters_are_caught_too(data):
+    """One AdamW step with weight decay 1e30 scales the weights by -1e18: every
+    parameter is finite, but float32 scores overflow. Found by the fuzz."""
+    clf = _clf(data, weight_decay=1e30, lr=1e-12, max_steps=1)
+    with pytest.raises(TrainingDivergedError, match="scores are not finite"):
+        clf.fit(data.X_train, data.y_train)
+
+
+def test_inputs_times_1e30_give_the_same_model(data, fitted):
+    huge = _clf(data, new_class_bias=0.0).fit(data.X_train * np.float32(1e30),
+                                              data.y_train)
+    proba = huge.predict_proba(data.X_test * np.float32(1e30))
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba, fitted.predict_proba(data.X_test), atol=1e-3)
+    assert np.isfinite(huge.new_class_bias_)
+
+
+def test_rows_far_beyond_the_training_scale_score_as_large_rows(data, fitted):
+    """Predicting rows 1e30 or 1e300 times the training scale used to overflow float32
+    inside the head (NaN probabilities, predict answering classes_[0]). Found by the fuzz.
+    """
+    X = data.X_test.astype(np.float64)
+    want = fitted.predict_proba(X * 1e4)
+    for factor in (1e30, 1e300):
+        got = fitted.predict_proba(X * factor)
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_one_feature_is_refused_in_either_context(data):
+    for context in ("isolated", "batch"):
+        with pytest.raises(ValueError, match="at least 2 features, got 1"):
+            _clf(data, context=context, text_features=data.text_features[:, :1]).fit(
+                data.X_train[:, :1], data.y_train)
+
+
+def test_constant_feature_rows_give_finite_scores_in_batch_context():
+    """A constant row is layer-normed to zero; the batch-of-one closed form took 0/0 for
+    its cosine (NaN probabilities). Found by the fuzz."""
+    X = np.vstack([np.full((4, 2), 0.5), np.random.default_rng(0).normal(size=(4, 2))])
+    for context in ("isolated", "batch"):
+        clf = CandleClassifier(**{**QUICK, "context": context}).fit(X, [0, 1] * 4)
+        proba = clf.predict_proba(X)
+        assert np.isfinite(proba).all()
+        np.testing.assert_allclose(proba.sum(axis=1), 1)
+
+
+@pytest.mark.parametrize("dim", [6, 50])
+def test_per_sample_scores_whatever_the_feature_count(dim):
+    """MKL rounds a row of a float32 product differently by its memory alignment when
+    the row length is not a multiple of 4: with 6 or 50 features, a row's scores
+    depended on its position in the batch. Found by the fuzz."""
+    gen = np.random.default_rng(dim)
+    y = np.arange(40) % 5
+    X = gen.normal(size=(40, dim)) + 2 * gen.normal(size=(5, dim))[y]
+    for context in ("isolated", "batch"):
+        clf = CandleClassifier(**{**QUICK, "context": context}).fit(X, y)
+        full = clf.decision_function(X)
+        for i in range(8):
+            assert clf.decision_function(X[i:i + 1])[0].tobytes() == full[i].tobytes()
+
+
+# ---------------------------------------------- silent garbage 6: auto bias, 2 base classes
+def test_auto_bias_with_two_base_classes_lets_new_classes_be_predicted():
+    d = make_clip_like_features(n_base=2, n_new=3, dim=32, max_per_class=20,
+                                imbalance_ratio=1, n_test_per_class=20, random_state=0)
+
+    def joint_hm(bias):
+        clf = _clf(d, max_epochs=4, calibration_repeats=3, new_class_bias=bias)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a fallback may warn: allowed
+            clf.fit(d.X_train, d.y_train)
+        return clf, base_new_accuracy(d.y_test, clf.decision_function(d.X_test),
+                                      clf.classes_, d.new_classes, protocol="joint")["hm"]
+
+    auto, hm_auto = joint_hm("auto")
+    _, hm_zero = joint_hm(0.0)
+    assert np.isfinite(auto.new_class_bias_) and auto.new_class_bias_ > 0  # not 0.0
+    assert np.isin(auto.predict(d.X_test), d.new_classes).any()
+    assert hm_auto > hm_zero + 0.2
+
+
+def test_auto_bias_with_one_base_class_warns_and_predicts_new_classes():
+    d = make_clip_like_features(n_base=1, n_new=3, dim=32, max_per_class=20,
+                                n_test_per_class=10, random_state=0)
+    with pytest.warns(UserWarning, match="new_class_bias"):
+        clf = _clf(d).fit(d.X_train, d.y_train)
+    # nothing to hold out: the calibrated scores are zero-shot CLIP's own
+    assert clf.zero_shot_weight_ == 1.0 and clf.new_class_bias_ == 0.0
+    assert clf.calibration_["method"] == "zero-shot rate"
+    assert np.isin(clf.predict(d.X_test), d.new_classes).any()
+
+
+# ---------------------------------------------- silent garbage 7: add_classes keeps types
+def test_add_classes_keeps_the_type_of_classes(data, fitted):
+    clf = copy.deepcopy(fitted)
+    dtype = clf.classes_.dtype
+    clf.add_classes([], text_features=np.zeros((0, 32)))
+    assert clf.classes_.dtype == dtype
+    with pytest.raises(ValueError, match=r"\[9.5\] cannot be represented as int64"):
+        clf.add_classes([9.5], text_features=np.ones((1, 32)))
+    clf.add_classes([20.0], text_features=np.ones((1, 32)))  # integral: an int label
+    assert clf.classes_.dtype == dtype and clf.classes_[-1] == 20
+    assert clf.predict(data.X_test[:3]).dtype == dtype
+    assert isinstance(clf.predict(data.X_test[:1]).tolist()[0], int)
+
+
+def test_add_classes_keeps_str_labels_str(data):
+    names = np.array([f"c{i}" for i in data.classes])
+    clf = _clf(data, classes=names, new_class_bias=0.0).fit(data.X_train,
+                                                            names[data.y_train])
+    added = np.array(["zebra"], dtype=object)
+    clf.add_classes(added, text_features=np.ones((1, 32)))
+    assert clf.classes_.dtype.kind == "U" and "zebra" in clf.classes_
+    assert clf.predict(data.X_test[:3]).dtype.kind == "U"
+
+
+def test_add_classes_without_names_keeps_the_names_of_the_others(data):
+    """Numeric classes with names, then a class added by its text features alone: it
+    goes by its label, and the others keep theirs (they all became None; a review)."""
+    names = [f"class {i}" for i in data.classes]
+    clf = _clf(data, class_names=names, new_class_bias=0.0).fit(data.X_train, data.y_train)
+    clf.add_classes([40], text_features=np.ones((1, 32)))
+    assert clf.class_names_.tolist() == names + ["40"]
+    with pytest.raises(ValueError, match=r"class_names already in use: \['class 3'\]"):
+        clf.add_classes([41], class_names=["class 3"], text_features=np.ones((1, 32)))
+    clf.add_classes([42], class_names=["41"], text_features=np.ones((1, 32)))
+    with pytest.raises(ValueError, match=r"class_names already in use: \['41'\]"):
+        clf.add_classes([41], text_features=np.ones((1, 32)))  # its label as its name
+
+
+# ---------------------------------------------- errors 1: auto calibration, one-image classes
+def test_auto_calibration_with_one_image_base_classes_never_fails():
+    gen = np.random.default_rng(0)
+    dim = 16
+    centres = gen.normal(size=(5, dim))
+    y = np.array([0, 0, 1, 2])  # counts (2, 1, 1); classes 3 and 4 are new
+    X = centres[y] + 0.1 * gen.normal(size=(len(y), dim))
+    text = centres + 0.5 * gen.normal(size=(5, dim))
+    for seed in range(20):
+        # a fixed weight: with "auto", two images per class use zero-shot CLIP, no refits
+        clf = CandleClassifier(classes=np.arange(5), text_features=text, max_epochs=2,
+                               zero_shot_weight=0.0, device="cpu", n_jobs=1,
+                               random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a fallback may warn: allowed
+            clf.fit(X, y)
+        assert np.isfinite(clf.new_class_bias_), seed
+        assert np.isfinite(clf.predict_proba(X)).all()
+
+
+# ---------------------------------------------- errors 3: add_classes needs text
+def test_add_classes_by_name_without_encoder_is_a_clear_error(data):
+    names = np.array([f"c{i}" for i in data.classes])
+    clf = _clf(data, classes=names, new_class_bias=0.0).fit(data.X_train,
+                                                            names[data.y_train])
+    before = clf.classes_.copy()
+    with pytest.raises(ValueError, match="add_classes needs text .*text_features=.*encoder"):
+        clf.add_classes(["zebra"])
+    np.testing.assert_array_equal(clf.classes_, before)
+
+
+# ---------------------------------------------- errors 7: mixed labels
+def test_mixed_int_and_str_labels_are_a_clear_error(data):
+    y = np.array(["a", 0, 1, "b"] * 5, dtype=object)
+    with pytest.raises(ValueError, match=r"mix strings and numbers .*'a'.*0"):
+        CandleClassifier(**QUICK).fit(data.X_train[:20], y)
+    with pytest.raises(ValueError, match="mix strings and numbers"):
+        CandleClassifier(classes=np.array(["a", "b", 0, 1], dtype=object), **QUICK).fit(
+            data.X_train[:20], np.array(["a", "b"] * 10, dtype=object))
+
+
+# ---------------------------------------------- errors 8: unusable devices
+@pytest.mark.parametrize("device, message", [
+    ("meta", "use 'auto', 'cpu', 'cuda'"),
+    ("xla", "use 'auto', 'cpu', 'cuda'"),
+    ("bogus", "is not a torch device"),
+    ("", "is not a torch device"),
+    ("cuda:99", "CUDA"),
+])
+def test_unusable_device_is_a_clear_error(data, fitted, device, message):
+    clf = _clf(data, device=device)
+    with pytest.raises(ValueError, match=rf"device={device!r}.*{message}"):
+        clf.fit(data.X_train, data.y_train)
+    with pytest.raises(ValueError, match=rf"device={device!r}"):  # and at prediction
+        copy.deepcopy(fitted).set_params(device=device).predict(data.X_test[:2])
+
+
+# ---------------------------------------------- review: seeding touches only what it restores
+def test_fit_leaves_the_callers_rng_alone_and_seeds_no_gpu_it_does_not_restore(data,
+                                                                                 monkeypatch):
+    import torch
+
+    def every_gpu(seed):  # torch.manual_seed calls this: it would reseed GPUs not forked
+        raise AssertionError("a seeded fit reseeded every GPU")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", every_gpu)
+    torch.default_generator.manual_seed(123)
+    before = torch.get_rng_state()
+    first = _clf(data, random_state=3, new_class_bias=0.0).fit(data.X_train, data.y_train)
+    assert torch.equal(torch.get_rng_state(), before)
+    again = _clf(data, random_state=3, new_class_bias=0.0).fit(data.X_train, data.y_train)
+    np.testing.assert_array_equal(first.predict_proba(data.X_test),
+                                  again.predict_proba(data.X_test))
+
+
+def test_one_shot_data_is_not_called_a_regression_problem():
+    # scikit-learn warns when more than half of 20+ samples are distinct classes
+    one_shot = make_clip_like_features(n_base=24, n_new=2, dim=16, max_per_class=1,
+                                       imbalance_ratio=1.0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _clf(one_shot, new_class_bias=0.0).fit(one_shot.X_train, one_shot.y_train)
+
+
+# ================================================================ property-based tests
+# Property-based tests of the classifier side (issue 10): shapes, dtypes and containers
+# of the features, label kinds, class tables, extreme but legal parameters, predictions on
+# any input, and add_classes.
+#
+# The invariant everywhere: a correct result or a clean error (a ValueError or
+# TrainingDivergedError raised on purpose by candle_sklearn or scikit-learn's validation),
+# never a raw error from torch or numpy. A result has finite probabilities whose rows sum
+# to 1 and whose columns follow ``classes_``, ``classes_`` of the labels' kind, labels of
+# that type from ``predict``, and per-sample scores (a row predicted alone gets bitwise
+# what it gets in a batch). Where an input is valid by a small written-down specification
+# (``valid_*`` below), an error is a failure too. Fits are tiny (two steps, a few samples).
+# 660 generated cases, ~30-60 s on 2 cores (the runs of 100 cases or more are marked
+# slow). Runs are reproducible (derandomized); CANDLE_FUZZ_RANDOM=1 explores new cases.
+# Without hypothesis these tests skip and the rest of the file runs (see _fuzz.py).
+TINY = dict(max_steps=2, batch_size=8, device="cpu", n_jobs=1, calibration_repeats=1,
+            random_state=0)
+
+
+def tiny(**params):
+    return CandleClassifier(**{**TINY, **params})
+
+
+def fit_quietly(clf, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. auto bias with one base class, names
+        return clf.fit(X, y)
+
+
+def _ours(filename):
+    return "candle_sklearn" in filename or f"{os.sep}sklearn{os.sep}" in filename
+
+
+def assert_clean(exc):
+    """A deliberate error, raised by candle_sklearn or by scikit-learn's validation, that
+    says something: not one from torch or numpy internals."""
+    event(f"refused: {type(exc).__name__}")  # --hypothesis-show-statistics counts them
+    assert isinstance(exc, (ValueError, TypeError, TrainingDivergedError, NotFittedError)), \
+        f"raw error: {exc!r}"
+    where = traceback.extract_tb(exc.__traceback__)[-1].filename
+    assert _ours(where), f"raw error from {where}: {exc!r}"
+    if isinstance(exc, TypeError):  # scikit-learn's type checks only, never ours
+        assert "candle_sklearn" not in where, f"raw TypeError: {exc!r}"
+    assert len(str(exc)) > 15, f"error says nothing: {exc!r}"
+
+
+def rows(X, idx):
+    if hasattr(X, "iloc"):
+        return X.iloc[idx]
+    return np.asarray(X, dtype=object)[idx].tolist() if isinstance(X, list) else X[idx]
+
+
+def check_result(clf, X, kind=None):
+    """The invariants of a fitted model's predictions on ``X``; returns the probabilities."""
+    n, n_classes = len(X), len(clf.classes_)
+    if kind is not None:
+        assert clf.classes_.dtype.kind == kind, (clf.classes_.dtype, kind)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (n, n_classes) and proba.dtype == np.float64
+    assert np.isfinite(proba).all(), "non-finite probabilities"
+    assert (proba >= 0).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=0, atol=1e-9)
+    pred = clf.predict(X)
+    assert pred.dtype == clf.classes_.dtype and pred.shape == (n,)
+    col = np.searchsorted(clf.classes_, pred)
+    assert (clf.classes_[col] == pred).all()
+    assert (proba[np.arange(n), col] == proba.max(axis=1)).all()
+    assert np.isfinite(clf.new_class_bias_)
+    for i in sorted({0, n - 1, n // 2}):  # a row alone gets what it gets in the batch
+        alone = clf.predict_proba(rows(X, [i]))
+        assert alone[0].tobytes() == proba[i].tobytes(), f"row {i} depends on the batch"
+    event("result")
+    return proba
+
+
+# ---------------------------------------------------------------- features and labels
+LABELS = {
+    "int": np.array([-5, 0, 2, 7]),
+    "uint8": np.array([0, 255, 1, 2], np.uint8),
+    "str": np.array(["b", "a", "zebra", "é"]),
+    "object str": np.array(["b", "a", "zebra", "é"], dtype=object),
+    "bool": np.array([True, False]),
+    "integral float": np.array([0.0, 1.0, -3.0, 2.0]),
+    "mixed": np.array(["a", 0, "b", 1], dtype=object),
+    "continuous": np.array([0.5, 1.5, 2.5, 3.25]),
+    "object int": np.array([0, 1, 2, 3], dtype=object),
+}
+
+
+# drawn uniformly: the usual cases are listed more than once
+X_DTYPES = ["float64", "float64", "float32", "float32", "float16", "int64", "int8", "uint8",
+            "bool", "object", "complex128"]
+
+
+X_REGIMES = ["normal", "normal", "normal", "constant columns", "duplicate rows", "constant",
+             "zero", "nan", "inf", "one-hot"]
+
+
+def valid_labels(y):
+    """True: a classifier must accept these labels (as numpy reads them); False: refuse
+    them; None: either."""
+    if y.dtype.kind == "f":
+        return bool(np.all(y == np.round(y)))
+    if y.dtype.kind != "O":
+        return True
+    kinds = {isinstance(v, str) for v in y.tolist()}
+    if kinds == {False}:
+        return None  # numbers as objects: scikit-learn calls them "unknown"; either is fine
+    return kinds == {True}  # mixed strings and numbers: a clean error
+
+
+@st.composite
+def features(draw, n, dim):
+    """(X as given, X as float64 or None where it is not numeric)."""
+    gen = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    dtype = np.dtype(draw(st.sampled_from(X_DTYPES)))
+    regime = draw(st.sampled_from(X_REGIMES))
+    exponent = draw(st.one_of(st.integers(-30, 30), st.sampled_from([-300, 300])))
+    values = gen.normal(size=(n, dim)) * 10.0 ** exponent
+    if regime == "constant columns" and dim:
+        values[:, gen.integers(0, dim, max(1, dim // 2))] = 3.0
+    elif regime == "duplicate rows" and n:
+        values = values[gen.integers(0, n, n)]
+    elif regime == "constant":
+        values[:] = 0.5
+    elif regime == "zero":
+        values[:] = 0.0
+    elif regime in ("nan", "inf") and values.size:
+        values.flat[gen.integers(0, values.size)] = np.nan if regime == "nan" else -np.inf
+    elif regime == "one-hot" and dim:
+        values = np.eye(dim)[gen.integers(0, dim, n)]
+    if dtype.kind in "iu":
+        values = np.clip(np.nan_to_num(np.round(values)), np.iinfo(dtype).min,
+                         np.iinfo(dtype).max)
+    if dtype.kind == "b":
+        values = values > 0
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        X = values.astype(dtype)
+    as_float = None if dtype.kind == "c" else X.astype(np.float64)
+    container = draw(st.sampled_from(["array", "frame", "list"]))
+    if container == "frame":
+        X = pd.DataFrame(X, columns=[f"f{j}" for j in range(dim)])
+    elif container == "list":
+        X = X.tolist()
+    return X, as_float
+
+
+def valid_features(X, min_rows=1):
+    return (X is not None and X.ndim == 2 and X.shape[0] >= min_rows and X.shape[1] >= 2
+            and np.isfinite(X).all() and np.abs(X).max() > 0)
+
+
+@pytest.mark.slow  # 180 generated cases
+@fuzz(180)
+@given(data=st.data(), n=st.integers(0, 14), dim=st.integers(0, 48),
+       kind=st.sampled_from(sorted(LABELS) + ["int", "str", "object str", "bool"]),
+       with_text=st.booleans(),
+       context=st.sampled_from(["isolated", "batch"]),
+       y_container=st.sampled_from(["array", "list", "series"]))
+def test_any_features_and_labels_give_a_result_or_a_clean_error(data, n, dim, kind,
+                                                                 with_text, context,
+                                                                 y_container):
+    X, as_float = data.draw(features(n, dim))
+    palette = LABELS[kind]
+    y = palette[data.draw(st.lists(st.integers(0, len(palette) - 1), min_size=n,
+                                   max_size=n))] if n else palette[:0]
+    n_classes = len(set(y.tolist()))
+    text = (np.random.default_rng(n).normal(size=(n_classes, dim)) if with_text and dim
+            else None)
+    y_in = {"array": y, "list": y.tolist(), "series": pd.Series(y)}[y_container]
+    y = np.asarray(y_in)  # what the labels are, once read (a list of mixed items: strings)
+    want = valid_labels(y)
+    if want is not None:
+        want = want and n_classes >= 2 and valid_features(as_float)
+    clf = tiny(context=context, text_features=text, new_class_bias=0.0)
+    try:
+        fit_quietly(clf, X, y_in)
+    except Exception as exc:  # noqa: BLE001 - judged below
+        assert_clean(exc)
+        assert want is not True, f"refused valid input: {exc!r}"
+        mixed = y.dtype.kind == "O" and len({isinstance(v, str) for v in y.tolist()}) > 1
+        if mixed and valid_features(as_float):  # the features are checked first
+            assert "mix strings and numbers" in str(exc)
+        return
+    assert want is not False, f"accepted invalid input ({kind} labels, X {dim} wide)"
+    check_result(clf, X, kind=y.dtype.kind)
+    np.testing.assert_array_equal(np.sort(clf.classes_), clf.classes_)
+    assert set(clf.classes_.tolist()) == set(y.tolist())
+    if hasattr(X, "columns"):
+        assert list(clf.feature_names_in_) == list(X.columns)
+
+
+# ---------------------------------------------------------------- class tables
+def label_values(kind, gen, count):
+    picks = gen.choice(60, count, replace=False)
+    if kind == "int":
+        return picks.astype(np.int64)
+    if kind == "negative int":
+        return (-picks - 1).astype(np.int32)
+    words = np.array([f"class {p}" if p % 3 else f"ü{p}" for p in picks])
+    return words.astype(object) if kind == "object str" else words
+
+
+@pytest.mark.slow  # 130 generated cases
+@fuzz(130)
+@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["int", "negative int", "str",
+                                                             "object str"]),
+       counts=st.lists(st.integers(1, 4), min_size=1, max_size=5),
+       n_new=st.integers(0, 3), dim=st.integers(2, 32), names=st.booleans(),
+       as_list=st.booleans(), context=st.sampled_from(["isolated", "batch"]),
+       bias=st.sampled_from(["auto", "auto", 0.0, 2.5, -4.0]),
+       init=st.sampled_from(["text", "text", "visual"]), tied=st.booleans(),
+       zero_shot=st.sampled_from(["auto", "auto", 0.0, 0.5, 1.0]))
+def test_class_tables_in_any_order(seed, kind, counts, n_new, dim, names, as_list,
+                                   context, bias, init, tied, zero_shot):
+    gen = np.random.default_rng(seed)
+    labels = label_values(kind, gen, len(counts) + n_new)
+    base, new = labels[:len(counts)], labels[len(counts):]
+    y = np.repeat(base, counts)
+    y = y[gen.permutation(len(y))]
+    centres = gen.normal(size=(len(base), dim))
+    X = centres[[base.tolist().index(v) for v in y.tolist()]] + 0.3 * gen.normal(
+        size=(len(y), dim))
+    given_order = labels[gen.permutation(len(labels))]
+    text = gen.normal(size=(len(labels), dim)).astype(np.float32)
+    class_names = [f"name of {v}" for v in given_order] if names else None
+    clf = tiny(classes=given_order.tolist() if as_list else given_order,
+               text_features=text, class_names=class_names, context=context,
+               new_class_bias=bias, virtual_init=init, tied_text=tied,
+               zero_shot_weight=zero_shot)
+    try:
+        fit_quietly(clf, X, y)
+    except Exception as exc:  # noqa: BLE001 - judged below
+        assert_clean(exc)
+        assert len(labels) < 2 or (tied and init == "visual"), f"refused: {exc!r}"
+        return
+    assert len(labels) >= 2 and not (tied and init == "visual")
+    kind_given = np.asarray(given_order.tolist() if as_list else given_order).dtype.kind
+    check_result(clf, X, kind=kind_given)
+    assert clf.classes_.tolist() == sorted(labels.tolist())
+    at = [given_order.tolist().index(c) for c in clf.classes_.tolist()]
+    assert clf.text_features_.tobytes() == text[at].tobytes()  # rows follow their class
+    if names:
+        assert clf.class_names_.tolist() == [class_names[i] for i in at]
+    assert clf.class_counts_.tolist() == [int(np.sum(y == c)) for c in clf.classes_]
+    assert sorted(clf.new_classes_.tolist()) == sorted(new.tolist())
+    assert sorted(clf.base_classes_.tolist()) == sorted(base.tolist())
+    if zero_shot != "auto":
+        assert clf.zero_shot_weight_ == zero_shot
+    assert 0 <= clf.zero_shot_weight_ <= 1
+    if bias != "auto":
+        assert clf.new_class_bias_ == bias
+    elif (n_new and len(base) >= 2 and zero_shot == "auto" and max(counts) >= 2
+          and np.median([c for c in counts if c >= 2]) < 4):
+        # too few images per class to stand for the model in refits: zero-shot CLIP
+        assert clf.calibration_ == {"method": "few images per class", "median_images":
+                                    float(np.median([c for c in counts if c >= 2]))}
+        assert (clf.zero_shot_weight_, clf.new_class_bias_) == (1.0, 0.0)
+    elif n_new and len(base) >= 2 and clf.calibration_["method"] == "held-out classes":
+        assert len(clf.calibration_["held_out"]) == 1
+    elif n_new:  # nothing to hold back: one base class, or no second image of any
+        assert clf.calibration_["method"] == "zero-shot rate"
+    else:
+        assert clf.new_class_bias_ == 0.0
+
+
+# ---------------------------------------------------------------- extreme parameters
+MODERATE = dict(tau=(0.0, 10.0), visual_scale=(1e-3, 1e3), lr=(0.0, 1e-2),
+                weight_decay=(0.0, 1.0))
+
+
+@pytest.mark.slow  # 120 generated cases
+@fuzz(120)
+@given(seed=st.integers(0, 2**32 - 1), dim=st.integers(2, 24),
+       tau=st.sampled_from([0.0, 1e-3, 1.0, 10.0, 1e3, 1e300]),
+       visual_scale=st.sampled_from([1e-30, 1e-3, 1.0, 1e3, 1e30]),
+       lr=st.sampled_from(["auto", 1e-12, 1e-3, 1e-2, 1.0, 1e3]),
+       weight_decay=st.sampled_from([0.0, 1e-4, 1.0, 1e30]),
+       optimizer=st.sampled_from(["adamw", "adam", "sgd"]),
+       exponent=st.one_of(st.integers(-30, 30), st.sampled_from([-300, 300])),
+       context=st.sampled_from(["isolated", "batch"]),
+       bias=st.sampled_from(["auto", 0.0, 1e6]), num_heads=st.integers(1, 16),
+       dropout=st.sampled_from([0.0, 0.5, 0.99]), steps=st.integers(1, 3),
+       batch_size=st.integers(1, 16), warmup_epochs=st.integers(0, 2),
+       x_dtype=st.sampled_from(["float32", "float64"]),
+       zero_shot=st.sampled_from(["auto", 0.0, 1.0]))
+def test_extreme_but_legal_parameters(seed, dim, tau, visual_scale, lr, weight_decay,
+                                      optimizer, exponent, context, bias, num_heads,
+                                      dropout, steps, batch_size, warmup_epochs, x_dtype,
+                                      zero_shot):
+    gen = np.random.default_rng(seed)
+    y = np.array([0, 0, 0, 1, 1, 2, 0, 1, 2, 0])
+    X = gen.normal(size=(len(y), dim)) + 2 * gen.normal(size=(3, dim))[y]
+    with np.errstate(over="ignore", under="ignore"):
+        X = (X * 10.0 ** exponent).astype(x_dtype)
+    params = dict(tau=tau, visual_scale=visual_scale, lr=lr, weight_decay=weight_decay)
+    clf = tiny(classes=[0, 1, 2, 3], text_features=gen.normal(size=(4, dim)),
+               optimizer=optimizer, context=context, new_class_bias=bias,
+               num_heads=num_heads, dropout=dropout, max_steps=steps,
+               batch_size=batch_size, warmup_epochs=warmup_epochs,
+               zero_shot_weight=zero_shot, **params)
+    moderate = all(lo <= (1e-3 if params[k] == "auto" else params[k]) <= hi
+                   for k, (lo, hi) in MODERATE.items())
+    try:
+        fit_quietly(clf, X, y)
+    except Exception as exc:  # noqa: BLE001 - judged below
+        assert_clean(exc)
+        if not valid_features(X.astype(np.float64)):  # float32 under- or overflowed
+            return
+        assert isinstance(exc, TrainingDivergedError), f"refused: {exc!r}"
+        assert not moderate, f"diverged with moderate parameters {params}: {exc}"
+        assert "lr" in str(exc) and "weight_decay" in str(exc), exc
+        return
+    assert valid_features(X.astype(np.float64))
+    check_result(clf, X, kind="i")
+
+
+# ---------------------------------------------------------------- predictions
+@functools.lru_cache(maxsize=None)
+def fitted_model(context, kind):
+    """A model on 6 features with the first (two or three) labels of ``LABELS[kind]``
+    and, for "int", one new class (7); shared: copy it before changing it."""
+    gen = np.random.default_rng(0)
+    base = LABELS[kind][:3]
+    which = np.arange(12) % len(base)
+    X = gen.normal(size=(12, 6)) + 2 * gen.normal(size=(3, 6))[which]
+    classes = np.append(np.sort(base), 7) if kind == "int" else None
+    text = gen.normal(size=(len(base) + (kind == "int"), 6))
+    return fit_quietly(tiny(classes=classes, text_features=text, context=context,
+                            new_class_bias=1.0), X, base[which])
+
+
+@pytest.mark.slow  # 100 generated cases
+@fuzz(100)
+@given(data=st.data(), n=st.integers(0, 9), dim=st.sampled_from([6] * 8 + [5, 7, 0]),
+       context=st.sampled_from(["isolated", "batch"]))
+def test_predict_on_any_input(data, n, dim, context):
+    clf = fitted_model(context, "int")
+    X, as_float = data.draw(features(n, dim))
+    valid = (as_float is not None and as_float.shape == (n, 6) and n >= 1
+             and np.isfinite(as_float).all())  # all-zero rows are fine here
+    try:
+        proba = check_result(clf, X, kind="i")
+    except AssertionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - judged below
+        assert_clean(exc)
+        assert not valid, f"refused valid input: {exc!r}"
+        return
+    assert valid, "accepted invalid input"
+    # the head is nearly scale-invariant: far beyond the training scale, a row's
+    # probabilities no longer change with its scale
+    norms = np.linalg.norm(as_float / 1e200, axis=1) * 1e200  # no overflow at 1e300
+    far = np.flatnonzero(norms > 1e4 * clf.feature_scale_)
+    if len(far):
+        near = as_float[far] / norms[far, None] * 1e4 * clf.feature_scale_
+        np.testing.assert_allclose(proba[far], clf.predict_proba(near), atol=1e-4)
+
+
+# ---------------------------------------------------------------- add_classes
+@pytest.mark.slow  # 100 generated cases
+@fuzz(100)
+@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["int", "str", "object str",
+                                                             "integral float", "bool"]),
+       added=st.sampled_from(["fresh", "fresh", "present", "duplicates", "empty",
+                              "other kind", "integral float", "fractional float",
+                              "fresh object"]),
+       text=st.sampled_from(["right", "right", "wrong width", "wrong rows", "nan", "none"]),
+       count=st.integers(1, 3), context=st.sampled_from(["isolated", "batch"]))
+def test_add_classes_keeps_the_label_type_or_refuses_cleanly(seed, kind, added, text, count,
+                                                             context):
+    clf = copy.deepcopy(fitted_model(context, kind))
+    old = clf.classes_.copy()
+    gen = np.random.default_rng(seed)
+    is_text = old.dtype.kind in "OU"
+    fresh = (np.array([f"new {i}" for i in range(count)]) if is_text
+             else np.arange(count) + 100)
+    labels = {"fresh": fresh, "present": old[:count], "empty": old[:0],
+              "duplicates": np.repeat(fresh[:1], 2),
+              "other kind": np.arange(count) + 100 if is_text else fresh.astype(str),
+              "integral float": np.arange(count) + 100.0,
+              "fractional float": np.arange(count) + 100.5,
+              "fresh object": fresh.astype(object)}[added]
+    m = len(labels)
+    tf = {"right": gen.normal(size=(m, 6)), "wrong width": gen.normal(size=(m, 5)),
+          "wrong rows": gen.normal(size=(m + 1, 6)), "nan": np.full((m, 6), np.nan),
+          "none": None}[text]
+    X = gen.normal(size=(5, 6))
+    before = clf.predict_proba(X)
+    # labels that classes_ can hold: new, unique, of its kind and representable in it
+    fits = {"b": (), "f": ("fresh", "fresh object", "integral float", "fractional float"),
+            "U": ("fresh", "fresh object"), "O": ("fresh", "fresh object")}.get(
+        old.dtype.kind, ("fresh", "fresh object", "integral float"))
+    valid = m == 0 or (added in fits and text == "right")
+    try:
+        clf.add_classes(labels, text_features=tf)
+    except Exception as exc:  # noqa: BLE001 - judged below
+        assert_clean(exc)
+        assert not valid, f"refused {labels!r} for classes_ {old!r}: {exc!r}"
+        assert clf.classes_.tobytes() == old.tobytes()  # nothing half-added
+        assert clf.predict_proba(X).tobytes() == before.tobytes()
+        return
+    if old.dtype.kind == "U":  # longer strings widen the dtype, of the same kind
+        assert clf.classes_.dtype.kind == "U", "add_classes changed the type of classes_"
+    else:
+        assert clf.classes_.dtype == old.dtype, "add_classes changed the type of classes_"
+    assert valid, f"accepted {labels!r} ({text} text) for classes_ {old!r}"
+    check_result(clf, X)
+    assert len(clf.classes_) == len(old) + m
+    if m:
+        assert set(clf.new_classes_.tolist()) >= set(labels.tolist())
+    else:
+        assert clf.predict_proba(X).tobytes() == before.tobytes()
+
+
+# ---------------------------------------------------------------- unusable parameters
+@fuzz(30)
+@given(device=st.sampled_from(["meta", "xla", "bogus", "", "cuda:99", "mps", "cpu:0",
+                               "CPU", "cpu"]),
+       n_jobs=st.sampled_from([None, 1, 2, -1, 0]),
+       budget=st.sampled_from([(None, None), (2, None), (None, 1), (1, 1)]))
+def test_unusable_devices_and_budgets_are_clean_errors(device, n_jobs, budget):
+    X = np.random.default_rng(0).normal(size=(6, 4))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    clf = tiny(device=device, n_jobs=n_jobs, max_steps=budget[0], max_epochs=budget[1])
+    usable = (device in ("cpu", "cpu:0") or (device == "cuda:99"
+                                             and torch.cuda.device_count() > 99)
+              or (device == "mps" and torch.backends.mps.is_available()))
+    try:
+        fit_quietly(clf, X, y)
+    except Exception as exc:  # noqa: BLE001 - judged below
+        assert_clean(exc)
+        assert not usable or n_jobs == 0 or budget == (None, None), exc
+        if not usable and n_jobs != 0:
+            assert repr(device) in str(exc) or "device" in str(exc), exc
+        return
+    assert usable and n_jobs != 0 and budget != (None, None)
+    check_result(clf, X, kind="i")

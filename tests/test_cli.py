@@ -17,6 +17,7 @@ from candle_sklearn._clip import BUNDLED_DIR as WEIGHTS
 from candle_sklearn.cli import main
 from candle_sklearn.datasets import base_to_new_split, load_coop_dataset
 from candle_sklearn.cli.reproduce import METHODS, reproduce
+from candle_sklearn.cli.scores import LinearProbe
 from candle_sklearn.cli.folders import fit_image_folder, load_model, predict_images
 
 from .disk_layouts import (WORLD8, write_image_folder, write_imagenet, write_split_dataset,
@@ -85,6 +86,7 @@ def model_path(folders, tmp_path_factory):
 
 
 # ------------------------------------------------------------------ reproduce
+@pytest.mark.slow  # a subprocess: the command line as a user runs it
 def test_reproduce_command_line(data_root, tmp_path):
     out = tmp_path / "out"
     run = _cli("reproduce", "--dataset", "oxford_pets", "--root", data_root, *TINY, *FAST,
@@ -116,6 +118,7 @@ def test_reproduce_command_line(data_root, tmp_path):
     assert n == len(np.unique(np.concatenate(drawn))) + 24  # nothing else is read
 
 
+@pytest.mark.slow  # reproduce over every dataset of the fixture
 def test_reproduce_all_datasets(data_root, tmp_path, capsys):
     out = tmp_path / "all"
     assert main(["reproduce", "--dataset", "all", "--root", data_root, *TINY, *FAST,
@@ -159,6 +162,7 @@ def test_transfer_through_the_python_api(data_root, tmp_path):
 
 
 # ------------------------------------------------------------------ fit, predict, evaluate
+@pytest.mark.slow  # a subprocess: the command line as a user runs it
 def test_fit_command_line_then_predict(folders, tmp_path, capsys):
     train, test, new = folders
     model = tmp_path / "m.safetensors"
@@ -408,3 +412,27 @@ def test_embed_files_refuses_no_paths_and_a_bad_chunk_size(broken):
     for bad in (0, -1, 2.5):
         with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
             embed_files(emb, [broken / "train"], chunk_size=bad, verbose=0)
+
+
+# ------------------------------------------------------------------ baselines' scores
+
+
+def test_private_linear_probe_wrapper_spreads_scores(small_data):
+    d = small_data
+    scores = LinearProbe().fit(d.X_train, d.y_train).scores(d.X_test, d.classes, tau=1.0)
+    assert scores.shape == (len(d.X_test), len(d.classes))
+    assert np.isneginf(scores[:, np.isin(d.classes, d.new_classes)]).all()
+
+
+def test_private_baselines_follow_classes_in_any_order():
+    from candle_sklearn.cli.scores import nearest_class_mean_scores
+
+    X = np.array([[1.0, 0], [0.9, 0.1], [0, 1.0], [0.1, 0.9]])
+    y = np.array(["b", "b", "a", "a"])
+    classes = np.array(["b", "a", "c"])  # not sorted; "c" has no training image
+    for scores in (LinearProbe().fit(X, y).scores(X, classes),
+                   nearest_class_mean_scores(X, y, X, classes)):
+        assert np.isneginf(scores[:, 2]).all()
+        np.testing.assert_array_equal(classes[scores.argmax(1)], y)
+    with pytest.raises(ValueError, match=r"labels not in classes: \['b'\]"):
+        nearest_class_mean_scores(X, y, X, np.array(["a", "c"]))

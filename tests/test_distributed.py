@@ -17,6 +17,8 @@ from candle_sklearn.distributed import embed_dataset, embed_paths  # noqa: E402
 from . import conftest  # noqa: E402
 from .conftest import TINY  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a local Ray cluster and its actors take seconds to start
+
 
 @pytest.fixture(scope="module")
 def ray_cluster():

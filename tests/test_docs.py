@@ -21,8 +21,9 @@ for _module in ("sphinx", "sphinx_gallery", "numpydoc", "pydata_sphinx_theme", "
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS, EXAMPLES = ROOT / "docs", ROOT / "examples"
-pytestmark = pytest.mark.skipif(not (DOCS / "conf.py").is_file(),
-                                reason="needs the source tree (docs/conf.py)")
+pytestmark = [pytest.mark.slow,  # a Sphinx build that runs the gallery
+              pytest.mark.skipif(not (DOCS / "conf.py").is_file(),
+                                 reason="needs the source tree (docs/conf.py)")]
 GENERATED = ("_build", "generated", "auto_examples", "sg_execution_times.rst")
 PAGES = ("guide", "method", "benchmarks", "reproducing")
 

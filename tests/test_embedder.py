@@ -1,10 +1,16 @@
-import io
+"""ClipEmbedder: the scikit-learn contract, embeddings, caching as a user sees it (each
+image encoded once, a changed file encoded again), models shared by clones, pickles
+without weights, threads, devices and worker processes."""
+
 import os
 import pickle
+import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pytest
 import torch
@@ -13,40 +19,15 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils import estimator_checks as ec
 
-from candle_sklearn import ClipEmbedder, _clip
+import candle_sklearn
+from candle_sklearn import ClipEmbedder, ImageInputError, _cache, _clip, make_candle_pipeline
 from candle_sklearn._cache import MEMORY
-from candle_sklearn._images import ImageInputError
 
 from . import conftest
-from .conftest import TINY
+from ._fuzz import fuzz, given, st
+from .conftest import TINY, embed, save_random_tiny, tiny, touch_later
 
-
-def tiny(**params):
-    """The tiny model with fixed random weights (a checkpoint file made per session)."""
-    return ClipEmbedder(TINY, pretrained=conftest.TINY_WEIGHTS,
-                        **{"device": "cpu", **params})
-
-
-@pytest.fixture(autouse=True)
-def fresh_embedding_cache():
-    MEMORY.clear()
-    yield
-    MEMORY.clear()
-
-
-@pytest.fixture
-def forward_counter(monkeypatch):
-    """Counts the images that go through the tiny model's image tower."""
-    model = tiny()._loaded().model
-    seen = []
-    original = model.encode_image
-
-    def counting(images, *args, **kwargs):
-        seen.append(len(images))
-        return original(images, *args, **kwargs)
-
-    monkeypatch.setattr(model, "encode_image", counting)
-    return seen
+pytestmark = pytest.mark.usefixtures("fresh_embedding_cache")
 
 
 @pytest.mark.parametrize("check", [
@@ -58,31 +39,6 @@ def forward_counter(monkeypatch):
 def test_sklearn_api_checks(check):
     """The checks that need no numeric 2-D data (image input disables the others)."""
     check("ClipEmbedder", tiny())
-
-
-def test_all_input_kinds_give_the_same_embedding(image_dir):
-    paths, _ = image_dir
-    pil = Image.open(paths[0]).convert("RGB")
-    arr = np.asarray(pil)
-    emb = tiny(cache=False).fit([paths[0]])
-    want = emb.transform([paths[0]])
-    for form in ([Path(paths[0])], [pil], [arr], arr[None], [arr.astype(np.float64) / 255.0]):
-        np.testing.assert_allclose(emb.transform(form), want, atol=1e-6)
-    import pandas as pd
-    np.testing.assert_allclose(emb.transform(pd.DataFrame({"image": [paths[0]]})), want,
-                               atol=1e-6)
-    assert want.dtype == np.float32 and want.shape == (1, 32)
-    np.testing.assert_allclose(np.linalg.norm(want, axis=1), 1, rtol=1e-5)
-
-
-def test_grey_and_rgba_become_rgb(image_dir):
-    paths, _ = image_dir
-    rgb = Image.open(paths[0]).convert("RGB")
-    emb = tiny().fit([paths[0]])
-    grey = emb.transform([rgb.convert("L"), np.asarray(rgb.convert("L"))])
-    np.testing.assert_allclose(grey[0], grey[1], atol=1e-6)
-    rgba = rgb.convert("RGBA")
-    np.testing.assert_allclose(emb.transform([rgba]), emb.transform([rgb]), atol=1e-6)
 
 
 def test_subset_invariance_and_feature_names(image_dir):
@@ -109,48 +65,6 @@ def test_transform_needs_no_fit(image_dir):
     assert out.shape == (3, 32) and out.columns[0] == "clipembedder0"
     with pytest.raises(ValueError, match="batch_size"):  # parameters are still checked
         tiny(batch_size=0).transform(paths)
-
-
-# --------------------------------------------------------------- bad input
-def test_missing_file_names_path_and_index(image_dir, tmp_path):
-    paths = list(image_dir[0][:3]) + [str(tmp_path / "nope.png")]
-    with pytest.raises(ImageInputError, match=r"image 3 \('.*nope.png'\)"):
-        tiny().fit(paths).transform(paths)
-
-
-@pytest.mark.parametrize("workers", [0, 2])
-def test_truncated_and_unreadable_files(image_dir, tmp_path, workers):
-    good = Path(image_dir[0][0]).read_bytes()
-    truncated = tmp_path / "truncated.png"
-    truncated.write_bytes(good[: len(good) // 2])
-    text = tmp_path / "text.png"
-    text.write_text("not an image")
-    paths = list(image_dir[0]) * 3  # enough images for DataLoader workers to start
-    emb = tiny(batch_size=4, num_workers=workers, cache=False).fit(paths)
-    for bad, name in ((truncated, "truncated.png"), (text, "text.png")):
-        with pytest.raises(ImageInputError, match=rf"image 5 \('.*{name}'\) could not be read"):
-            emb.transform(paths[:5] + [str(bad)] + paths[5:])
-
-
-@pytest.mark.parametrize("X, message", [
-    ([], "empty"),
-    ([np.zeros((8, 8, 4), np.uint8)], r"image 0: array of shape \(8, 8, 4\)"),
-    ([np.full((8, 8, 3), 300.0)], r"values in \[300, 300\]"),
-    ([np.full((8, 8, 3), -0.5)], r"values in \[-0.5, -0.5\]"),
-    ([np.full((8, 8, 3), np.nan)], "NaN"),
-    ([42], "unsupported type int"),
-    ("cat.png", "wrap a single image in a list"),
-    (np.zeros((8, 8, 3), np.uint8), "(?i)wrap a single image in a list"),
-])
-def test_bad_inputs(X, message):
-    with pytest.raises(ImageInputError, match=message):
-        tiny().fit_transform(X)
-
-
-def test_dataframe_with_two_columns():
-    import pandas as pd
-    with pytest.raises(ImageInputError, match="one column"):
-        tiny().fit(pd.DataFrame({"a": ["x"], "b": ["y"]}))
 
 
 # ----------------------------------------------------------------- caching
@@ -203,21 +117,78 @@ def test_a_file_replaced_with_its_old_time_and_size_is_encoded_again(image_dir, 
     assert not np.array_equal(again, first)
 
 
-def test_byte_paths_are_paths(image_dir, tmp_path):
-    odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")  # not UTF-8
-    Image.open(image_dir[0][1]).save(odd)
-    expected = tiny(cache=False).fit(image_dir[0][:2]).transform(image_dir[0][:2])
-    for paths in ([os.fsencode(image_dir[0][0]), odd],
-                  np.array([os.fsencode(image_dir[0][0]), odd])):
-        got = tiny(cache=str(tmp_path)).fit(paths).transform(paths)
-        np.testing.assert_array_equal(got, expected)
-
-
 def test_no_cache_encodes_every_time(image_dir, forward_counter):
     emb = tiny(cache=False).fit(image_dir[0][:3])
     emb.transform(image_dir[0][:3])
     emb.transform(image_dir[0][:3])
     assert sum(forward_counter) == 6
+
+
+# ===================================================== silent garbage, item 1
+def test_overwritten_checkpoint_is_not_served_old_embeddings(image_dir, tmp_path):
+    paths = image_dir[0][:4]
+    ckpt = tmp_path / "weights.pt"
+    save_random_tiny(ckpt, seed=1)
+    emb = ClipEmbedder(TINY, str(ckpt), device="cpu", cache=str(tmp_path / "cache"))
+    first = emb.transform(paths)
+    model_first = emb.load_model()
+    save_random_tiny(ckpt, seed=2)  # the same path, other weights
+    touch_later(ckpt)
+    second = emb.transform(paths)  # the same process: memory cache and model cache
+    assert emb.load_model() is not model_first
+    fresh = ClipEmbedder(TINY, str(ckpt), device="cpu", cache=False).transform(paths)
+    np.testing.assert_allclose(second, fresh, atol=1e-6)
+    assert not np.allclose(first, second, atol=1e-3)
+    MEMORY.clear()  # a new process: the disk cache must not answer with seed 1's rows
+    np.testing.assert_allclose(emb.transform(paths), fresh, atol=1e-6)
+
+
+def test_random_weights_never_share_a_disk_cache(image_dir, tmp_path):
+    paths = image_dir[0][:3]
+    cache = tmp_path / "cache"
+    first = ClipEmbedder(TINY, None, device="cpu", cache=str(cache)).transform(paths)
+    _clip.clear_cache()  # as in a second process: another random model
+    MEMORY.clear()
+    second = ClipEmbedder(TINY, None, device="cpu", cache=str(cache)).transform(paths)
+    own = ClipEmbedder(TINY, None, device="cpu", cache=False).transform(paths)
+    np.testing.assert_allclose(second, own, atol=1e-6)
+    assert not np.allclose(first, second, atol=1e-3)
+    assert not (cache / _cache.FILE_NAME).exists()  # nothing written for random weights
+
+
+def test_finished_batches_are_stored_when_a_later_image_fails(tmp_path, image_dir,
+                                                              forward_counter, monkeypatch):
+    from candle_sklearn import embedder as embedder_module
+    monkeypatch.setattr(embedder_module, "_FLUSH_EVERY", 2)
+    paths = list(image_dir[0][:6])
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(ImageInputError, match="image 6"):
+        tiny(cache=str(tmp_path / "c"), batch_size=2, num_workers=0).transform(
+            paths + [str(bad)])
+    MEMORY.clear()
+    done = sum(forward_counter)
+    tiny(cache=str(tmp_path / "c")).transform(paths)
+    assert sum(forward_counter) == done  # all six came back from the disk cache
+
+
+@pytest.mark.slow  # 40 generated cases
+@fuzz(40)
+@given(seeds=st.lists(st.integers(0, 5), min_size=1, max_size=8))
+def test_embedder_caches_agree_with_no_cache(seeds):
+    images = [np.full((6, 6, 3), 40 * s, np.uint8) for s in seeds]  # with duplicates
+    want = embed(images)
+    MEMORY.clear()
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(2):
+            np.testing.assert_allclose(embed(images, cache=folder), want, atol=1e-6)
+            MEMORY.clear()  # second round: served from disk
+        with sqlite3.connect(Path(folder) / _cache.FILE_NAME) as con:
+            rows = con.execute(f"SELECT COUNT(*) FROM {_cache.TABLE}").fetchone()[0]
+    assert rows == len(set(seeds))
+    np.testing.assert_allclose(embed(images, cache=True), want, atol=1e-6)
+    for s, row in zip(seeds, want):  # a duplicate gets the same row
+        np.testing.assert_array_equal(row, want[seeds.index(s)])
 
 
 # -------------------------------------------------- models, weights, pickling
@@ -238,59 +209,6 @@ def test_pickle_holds_no_weights(image_dir):
     np.testing.assert_allclose(pickle.loads(blob).transform(paths), before, atol=1e-6)
 
 
-def test_offline_pretrained_tag_fails_fast(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.perf_counter()
-    with pytest.raises(_clip.WeightsUnavailableError,
-                       match=r"'openai' for model 'ViT-B-32'.*pretrained='/path/to"):
-        ClipEmbedder("ViT-B-32", "openai", device="cpu").fit([np.zeros((8, 8, 3), np.uint8)])
-    assert time.perf_counter() - start < 5
-
-
-def test_unreachable_hub_fails_fast_without_offline_flag(monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(_clip, "_reachable", lambda host, **kw: False)  # no socket opened
-    with pytest.raises(_clip.WeightsUnavailableError, match="huggingface.co is unreachable"):
-        _clip.resolve("ViT-B-32", "openai")
-
-
-def test_unknown_tag_and_missing_file():
-    with pytest.raises(ValueError, match="known tags"):
-        _clip.resolve("ViT-B-32", "no-such-tag")
-    with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
-        _clip.resolve("ViT-B-32", "/no/such/file.pt")
-    with pytest.raises(FileNotFoundError, match="no open_clip_config.json"):
-        _clip.resolve("ViT-B-32", "local-dir:/no/such/dir")
-    with pytest.raises(FileNotFoundError, match=r"is a folder.*pretrained='local-dir:/tmp"):
-        _clip.resolve("ViT-B-32", "/tmp")
-    with pytest.raises(ValueError, match="no bundled weights"):
-        _clip.resolve("ViT-B-32", "bundled")
-    with pytest.raises(ValueError, match="unknown open_clip model"):
-        ClipEmbedder("no-such-model", None, device="cpu").fit([np.zeros((8, 8, 3), np.uint8)])
-
-
-def test_checkpoint_file_and_local_dir(image_dir, tmp_path):
-    import json
-
-    import open_clip
-    from safetensors.torch import save_file
-    paths = image_dir[0][:3]
-    torch.manual_seed(123)
-    model = open_clip.create_model(TINY)
-    ckpt = tmp_path / "tiny.pt"
-    torch.save(model.state_dict(), ckpt)
-    folder = tmp_path / "tiny_dir"
-    folder.mkdir()
-    save_file(model.state_dict(), folder / "open_clip_model.safetensors")
-    cfg = json.loads((Path(__file__).parent / "assets" / f"{TINY}.json").read_text())
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
-    from_file = ClipEmbedder(TINY, str(ckpt), device="cpu").fit_transform(paths)
-    from_dir = ClipEmbedder(TINY, f"local-dir:{folder}", device="cpu").fit_transform(paths)
-    np.testing.assert_allclose(from_file, from_dir, atol=1e-6)
-    random = ClipEmbedder(TINY, None, device="cpu").fit_transform(paths)
-    assert not np.allclose(from_file, random, atol=1e-3)
-
-
 def test_encode_text():
     emb = tiny()
     out = emb.encode_text(["a photo of a red square.", "a photo of a dog."])
@@ -300,29 +218,115 @@ def test_encode_text():
         emb.encode_text("just one string")
 
 
-# ------------------------------------------------------------------- pipeline
-def test_pipeline_with_new_class_by_name_and_pickle(image_dir):
-    from candle_sklearn import make_candle_pipeline
-    paths, labels = image_dir
-    train = labels != "yellow"  # yellow: known by name only
-    pipe = make_candle_pipeline(TINY, conftest.TINY_WEIGHTS, embedder_params={"device": "cpu"},
-                                classes=["red", "green", "blue", "yellow"], max_epochs=3,
-                                device="cpu", random_state=0)
-    pipe.fit(np.array(paths)[train], labels[train])
-    candle = pipe.named_steps["candle"]
-    assert candle.new_classes_.tolist() == ["yellow"]
-    assert candle.classes_.tolist() == ["blue", "green", "red", "yellow"]
-    proba = pipe.predict_proba(paths)
-    assert proba.shape == (len(paths), 4)
-    buf = io.BytesIO()
-    joblib.dump(pipe, buf)
-    assert buf.tell() < 200_000  # the head and text features, no CLIP weights
-    buf.seek(0)
-    _clip.clear_cache()
-    MEMORY.clear()
-    loaded = joblib.load(buf)
-    np.testing.assert_allclose(loaded.predict_proba(paths), proba, atol=1e-6)
-    np.testing.assert_array_equal(loaded.predict(paths), pipe.predict(paths))
+# ========================================================= public names (issue 12)
+def test_public_exceptions_and_model_access(image_dir):
+    from candle_sklearn import exceptions
+    assert candle_sklearn.ImageInputError is exceptions.ImageInputError
+    assert candle_sklearn.WeightsUnavailableError is _clip.WeightsUnavailableError
+    assert issubclass(ImageInputError, ValueError)
+    clip = tiny().load_model()
+    assert clip is tiny().load_model()  # the process-wide copy, not a new load
+    image = Image.open(image_dir[0][0])
+    with torch.inference_mode():
+        raw = clip.model.encode_image(clip.preprocess(image.convert("RGB"))[None])
+        text = clip.model.encode_text(clip.tokenizer(["a photo of a red square."]))
+    raw = torch.nn.functional.normalize(raw, dim=-1).numpy()
+    np.testing.assert_allclose(tiny().transform([image]), raw, atol=1e-6)
+    np.testing.assert_allclose(tiny().encode_text(["a photo of a red square."]),
+                               torch.nn.functional.normalize(text, dim=-1).numpy(), atol=1e-6)
+    assert len(clip.fingerprint) == 64 and clip.embed_dim == 32
+
+
+# ============================================================ devices, threads, workers
+
+
+# ============================================================ devices, threads
+@pytest.mark.parametrize("device, message", [
+    ("meta", "cannot hold and run a model"),
+    ("xla", "cannot hold and run a model"),
+    ("banana", "not a torch device"),
+    pytest.param("cuda:7", "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")),
+])
+def test_unusable_device_is_a_clear_error(device, message):
+    with pytest.raises(ValueError, match=message):
+        ClipEmbedder(TINY, conftest.TINY_WEIGHTS, device=device).transform(
+            [np.zeros((8, 8, 3), np.uint8)])
+
+
+def test_n_jobs_sets_torch_threads_for_the_call(monkeypatch):
+    from joblib import cpu_count
+    model = tiny().load_model().model
+    seen = []
+    original = model.encode_image
+    monkeypatch.setattr(model, "encode_image",
+                        lambda x, *a, **k: seen.append(torch.get_num_threads()) or original(x))
+    before = torch.get_num_threads()
+    tiny(n_jobs=1, cache=False).transform([np.zeros((8, 8, 3), np.uint8)])
+    tiny(n_jobs=-1, cache=False).transform([np.ones((8, 8, 3), np.uint8)])
+    tiny(cache=False).transform([np.full((8, 8, 3), 2, np.uint8)])
+    assert seen == [1, cpu_count(), before]
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="n_jobs"):
+        tiny(n_jobs=0).transform([np.zeros((8, 8, 3), np.uint8)])
+
+
+# ====================================== errors from deep inside, item 2: parallel
+def world_files(folder, n):
+    from candle_sklearn.datasets import make_world_images, world_classes
+    names = world_classes()[:3]
+    per = -(-n // len(names))
+    images, labels = make_world_images(names, per, random_state=0)
+    paths = []
+    for i, img in enumerate(images[:n]):
+        path = Path(folder) / f"img_{i:03d}.png"
+        Image.fromarray(np.asarray(img)).save(path)
+        paths.append(str(path))
+    return paths, np.asarray(labels[:n])
+
+
+@pytest.mark.slow  # joblib worker processes, each loading CLIP
+def test_grid_search_n_jobs_2_over_the_default_pipeline(tmp_path, monkeypatch):
+    """More images than batch_size (64) with default settings, in joblib workers:
+    decoding threads work there, and the workers share their encodings with the
+    parent, so the refit encodes nothing again."""
+    paths, labels = world_files(tmp_path, 72)
+    pipe = make_candle_pipeline("candle-tiny", "bundled", embedder_params={"device": "cpu"},
+                                max_epochs=2, device="cpu", random_state=0)
+    model = pipe.named_steps["clip"].load_model().model
+    encoded = []
+    original = model.encode_image
+    monkeypatch.setattr(model, "encode_image",
+                        lambda x, *a, **k: encoded.append(len(x)) or original(x, *a, **k))
+    search = GridSearchCV(pipe, {"candle__tau": [0.5, 1.0]}, cv=2, n_jobs=2,
+                          error_score="raise").fit(paths, labels)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert sum(encoded) == 0  # the refit in this process read the workers' encodings
+    assert len(search.predict(paths)) == 72
+    session = _cache._session_folder(os.getpid()) / _cache.FILE_NAME
+    with sqlite3.connect(session) as con:
+        assert con.execute(f"SELECT COUNT(*) FROM {_cache.TABLE}").fetchone()[0] == 72
+
+
+@pytest.mark.slow  # a subprocess that spawns workers
+def test_spawn_start_method_without_main_guard(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import multiprocessing\n"
+        "multiprocessing.set_start_method('spawn', force=True)\n"
+        "import numpy as np\n"
+        "from candle_sklearn import ClipEmbedder\n"
+        "images = [np.full((32, 32, 3), 20 * i, np.uint8) for i in range(10)]\n"
+        "emb = ClipEmbedder('candle-tiny', 'bundled', device='cpu', batch_size=4)\n"
+        "print(emb.transform(images).shape)\n")
+    # the package's root first, then whatever the caller's path holds (packages that a
+    # machine provides through PYTHONPATH only, as the GPU image's wheels do)
+    path = [str(Path(candle_sklearn.__file__).parents[1]), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, path))}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(10, 64)"
 
 
 # ------------------------------------------------------------------------ GPU
@@ -337,10 +341,17 @@ def test_gpu_embeddings_close_to_cpu(image_dir, precision):
     np.testing.assert_allclose(gpu, cpu, atol=tol)
 
 
-def test_url_weights_are_looked_up_on_disk_only(monkeypatch, tmp_path):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    cfg = {"url": "https://example.invalid/weights/model-abc.pt"}
-    assert _clip._cached_checkpoint(cfg) is None  # nothing downloaded, no socket opened
-    (tmp_path / ".cache" / "clip").mkdir(parents=True)
-    (tmp_path / ".cache" / "clip" / "model-abc.pt").write_bytes(b"x")
-    assert _clip._cached_checkpoint(cfg).endswith("model-abc.pt")
+# ====================================================================== GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_gpu_thread_decoding_with_pinned_batches_and_flushes(image_dir, monkeypatch,
+                                                             precision):
+    """Several batches through decode threads, pinned host memory and non-blocking
+    copies, with results held on the device between flushes: same as on CPU."""
+    from candle_sklearn import embedder as embedder_module
+    monkeypatch.setattr(embedder_module, "_FLUSH_EVERY", 5)
+    paths = image_dir[0]
+    cpu = tiny(cache=False).transform(paths)
+    gpu = tiny(device="cuda", precision=precision, cache=False, batch_size=4,
+               num_workers=3).transform(paths)
+    np.testing.assert_allclose(gpu, cpu, atol=1e-4 if precision == "fp32" else 5e-2)

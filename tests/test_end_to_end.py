@@ -13,6 +13,8 @@ from candle_sklearn._cache import MEMORY
 from candle_sklearn.datasets import make_world_task
 from candle_sklearn.metrics import base_new_accuracy
 
+pytestmark = pytest.mark.slow  # the image pipeline on the bundled CLIP: embeds the task, fits
+
 # Seeds 0, 1, 2 of this set-up gave Candle +0.11 to +0.15 base accuracy over zero-shot,
 # new-class accuracy 0.76 to 0.80 (chance 1/24), joint HM 0.49 to 0.57; the bars below
 # leave room for platform-level numeric differences, not for a weaker method.

@@ -4,6 +4,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # a grid search on 30 classes: 3 candidates, 3 folds, refit
 
 GUIDE = Path(__file__).parents[1] / "docs" / "guide.md"
 
@@ -24,5 +27,7 @@ def test_model_selection_section_selects_tau_by_a_finite_score(capsys):
     search = namespace["search"]
     scores = search.cv_results_["mean_test_score"]
     assert np.isfinite(scores).all() and (scores > 0).all()
-    assert search.best_params_["tau"] in (0.5, 1.0, 2.0)
+    # prefer_default refits the default tau, or the best-scoring one where it is better
+    best = search.cv_results_["params"][int(np.argmax(scores))]["tau"]
+    assert search.best_params_["tau"] in (1.0, best)
     assert "tau" in capsys.readouterr().out

@@ -55,6 +55,7 @@ def _source_files(folder):
             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
 
 
+@pytest.mark.slow  # builds the sdist
 def test_sdist_carries_tests_docs_and_examples(sdist):
     _, names = sdist
     expected = {"LICENSE", "CITATION.cff", "CHANGELOG.md", "README.md", "setup.cfg",
@@ -68,6 +69,7 @@ def test_sdist_carries_tests_docs_and_examples(sdist):
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
 
+@pytest.mark.slow  # builds the sdist
 def test_tests_run_from_the_unpacked_sdist(sdist):
     top, _ = sdist
     # one test that needs conftest.py and tests/assets; the package must be the sdist's
@@ -82,6 +84,7 @@ def test_tests_run_from_the_unpacked_sdist(sdist):
     assert "1 passed" in run.stdout
 
 
+@pytest.mark.slow  # builds the sdist
 def test_long_description_renders_on_an_index(sdist):
     top, _ = sdist
     info = email.message_from_string((top / "PKG-INFO").read_text(encoding="utf-8"))

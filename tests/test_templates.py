@@ -142,3 +142,14 @@ def test_zero_shot_classifier_takes_a_preset_name():
 
 def test_module_is_public():
     assert templates.DEFAULT_TEMPLATE == "a photo of a {}."
+
+
+def test_an_encoder_that_returns_a_zero_vector_is_named(monkeypatch):
+    class Zero:
+        def encode_text(self, texts):
+            out = np.ones((len(texts), 4))
+            out[1] = 0
+            return out
+
+    with pytest.raises(ValueError, match=r"a zero vector for \['a photo of a b.'\]"):
+        prompts_text_features(Zero(), ["a", "b"], "a photo of a {}.")

@@ -1,4 +1,5 @@
-"""The reference protocol's split functions against hand-computed counts and against a
+"""The reference protocol (candle_sklearn.datasets.protocol): long-tailed counts and
+indices, and the split functions against hand-computed counts and against a
 transcription of the reference's own rule."""
 
 from collections import Counter
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from candle_sklearn.datasets import (base_new_classes, base_to_new_split, fewshot_indices,
-                                     imbalanced_fewshot_indices)
+                                     imbalanced_fewshot_indices, long_tailed_counts,
+                                     long_tailed_indices)
 
 
 def _labels(sizes):
@@ -113,3 +115,33 @@ def test_bad_ratio_and_unknown_labels():
         base_to_new_split(y, y, imbalance_ratio=0)
     with pytest.raises(ValueError, match="not in classes"):
         base_to_new_split(y, y, classes=[0])
+
+
+def test_long_tailed_counts_follow_the_reference_rule():
+    counts = long_tailed_counts(5, imbalance_ratio=0.02, max_per_class=100)
+    expected = [int(np.floor(max(100 * 0.02 ** (i / 4), 1))) for i in range(5)]
+    np.testing.assert_array_equal(counts, expected)
+    assert counts[0] == 100 and counts[-1] == 2
+    assert long_tailed_counts(1).tolist() == [100]
+    assert long_tailed_counts(200, 0.001)[-1] == 1  # never below one image
+
+
+def test_long_tailed_indices_rank_by_count():
+    labels = np.repeat(["a", "b", "c"], [50, 300, 120])
+    idx = long_tailed_indices(labels, imbalance_ratio=0.1, max_per_class=100, random_state=0)
+    kept = dict(zip(*np.unique(labels[idx], return_counts=True)))
+    assert kept == {"b": 100, "c": 31, "a": 10}
+    again = long_tailed_indices(labels, imbalance_ratio=0.1, max_per_class=100, random_state=0)
+    np.testing.assert_array_equal(idx, again)
+
+
+def test_long_tailed_keeps_all_when_class_is_small():
+    labels = np.repeat([0, 1], [200, 3])
+    idx = long_tailed_indices(labels, imbalance_ratio=0.5, max_per_class=100, random_state=0)
+    assert (labels[idx] == 1).sum() == 3
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, -1])
+def test_long_tailed_counts_rejects_bad_ratio(bad):
+    with pytest.raises(ValueError, match="imbalance_ratio"):
+        long_tailed_counts(3, bad)
