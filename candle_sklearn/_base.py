@@ -72,6 +72,7 @@ CALIBRATION_CONSTRAINTS = {
     "new_class_bias": [StrOptions({"auto"}), Interval(Real, None, None, closed="neither")],
     "zero_shot_weight": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="both")],
     "calibration_repeats": [Interval(Integral, 1, None, closed="left")],
+    "random_state": ["random_state"],
 }
 
 

@@ -278,17 +278,48 @@ _SHARED_ATTRIBUTES = """\
     new_class_bias_, zero_shot_weight_ : float
         The joint calibration (see ``new_class_bias``); ``calibration_`` (dict or None)
         records how it was chosen.
+    class_vectors_ : ndarray of shape (n_classes, n_features)
+        Unit class vectors the method scores against: the class texts, or the base
+        classes' mean features without text.
     n_features_in_ : int"""
 
+_EXAMPLE = """\
+    Examples
+    --------
+    >>> from candle_sklearn.baselines import {name}
+    >>> from candle_sklearn.datasets import make_clip_like_features
+    >>> data = make_clip_like_features(n_base=4, n_new=2, dim=16, max_per_class=10,
+    ...                                random_state=0)
+    >>> table = dict(classes=data.classes, text_features=data.text_features)
+    >>> clf = {name}(**table{extra})
+    >>> clf.fit(data.X_train, data.y_train).predict(data.X_test[:3]).shape
+    (3,)"""
 
-def _peer_doc(doc):
+
+def _peer_doc(doc, name, **example_params):
+    """The docstring of the peer ``name``: its own text with the shared parameters,
+    attributes and an example fitted with ``example_params``."""
+    extra = "".join(f", {k}={v!r}" for k, v in example_params.items())
     return doc.format(class_table=_CLASS_TABLE_PARAMS, calibration=_CALIBRATION_PARAMS,
-                      attributes=_SHARED_ATTRIBUTES)
+                      attributes=_SHARED_ATTRIBUTES,
+                      example=_EXAMPLE.format(name=name, extra=extra))
 
 
 class _Peer(TextClassifier):
     """A peer method: fits on unit-norm features against unit-norm class vectors (the
     class texts, or the base classes' mean features without text)."""
+
+    def __init__(self, classes, class_names, text_features, encoder, templates,
+                 new_class_bias, zero_shot_weight, calibration_repeats, random_state):
+        self.classes = classes
+        self.class_names = class_names
+        self.text_features = text_features
+        self.encoder = encoder
+        self.templates = templates
+        self.new_class_bias = new_class_bias
+        self.zero_shot_weight = zero_shot_weight
+        self.calibration_repeats = calibration_repeats
+        self.random_state = random_state
 
     def _fit_method(self, X, y_idx, counts, text, seed):
         X = unit_rows(X)
@@ -334,48 +365,29 @@ class LinearAdapterClassifier(_Peer):
 {attributes}
     adapter_ : ndarray of shape (n_features, n_features)
         The learned map A; image features are scored as ``x @ adapter_.T``.
-    class_vectors_ : ndarray of shape (n_classes, n_features)
-        Unit class vectors scored against (the texts; class means without text).
     reg_ : float
         The regularisation weight used.
     n_iter_ : int
         Steps taken.
 
-    Examples
-    --------
-    >>> from candle_sklearn.baselines import LinearAdapterClassifier
-    >>> from candle_sklearn.datasets import make_clip_like_features
-    >>> data = make_clip_like_features(n_base=4, n_new=2, dim=16, max_per_class=10,
-    ...                                random_state=0)
-    >>> clf = LinearAdapterClassifier(classes=data.classes, text_features=data.text_features,
-    ...                               max_iter=20, random_state=0)
-    >>> clf.fit(data.X_train, data.y_train).predict(data.X_test[:3]).shape
-    (3,)
-    """)
+{example}
+    """, "LinearAdapterClassifier", max_iter=20, random_state=0)
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
         "reg": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, reg="auto", lr=1e-3, max_iter=300, new_class_bias="auto",
                  zero_shot_weight="auto", calibration_repeats=3, random_state=None):
-        self.classes = classes
-        self.class_names = class_names
-        self.text_features = text_features
-        self.encoder = encoder
-        self.templates = templates
+        super().__init__(classes, class_names, text_features, encoder, templates,
+                         new_class_bias, zero_shot_weight, calibration_repeats, random_state)
         self.reg = reg
         self.lr = lr
         self.max_iter = max_iter
-        self.new_class_bias = new_class_bias
-        self.zero_shot_weight = zero_shot_weight
-        self.calibration_repeats = calibration_repeats
-        self.random_state = random_state
 
     def _fit_peer(self, X, y, counts, T, seed):
         shots = counts.sum() / np.count_nonzero(counts)
@@ -423,45 +435,26 @@ class ClapClassifier(_Peer):
         The learned class weights (scored by cosine).
     multipliers_ : ndarray of shape (n_classes,)
         The class-adaptive multipliers (0 for new classes).
-    class_vectors_ : ndarray of shape (n_classes, n_features)
-        Unit class vectors the weights start from and are held to.
 
-    Examples
-    --------
-    >>> from candle_sklearn.baselines import ClapClassifier
-    >>> from candle_sklearn.datasets import make_clip_like_features
-    >>> data = make_clip_like_features(n_base=4, n_new=2, dim=16, max_per_class=10,
-    ...                                random_state=0)
-    >>> clf = ClapClassifier(classes=data.classes, text_features=data.text_features,
-    ...                      max_epochs=20, random_state=0)
-    >>> clf.fit(data.X_train, data.y_train).predict(data.X_test[:3]).shape
-    (3,)
-    """)
+{example}
+    """, "ClapClassifier", max_epochs=20, random_state=0)
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
         "lr": [Interval(Real, 0, None, closed="neither")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, lr=0.1, max_epochs=300, batch_size=256,
                  new_class_bias="auto", zero_shot_weight="auto", calibration_repeats=3,
                  random_state=None):
-        self.classes = classes
-        self.class_names = class_names
-        self.text_features = text_features
-        self.encoder = encoder
-        self.templates = templates
+        super().__init__(classes, class_names, text_features, encoder, templates,
+                         new_class_bias, zero_shot_weight, calibration_repeats, random_state)
         self.lr = lr
         self.max_epochs = max_epochs
         self.batch_size = batch_size
-        self.new_class_bias = new_class_bias
-        self.zero_shot_weight = zero_shot_weight
-        self.calibration_repeats = calibration_repeats
-        self.random_state = random_state
 
     def _fit_peer(self, X, y, counts, T, seed):
         self.multipliers_ = _peers.clap_multipliers(X, y, T, len(T))
@@ -506,41 +499,23 @@ class GDAClassifier(_Peer):
     coef_ : ndarray of shape (n_classes, n_features)
     intercept_ : ndarray of shape (n_classes,)
         The discriminant ``X @ coef_.T + intercept_`` on unit-norm features.
-    class_vectors_ : ndarray of shape (n_classes, n_features)
-        Unit class texts (class means without text).
 
-    Examples
-    --------
-    >>> from candle_sklearn.baselines import GDAClassifier
-    >>> from candle_sklearn.datasets import make_clip_like_features
-    >>> data = make_clip_like_features(n_base=4, n_new=2, dim=16, max_per_class=10,
-    ...                                random_state=0)
-    >>> clf = GDAClassifier(classes=data.classes, text_features=data.text_features)
-    >>> clf.fit(data.X_train, data.y_train).predict(data.X_test[:3]).shape
-    (3,)
-    """)
+{example}
+    """, "GDAClassifier")
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
         "alpha": [Interval(Real, 0, None, closed="left")],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, alpha=1.0, n_neighbors=64, new_class_bias="auto",
                  zero_shot_weight="auto", calibration_repeats=3, random_state=None):
-        self.classes = classes
-        self.class_names = class_names
-        self.text_features = text_features
-        self.encoder = encoder
-        self.templates = templates
+        super().__init__(classes, class_names, text_features, encoder, templates,
+                         new_class_bias, zero_shot_weight, calibration_repeats, random_state)
         self.alpha = alpha
         self.n_neighbors = n_neighbors
-        self.new_class_bias = new_class_bias
-        self.zero_shot_weight = zero_shot_weight
-        self.calibration_repeats = calibration_repeats
-        self.random_state = random_state
 
     def _fit_peer(self, X, y, counts, T, seed):
         self.coef_, self.intercept_ = _peers.fit_gda(X, y, T, counts, k=self.n_neighbors)
@@ -587,19 +562,9 @@ class TipAdapterClassifier(_Peer):
     cache_keys_ : ndarray of shape (n_keys, n_features)
     cache_labels_ : ndarray of shape (n_keys,)
         The cache: keys (trained with ``fine_tune``) and the class index of each.
-    class_vectors_ : ndarray of shape (n_classes, n_features)
-        Unit class texts (class means without text).
 
-    Examples
-    --------
-    >>> from candle_sklearn.baselines import TipAdapterClassifier
-    >>> from candle_sklearn.datasets import make_clip_like_features
-    >>> data = make_clip_like_features(n_base=4, n_new=2, dim=16, max_per_class=10,
-    ...                                random_state=0)
-    >>> clf = TipAdapterClassifier(classes=data.classes, text_features=data.text_features)
-    >>> clf.fit(data.X_train, data.y_train).predict(data.X_test[:3]).shape
-    (3,)
-    """)
+{example}
+    """, "TipAdapterClassifier")
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
@@ -609,28 +574,20 @@ class TipAdapterClassifier(_Peer):
         "lr": [Interval(Real, 0, None, closed="neither")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, alpha=1.0, beta=5.5, fine_tune=False, lr=1e-3,
                  max_epochs=20, batch_size=256, new_class_bias="auto",
                  zero_shot_weight="auto", calibration_repeats=3, random_state=None):
-        self.classes = classes
-        self.class_names = class_names
-        self.text_features = text_features
-        self.encoder = encoder
-        self.templates = templates
+        super().__init__(classes, class_names, text_features, encoder, templates,
+                         new_class_bias, zero_shot_weight, calibration_repeats, random_state)
         self.alpha = alpha
         self.beta = beta
         self.fine_tune = fine_tune
         self.lr = lr
         self.max_epochs = max_epochs
         self.batch_size = batch_size
-        self.new_class_bias = new_class_bias
-        self.zero_shot_weight = zero_shot_weight
-        self.calibration_repeats = calibration_repeats
-        self.random_state = random_state
 
     def _fit_peer(self, X, y, counts, T, seed):
         self.cache_labels_ = y
@@ -677,23 +634,11 @@ class CrossModalLinearProbe(_Peer):
 {attributes}
     weights_ : ndarray of shape (n_classes, n_features)
         The learned head: class scores are ``100 * X @ weights_.T`` on unit-norm X.
-    class_vectors_ : ndarray of shape (n_classes, n_features)
-        Unit class texts (class means without text), the head's start and its text
-        samples.
     n_iter_ : int
         Steps taken.
 
-    Examples
-    --------
-    >>> from candle_sklearn.baselines import CrossModalLinearProbe
-    >>> from candle_sklearn.datasets import make_clip_like_features
-    >>> data = make_clip_like_features(n_base=4, n_new=2, dim=16, max_per_class=10,
-    ...                                random_state=0)
-    >>> clf = CrossModalLinearProbe(classes=data.classes, text_features=data.text_features,
-    ...                             max_iter=50, random_state=0)
-    >>> clf.fit(data.X_train, data.y_train).predict(data.X_test[:3]).shape
-    (3,)
-    """)
+{example}
+    """, "CrossModalLinearProbe", max_iter=50, random_state=0)
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
@@ -701,26 +646,18 @@ class CrossModalLinearProbe(_Peer):
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 2, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, lr=1e-3, weight_decay=1e-4, batch_size=32, max_iter=2000,
                  new_class_bias="auto", zero_shot_weight="auto", calibration_repeats=3,
                  random_state=None):
-        self.classes = classes
-        self.class_names = class_names
-        self.text_features = text_features
-        self.encoder = encoder
-        self.templates = templates
+        super().__init__(classes, class_names, text_features, encoder, templates,
+                         new_class_bias, zero_shot_weight, calibration_repeats, random_state)
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.max_iter = max_iter
-        self.new_class_bias = new_class_bias
-        self.zero_shot_weight = zero_shot_weight
-        self.calibration_repeats = calibration_repeats
-        self.random_state = random_state
 
     def _fit_peer(self, X, y, counts, T, seed):
         self.weights_ = _peers.fit_cross_modal(X, y, T, lr=self.lr,
@@ -763,20 +700,9 @@ class LogitAdjustedCosineClassifier(_Peer):
 {attributes}
     weights_ : ndarray of shape (n_classes, n_features)
         The learned class weights (scored by cosine).
-    class_vectors_ : ndarray of shape (n_classes, n_features)
-        Unit class texts (class means without text), where the weights start.
 
-    Examples
-    --------
-    >>> from candle_sklearn.baselines import LogitAdjustedCosineClassifier
-    >>> from candle_sklearn.datasets import make_clip_like_features
-    >>> data = make_clip_like_features(n_base=4, n_new=2, dim=16, max_per_class=10,
-    ...                                random_state=0)
-    >>> clf = LogitAdjustedCosineClassifier(classes=data.classes,
-    ...                                     text_features=data.text_features, random_state=0)
-    >>> clf.fit(data.X_train, data.y_train).predict(data.X_test[:3]).shape
-    (3,)
-    """)
+{example}
+    """, "LogitAdjustedCosineClassifier", random_state=0)
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
@@ -786,28 +712,20 @@ class LogitAdjustedCosineClassifier(_Peer):
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, scale=25.0, tau=1.0, lr=0.01, weight_decay=5e-4,
                  max_epochs=10, batch_size=128, new_class_bias="auto",
                  zero_shot_weight="auto", calibration_repeats=3, random_state=None):
-        self.classes = classes
-        self.class_names = class_names
-        self.text_features = text_features
-        self.encoder = encoder
-        self.templates = templates
+        super().__init__(classes, class_names, text_features, encoder, templates,
+                         new_class_bias, zero_shot_weight, calibration_repeats, random_state)
         self.scale = scale
         self.tau = tau
         self.lr = lr
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
         self.batch_size = batch_size
-        self.new_class_bias = new_class_bias
-        self.zero_shot_weight = zero_shot_weight
-        self.calibration_repeats = calibration_repeats
-        self.random_state = random_state
 
     def _fit_peer(self, X, y, counts, T, seed):
         self.weights_ = _peers.fit_la_cosine(

@@ -260,7 +260,6 @@ class CandleClassifier(TextClassifier):
         "device": [str],
         "train_precision": [StrOptions(set(PRECISIONS))],
         "n_jobs": [Integral, None],
-        "random_state": ["random_state"],
         "verbose": ["verbose"],
         # deprecated (see the docstring): "deprecated" is the unset value
         "optimizer": [StrOptions({"adamw", "adam", "sgd"}), Hidden(StrOptions({"deprecated"}))],
