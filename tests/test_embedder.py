@@ -238,9 +238,6 @@ def test_public_exceptions_and_model_access(image_dir):
 
 
 # ============================================================ devices, threads, workers
-
-
-# ============================================================ devices, threads
 @pytest.mark.parametrize("device, message", [
     ("meta", "cannot hold and run a model"),
     ("xla", "cannot hold and run a model"),
@@ -341,7 +338,6 @@ def test_gpu_embeddings_close_to_cpu(image_dir, precision):
     np.testing.assert_allclose(gpu, cpu, atol=tol)
 
 
-# ====================================================================== GPU
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_gpu_thread_decoding_with_pinned_batches_and_flushes(image_dir, monkeypatch,
