@@ -1147,3 +1147,45 @@ def test_unusable_devices_and_budgets_are_clean_errors(device, n_jobs, budget):
         return
     assert usable and n_jobs != 0 and budget != (None, None)
     check_result(clf, X, kind="i")
+
+
+def test_reference_recipe_trains_as_the_deprecated_parameters_did(small_data):
+    """recipe="reference" is the reference's settings; the parameters it replaced still
+    work, with a FutureWarning, and give the same model."""
+    import warnings
+
+    from candle_sklearn import REFERENCE_RECIPE
+
+    d = small_data
+    common = dict(classes=d.classes, text_features=d.text_features, new_class_bias=0.0,
+                  max_epochs=2, max_steps=None, batch_size=64, device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the recipe itself warns of nothing
+        recipe = CandleClassifier(**{**REFERENCE_RECIPE, **common}).fit(d.X_train, d.y_train)
+    with pytest.warns(FutureWarning, match="optimizer is deprecated"):
+        old = CandleClassifier(**common, optimizer="sgd", lr=3e-4, momentum=0.9,
+                               weight_decay=5e-4, warmup_epochs=1, warmup_lr=1e-5,
+                               dropout=0.1, context="batch",
+                               visual_weight=1.0).fit(d.X_train, d.y_train)
+    assert recipe.lr_ == old.lr_ == 3e-4
+    assert recipe.head_.context == "batch" and recipe.head_.fusion.attn.dropout == 0.1
+    np.testing.assert_array_equal(recipe.history_, old.history_)
+    np.testing.assert_array_equal(recipe.decision_function(d.X_test),
+                                  old.decision_function(d.X_test))
+
+
+def test_a_deprecated_parameter_overrides_the_recipe(small_data):
+    d = small_data
+    with pytest.warns(FutureWarning, match="weight_decay is deprecated"):
+        clf = CandleClassifier(recipe="reference", weight_decay=0.0, max_epochs=1,
+                               device="cpu", random_state=0).fit(d.X_train, d.y_train)
+    assert clf._train_config(10, 32, clf._settings()).weight_decay == 0.0
+
+
+def test_precision_is_renamed_train_precision(small_data):
+    d = small_data
+    with pytest.warns(FutureWarning, match="renamed train_precision"):
+        CandleClassifier(precision="fp32", max_epochs=1, device="cpu").fit(d.X_train,
+                                                                          d.y_train)
+    with pytest.raises(ValueError, match="train_precision"):
+        CandleClassifier(train_precision="fp64").fit(d.X_train, d.y_train)
