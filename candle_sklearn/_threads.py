@@ -13,7 +13,12 @@ import threading
 
 import torch
 
-__all__ = ["effective_n_jobs", "torch_threads"]
+__all__ = ["effective_n_jobs", "torch_threads", "serving_n_jobs"]
+
+# Up to this many samples, prediction with n_jobs=None runs on one thread: the work is
+# a few milliseconds, less than what waking torch's pool costs, and on a busy machine a
+# pool thread waiting for a taken core stalls the call (docs/decisions).
+SMALL_INPUT_ROWS = 64
 
 _LOCK = threading.Lock()
 _STATE = {"depth": 0, "saved": None}
@@ -30,6 +35,12 @@ def effective_n_jobs(n_jobs):
     from joblib import cpu_count  # respects CPU affinity and container quotas
 
     return max(cpu_count() + 1 + int(n_jobs), 1)
+
+
+def serving_n_jobs(n_jobs, n_rows):
+    """The ``n_jobs`` to predict ``n_rows`` samples with: one thread for small inputs
+    when the user left the count to torch (None), ``n_jobs`` otherwise."""
+    return 1 if n_jobs is None and n_rows <= SMALL_INPUT_ROWS else n_jobs
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from ._base import TextClassifier, as_1d, duplicates, is_text
 from ._devices import resolve_device
 from ._head import CONTEXTS, CandleHead
 from ._inference import scorer_for
-from ._threads import torch_threads
+from ._threads import serving_n_jobs, torch_threads
 from ._train import TrainConfig, auto_lr, seeded, train_head
 from .exceptions import TrainingDivergedError
 from .templates import encode_class_names
@@ -516,7 +516,7 @@ class CandleClassifier(TextClassifier):
         """The head's scores blended with zero-shot CLIP's (in float32, inside the
         scorer), in ``classes_`` order, float64."""
         device = resolve_device(self.device)
-        with torch_threads(self.n_jobs):
+        with torch_threads(serving_n_jobs(self.n_jobs, len(X))):
             scorer = scorer_for(self.head_, device)
             return _in_class_order(scorer(_for_head(X, self.feature_scale_), weight),
                                    self.head_order_)

@@ -23,6 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from candle_sklearn import CandleClassifier
+from candle_sklearn._inference import BATCH_TOLERANCE
 from candle_sklearn.datasets import make_clip_like_features
 from candle_sklearn.exceptions import TrainingDivergedError
 from candle_sklearn.metrics import base_new_accuracy
@@ -58,12 +59,17 @@ def test_predictions_do_not_depend_on_the_batch(small_data, context):
     X = small_data.X_test
     full = clf.predict_proba(X)
     perm = np.random.default_rng(0).permutation(len(X))
-    # bitwise: fixed-shape float32 chunks give every row the same kernels
+    # bitwise among inputs of one size: every row meets the same kernels, whatever its
+    # chunk-mates (other rows, other magnitudes)
     np.testing.assert_array_equal(clf.predict_proba(X[perm]), full[perm])
-    one_by_one = np.vstack([clf.predict_proba(X[i:i + 1]) for i in range(0, len(X), 17)])
-    np.testing.assert_array_equal(one_by_one, full[::17])
-    mixed = np.vstack([X[:3], X[::-1], 100 * X[:5]])  # other chunk-mates, other chunks
-    np.testing.assert_array_equal(clf.predict_proba(mixed)[:3], full[:3])
+    others = np.vstack([X[:3], 100 * X[::-1][:len(X) - 3]])
+    np.testing.assert_array_equal(clf.predict_proba(others)[:3], full[:3])
+    np.testing.assert_array_equal(clf.predict_proba(X[[5, 0]])[1], clf.predict_proba(X[:2])[0])
+    # a small input and a bulk one: float32 rounding at most
+    scores = clf.decision_function(X)
+    alone = np.vstack([clf.decision_function(X[i:i + 1]) for i in range(0, len(X), 17)])
+    np.testing.assert_allclose(alone, scores[::17], **BATCH_TOLERANCE)
+    np.testing.assert_array_equal(alone.argmax(1), scores[::17].argmax(1))
 
 
 @pytest.mark.parametrize("dim", [48, 80])  # 8 heads of 6 or 10 floats
@@ -77,7 +83,12 @@ def test_predictions_do_not_depend_on_the_batch_at_odd_head_sizes(context, dim):
     clf = _fit(data, context=context, max_steps=3)
     X = data.X_test[:60]
     alone = np.vstack([clf.decision_function(X[i:i + 1]) for i in range(len(X))])
-    np.testing.assert_array_equal(alone, clf.decision_function(X))
+    for i in range(0, 30, 3):  # inputs of one size: bitwise, whatever the chunk-mates
+        np.testing.assert_array_equal(clf.decision_function(X[[i, 40, 41]])[0],
+                                      clf.decision_function(X[[i, 50, 51]])[0])
+        np.testing.assert_array_equal(clf.decision_function(X[[40, i]])[1],
+                                      clf.decision_function(X[[50, i]])[1])
+    np.testing.assert_allclose(alone, clf.decision_function(X), **BATCH_TOLERANCE)
 
 
 def test_fitted_attributes_and_new_classes(small_data):
