@@ -37,7 +37,7 @@ default is in [the decision records](decisions/README.md).
 
 
 def _env(records):
-    envs = {(r["env"]["machine"], r["env"]["torch"]) for r in records}
+    envs = {(r["env"]["machine"], r["env"].get("torch")) for r in records}
     dates = sorted({r["env"]["date"] for r in records})
     span = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
     return "; ".join(f"{m}, torch {t}" for m, t in sorted(envs)) + f"; {span}"
@@ -121,8 +121,117 @@ def accuracy_section():
     return out
 
 
+def _missing(name, command):
+    return [f"No figures kept yet (`benchmarks/results/{name}.jsonl`): run `{command}`.", ""]
+
+
+def cost_section():
+    records = rows("cost")
+    out = ["## How fast", "", "### Fitting", ""]
+    if not records:
+        return out + _missing("cost", "benchmarks/bench_cost.py")
+    out += ["CPU seconds of one thread (process time, which other jobs on the machine do not "
+            "inflate) to fit and predict the test set: the default CandleClassifier (its "
+            "calibration refits included), the reference recipe with the same calibration and "
+            "without any (as the official code trains), ProLIP's linear adapter, and "
+            "LogisticRegression. Targets: the default at most half the reference recipe and "
+            "at most 3x the linear adapter.", "",
+            "| world | images | classes | Candle | reference | reference, uncalibrated | "
+            "linear adapter | LogisticRegression | Candle / reference | "
+            "Candle / adapter |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        out.append(f"| {r['world']} | {r['n']:,} | {r['classes']} | {r['default']:.1f} | "
+                   f"{r['ref']:.1f} | {r['ref_plain']:.1f} | {r['adapter']:.1f} | "
+                   f"{r['lr']:.2f} | {r['default'] / r['ref']:.2f} | "
+                   f"{r['default'] / r['adapter']:.2f} |")
+    worst_ref = max(r["default"] / r["ref"] for r in records)
+    worst_adapter = max(r["default"] / r["adapter"] for r in records)
+    out += ["", f"Worst ratios: Candle / reference {worst_ref:.2f}, Candle / linear adapter "
+            f"{worst_adapter:.2f}. Reference fits longer than 1,500 steps are timed at 1 and 2 "
+            f"epochs and extrapolated to 50. Measured on: {_env(records)}. Reproduce: "
+            "`.venv/bin/python benchmarks/bench_cost.py`.", ""]
+    return out
+
+
+def serving_section():
+    records = rows("serving")
+    out = ["### Predicting", ""]
+    if not records:
+        return out + _missing("serving", "benchmarks/bench_serving.py")
+    out += ["`predict_proba` at 1,000 classes (D = 512) against LogisticRegression, measured in "
+            "the same run with each library's default threads: the median latency of one "
+            "sample and the throughput of 20,000. \"Busy\": another process keeps one of the "
+            "two cores spinning. Targets: latency at most 20x LogisticRegression's, throughput "
+            "at least 0.05x, on the busy machine.", "",
+            "| machine | method | one sample, ms | x LogReg | samples/s | x LogReg |",
+            "|---|---|---|---|---|---|"]
+    latest = {}
+    for r in records:
+        latest[(r["load"], r["method"])] = r
+    for (load, method), r in latest.items():
+        out.append(f"| {load} | {method} | {r['latency_ms']:.2f} | {r['latency_ratio']:.1f} | "
+                   f"{r['throughput']:,.0f} | {r['throughput_ratio']:.3f} |")
+    out += ["", f"Measured on: {_env(list(latest.values()))}. Reproduce: `.venv/bin/python "
+            "benchmarks/bench_serving.py`.", ""]
+    startup = rows("startup")
+    if startup:
+        latest = {r["command"]: r for r in startup}
+        out += ["Start-up of the command line, whole processes (median of "
+                f"{next(iter(latest.values()))['repeats']}): "
+                + "; ".join(f"`{c}` {r['seconds']:.2f} s" for c, r in latest.items())
+                + f" ({_env(list(latest.values()))}; `benchmarks/bench_startup.py`).", ""]
+    return out
+
+
+def scale_section():
+    records = rows("scale")
+    out = ["## Scale", ""]
+    if not records:
+        return out + _missing("scale", "benchmarks/bench_scale.py")
+    out += ["One training step of the default head (batch 128, every class a base class, "
+            "D = 512) at 1,000 and 8,142 classes (iNaturalist-2018), on the CPU; a default fit "
+            "is at most 200 such steps plus three calibration refits.", "",
+            "| classes | s / step | TFLOP / step | TFLOP/s | peak MiB | an iNaturalist-2018 fit |",
+            "|---|---|---|---|---|---|"]
+    for r in records:
+        out.append(f"| {r['classes']:,} | {r['s_per_step']:g} | {r['tflop_per_step']:g} | "
+                   f"{r['tflop_s']:g} | {r['peak_mib']:,} | {r['inat_fit']} |")
+    out += ["", f"Measured on: {_env(records)} ({records[0]['env']['source']}).", ""]
+    return out
+
+
+def gpu_section():
+    records = rows("gpu")
+    out = ["## On a GPU", ""]
+    if not records:
+        return out + ["Not measured yet.", ""]
+    embed = [r for r in records if r["what"] == "embed"]
+    predict = [r for r in records if r["what"] == "predict"]
+    steps = [r for r in records if r["what"] == "train step"]
+    fits = [r for r in records if r["what"] == "default fit"]
+    out += ["The last GPU the project was lent; these rows predate the changes since (the GPU "
+            "decoding, graph capture and serving work of the GPU issue is not yet measured on "
+            "one).", "",
+            "| what | figures |", "|---|---|"]
+    for r in embed:
+        out.append(f"| embed, {r['model']} {r['precision']} | {r['forward_img_s']:,} img/s "
+                   f"model alone; {r['full_img_s']:,} img/s from JPEG files |")
+    for r in predict:
+        out.append(f"| predict, {r['classes']:,} classes, {r['method']} | "
+                   f"{r['latency_ms']:.2f} ms one sample; {r['throughput']:,} samples/s |")
+    for r in steps:
+        note = f" ({r['note']})" if r.get("note") else ""
+        out.append(f"| train step, {r['classes']:,} classes | {1e3 * r['s_per_step']:.1f} ms, "
+                   f"{r['tflop_s']:g} TFLOP/s, peak {r['peak_mib']:,} MiB{note} |")
+    for r in fits:
+        out.append(f"| default fit, {r['world']} | {r['seconds']:g} s |")
+    out += ["", f"Measured on: {_env(records)} ({records[0]['env']['source']}).", ""]
+    return out
+
+
 def page():
-    return "\n".join([HEADER, *accuracy_section()]).rstrip() + "\n"
+    return "\n".join([HEADER, *accuracy_section(), *cost_section(), *serving_section(),
+                      *scale_section(), *gpu_section()]).rstrip() + "\n"
 
 
 def main():

@@ -137,7 +137,7 @@ def choose_calibration(draws, tolerance, weights=ZERO_SHOT_WEIGHTS, merit="best"
 
     The best-bias merit is an in-sample maximum, which flatters every weight but 1
     (judged at its fixed bias); the merit at the used bias is the fair comparison. Yet
-    over the family of worlds (docs/benchmarks.md) the fair one did not do better: 0.623
+    over the family of worlds (docs/decisions/0005) the fair one did not do better: 0.623
     joint HM against 0.624, and one loss to zero-shot CLIP (-0.009) against none. So the
     default stays. Returns ``(weight, bias, {weight: (bias, merit, HM at the bias)})``.
     """

@@ -53,7 +53,7 @@ def auto_lr(n_samples, n_features):
     zero-shot CLIP) and with wider features (x 512 / D: an Adam step moves a D x D
     projection by about lr * D in spectral norm, so the step is kept the size it has at
     D = 512). Chosen over a family of worlds by regret and checked on worlds that were
-    made after it (docs/benchmarks.md)."""
+    made after it (docs/decisions/0001 and 0002)."""
     data = max(n_samples / 1000, min(0.3, n_samples / 300))
     return 1e-3 * min(1.0, 512 / n_features) * min(1.0, data)
 

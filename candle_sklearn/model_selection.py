@@ -146,7 +146,7 @@ def prefer_default(default_params, *, n_se=2.0, score="score"):
         How many standard errors the best candidate's mean advantage must exceed.
         ``0`` refits the best candidate wherever its mean advantage is positive. With
         the default 2, selecting ``tau`` never lost to the default ``tau`` in
-        docs/benchmarks.md's study (7 worlds x 2 seeds, 3 folds), where 0, 0.5 and 1
+        the study of docs/decisions/0013 (7 worlds x 2 seeds, 3 folds), where 0, 0.5 and 1
         lost up to 0.027 HM; with 5 folds it lost once, on a 20-image world whose folds
         all disagreed with its test split (a bias of the folds, not noise).
     score : str, default="score"
