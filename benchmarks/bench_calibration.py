@@ -28,8 +28,10 @@ from candle_sklearn import CandleClassifier
 from candle_sklearn._zero_shot import zero_shot_scores
 from candle_sklearn._calibration import (best_bias, choose_calibration, joint_hm_by_bias,
                                          plateau_bias, rate_matched_bias)
-from candle_sklearn.classifier import (CALIBRATION_TOLERANCE, _few_images_median,
-                                       _held_back, _median_images)
+from candle_sklearn._calibration import CALIBRATION_TOLERANCE
+from candle_sklearn._calibration import few_images_median as _few_images_median
+from candle_sklearn._calibration import held_back as _held_back
+from candle_sklearn._calibration import median_images as _median_images
 from candle_sklearn.datasets import make_clip_like_features
 from candle_sklearn.metrics import base_new_accuracy, best_new_class_bias
 
@@ -114,9 +116,8 @@ def one_world(world, seed, params):
     fit_s = time.process_time() - start
     y_idx = np.searchsorted(clf.classes_, data.y_train)
     start = time.process_time()
-    draws = clf.set_params(calibration_repeats=3)._calibration_draws(
-        data.X_train, y_idx, clf.classes_, clf.class_counts_, clf.text_features_, seed,
-        clf.lr_)
+    draws = clf.set_params(calibration_repeats=3)._calibration_draws(  # at the fit's lr
+        data.X_train, y_idx, clf.classes_, clf.class_counts_, clf.text_features_, seed)
     refit_s = time.process_time() - start
     scores = clf.decision_function(data.X_test, calibrated=False)
     zs = zero_shot_scores(data.X_test, data.text_features)
