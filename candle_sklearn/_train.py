@@ -192,6 +192,7 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
         _record(history, running, seen, head, total, on_epoch)
     head.eval()
     _check_scores(head, total)
+    _check_progress(history, X.shape[1])
     return history
 
 
@@ -202,6 +203,23 @@ def _check_scores(head, step):
     if not torch.isfinite(head.scores(head.visual_prototypes)).all():
         raise TrainingDivergedError(f"the head's parameters grew so large by step {step} "
                                     "that its scores are not finite")
+
+
+# A fit whose last pass's mean loss is this much above its first pass's has collapsed
+# (too large a step sends every score to about the same value); a working fit's loss falls.
+# Below MIN_COLLAPSE_DIM features the layer norm leaves too little to learn for the loss
+# to say anything (two features become two points), so the check is off there.
+COLLAPSE_RATIO = 1.25
+MIN_COLLAPSE_DIM = 16
+
+
+def _check_progress(history, dim):
+    if dim < MIN_COLLAPSE_DIM:
+        return
+    if len(history) > 1 and history[-1] > COLLAPSE_RATIO * history[0]:
+        raise TrainingDivergedError(
+            f"the training loss rose from {history[0]:.4g} in the first pass over the data "
+            f"to {history[-1]:.4g} in the last: the fit collapsed instead of learning")
 
 
 def _record(history, running, seen, head, step, on_epoch):

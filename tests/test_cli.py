@@ -424,3 +424,15 @@ def test_private_baselines_follow_classes_in_any_order():
         np.testing.assert_array_equal(classes[scores.argmax(1)], y)
     with pytest.raises(ValueError, match=r"labels not in classes: \['b'\]"):
         nearest_class_mean_scores(X, y, X, np.array(["a", "c"]))
+
+
+def test_fit_that_collapses_fails_on_the_command_line(folders, tmp_path, capsys):
+    """`fit --param lr=1` (any lr of 1 or more) exited 0 with a model that predicted every
+    class about equally."""
+    train, _, _ = folders
+    model = tmp_path / "collapsed.safetensors"
+    status = main(["fit", train, "-o", str(model), *TINY, "--max-epochs", "5",
+                   "--param", "lr=1", "-q"])
+    assert status == 1
+    assert "collapsed" in capsys.readouterr().err
+    assert not model.exists()

@@ -29,3 +29,21 @@ def test_reference_recipe_trains_its_fifty_epochs_whatever_the_step_cap():
     X, y = rng.standard_normal((600, 8)), np.arange(600) % 3
     clf = CandleClassifier(**REFERENCE_RECIPE, random_state=0).fit(X, y)
     assert clf.n_iter_ == 50 * 5 > CandleClassifier().max_steps
+
+
+def test_a_collapsed_fit_is_an_error_not_a_model():
+    """With lr=1 the loss rises and every prediction is about uniform: the fit must say
+    so, as it does for non-finite values (issue: a collapse that passed in silence)."""
+    import pytest
+
+    from candle_sklearn import CandleClassifier
+    from candle_sklearn.datasets import make_clip_like_features
+    from candle_sklearn.exceptions import TrainingDivergedError
+
+    d = make_clip_like_features(n_base=4, n_new=0, dim=64, max_per_class=30, random_state=0)
+    params = dict(classes=d.classes[:4], text_features=d.text_features[:4], max_epochs=5,
+                  device="cpu", random_state=0)
+    with pytest.raises(TrainingDivergedError, match="rose from .* collapsed"):
+        CandleClassifier(lr=1.0, **params).fit(d.X_train, d.y_train)
+    fitted = CandleClassifier(**params).fit(d.X_train, d.y_train)  # the default learns
+    assert fitted.history_[-1] < fitted.history_[0]
