@@ -436,3 +436,15 @@ def test_fit_that_collapses_fails_on_the_command_line(folders, tmp_path, capsys)
     assert status == 1
     assert "collapsed" in capsys.readouterr().err
     assert not model.exists()
+
+
+@pytest.mark.parametrize("output", ["", "{folder}"])
+def test_fit_checks_its_output_path_before_any_work(tmp_path, capsys, output):
+    """`fit -o FOLDER` and `-o ''` failed only after embedding and training, naming a
+    temporary file."""
+    output = output.format(folder=tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", str(tmp_path / "no-such-train-folder"), "-o", output])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert ("is a folder" in err) if output else ("empty" in err)

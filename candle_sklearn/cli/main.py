@@ -491,8 +491,23 @@ def _output_file(path):
     return path
 
 
+def _check_output_file(parser, option, path):
+    """A file the command will write: not empty, not a folder (checked before any work)."""
+    if path is None:
+        return
+    if not str(path).strip():
+        parser.error(f"{option}: give a file name (got an empty one)")
+    if os.path.isdir(os.path.expanduser(path)):
+        parser.error(f"{option}: {path} is a folder; give a file name, for instance "
+                     f"{os.path.join(path, 'model.safetensors' if option == '-o' else 'out')}")
+
+
 def _check_usage(parser, args):
     """Usage errors that argparse cannot see option by option: exit status 2."""
+    if getattr(args, "func", None) in (_fit, _predict, _evaluate):
+        _check_output_file(parser, "-o", getattr(args, "output", None))
+    if getattr(args, "func", None) is _evaluate:
+        _check_output_file(parser, "--plot", getattr(args, "plot", None))
     if getattr(args, "dataset", None) and getattr(args, "test", None):
         parser.error("--test goes with --train (transfer), not with --dataset")
     if getattr(args, "features", False) and args.plot is not None:
