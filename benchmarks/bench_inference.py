@@ -23,27 +23,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
+from bench_serving import _latency, _throughput
+
 from candle_sklearn import CandleClassifier
 from candle_sklearn.datasets import make_clip_like_features
 
 DIM = 512
-
-
-def _latency(fn, x, repeats):
-    fn(x)  # warm-up: the class context is computed here, once
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def _throughput(fn, X):
-    fn(X[:64])
-    start = time.perf_counter()
-    fn(X)
-    return len(X) / (time.perf_counter() - start)
 
 
 def one_size(n_classes, n_bulk, repeats, device="cpu"):
