@@ -193,12 +193,9 @@ class CandleClassifier(TextClassifier):
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_classes,)
-        Sorted labels; the columns of ``predict_proba`` follow it.
-    class_counts_ : ndarray of shape (n_classes,)
-        Training samples per class (0 for new classes).
-    base_classes_, new_classes_ : ndarray
-        Labels with and without training samples.
+    classes_, class_counts_, base_classes_, new_classes_ : ndarray
+        The sorted labels (the columns of ``predict_proba`` follow them), the training
+        images of each (0 for a new class), and the labels with and without images.
     class_names_ : ndarray of str or None
         Names used for prompts, aligned with ``classes_``.
     text_features_ : ndarray of shape (n_classes, n_features) or None
