@@ -4,6 +4,7 @@ process, encode text. Checkpoint problems become one-line errors that name the f
 
 import contextlib
 import json
+import logging
 import os
 import pickle
 import socket
@@ -223,7 +224,9 @@ def resolve(model_name, pretrained):
 
     ``pretrained`` may be None (random weights), ``"bundled"`` (weights shipped with
     this package), a checkpoint file, ``"local-dir:/folder"`` (open_clip layout: config
-    and weights), or a tag such as ``"openai"`` (local cache, else download).
+    and weights; the folder's path alone too), or a tag such as ``"openai"`` (local
+    cache, else download). A bundled model's architecture and preprocessing are its
+    folder's, whatever weights it is given.
     """
     if pretrained is None:
         if model_name in bundled_models():  # the bundled architecture, random weights
@@ -236,6 +239,8 @@ def resolve(model_name, pretrained):
             raise ValueError(f"no bundled weights for model {model_name!r}; "
                              f"bundled models: {bundled_models()}")
         pretrained = _LOCAL_DIR + str(BUNDLED_DIR / model_name)
+    elif os.path.isfile(os.path.join(os.path.expanduser(pretrained), "open_clip_config.json")):
+        pretrained = _LOCAL_DIR + pretrained  # an open_clip folder: config and weights
     if pretrained.startswith(_LOCAL_DIR):
         folder, config_file, config = _local_dir(pretrained[len(_LOCAL_DIR):], pretrained)
         checkpoint = _find_checkpoint_in_dir(folder)
@@ -247,10 +252,10 @@ def resolve(model_name, pretrained):
         return _with_fingerprint(WeightsSpec(
             model_name, _LOCAL_DIR + str(folder), checkpoint, config),
             config_file=_fingerprint.file_sha256(config_file))
-    config = _named_config(model_name)
+    name, config, extra = _architecture(model_name)
     if os.path.isfile(os.path.expanduser(pretrained)):
         checkpoint = os.path.abspath(os.path.expanduser(pretrained))
-        return _with_fingerprint(WeightsSpec(model_name, model_name, checkpoint, config))
+        return _with_fingerprint(WeightsSpec(model_name, name, checkpoint, config), **extra)
     if os.path.isdir(os.path.expanduser(pretrained)):
         raise FileNotFoundError(f"pretrained={pretrained!r} is a folder, not a checkpoint "
                                 f"file; for an open_clip model folder (its config and "
@@ -262,6 +267,16 @@ def resolve(model_name, pretrained):
         checkpoint = _TAG_PATHS[model_name, pretrained] = _download_tag(model_name, pretrained)
     return _with_fingerprint(WeightsSpec(model_name, model_name, checkpoint, config,
                                          _tag_options(model_name, pretrained)))
+
+
+def _architecture(model_name):
+    """``(name, config, fingerprint parts)`` of a model name: a bundled model's folder
+    (its config and preprocessing, whatever weights it is given), else open_clip's."""
+    if model_name in bundled_models():
+        folder, config_file, config = _local_dir(BUNDLED_DIR / model_name, "bundled")
+        return (_LOCAL_DIR + str(folder), config,
+                {"config_file": _fingerprint.file_sha256(config_file)})
+    return model_name, _named_config(model_name), {}
 
 
 def _with_fingerprint(spec, **extra):
@@ -331,11 +346,18 @@ def _load(spec, device, precision):
     import open_clip
 
     local = spec.name.startswith(_LOCAL_DIR)
+    # open_clip loads a folder's own weights itself; other weights for the folder's
+    # architecture (a checkpoint file for a bundled model) go into the model it builds
+    foreign = local and spec.checkpoint is not None and spec.checkpoint != \
+        _find_checkpoint_in_dir(Path(spec.name[len(_LOCAL_DIR):]))
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.name, pretrained=None if local else spec.checkpoint,
-            load_weights=spec.checkpoint is not None, device=device,
-            precision=_open_clip_precision(precision, device), **spec.options)
+        with _quiet_random_init(foreign):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.name, pretrained=None if local else spec.checkpoint,
+                load_weights=spec.checkpoint is not None and not foreign, device=device,
+                precision=_open_clip_precision(precision, device), **spec.options)
+            if foreign:
+                open_clip.load_checkpoint(model, spec.checkpoint)
     except Exception as exc:
         if spec.checkpoint is None or not _raised_reading_checkpoint(exc):
             raise
@@ -344,6 +366,26 @@ def _load(spec, device, precision):
     fingerprint = spec.fingerprint or f"random:{uuid.uuid4().hex}"
     return LoadedModel(model, preprocess, open_clip.get_tokenizer(spec.name), device,
                        precision, spec.embed_dim, fingerprint, spec)
+
+
+class _NoRandomInitNote(logging.Filter):
+    def filter(self, record):
+        return not str(record.msg).startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def _quiet_random_init(quiet):
+    """Silence open_clip's "initialized randomly" note for a model whose weights are
+    loaded right after it is built."""
+    if not quiet:
+        yield
+        return
+    note = _NoRandomInitNote()
+    logging.getLogger().addFilter(note)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(note)
 
 
 def _open_clip_frames(exc):

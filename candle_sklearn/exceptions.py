@@ -3,7 +3,7 @@
 __all__ = ["CheckpointError", "DatasetError", "EmbeddingCacheError", "EmbeddingCacheWarning",
            "ImageInputError", "InvalidModelFileError", "ModelFileError",
            "SkippedImageWarning", "TrainingDivergedError", "WeightsMismatchError",
-           "WeightsUnavailableError"]
+           "WeightsNotFoundError", "WeightsUnavailableError"]
 
 
 class ImageInputError(ValueError):
@@ -55,3 +55,9 @@ class DatasetError(ValueError):
 
 class SkippedImageWarning(UserWarning):
     """Unreadable images were left out (``on_error="skip"``)."""
+
+
+class WeightsNotFoundError(WeightsMismatchError, FileNotFoundError):
+    """The CLIP weights a saved model refers to (or the ``pretrained`` given to
+    :func:`~candle_sklearn.load`) are not on this machine: no such checkpoint file or
+    folder. The message names the path; also a :class:`WeightsMismatchError`."""

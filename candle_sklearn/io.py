@@ -13,12 +13,14 @@ weights, which :func:`load` checks against the weights found on the loading mach
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import tempfile
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -28,12 +30,12 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
-from ._devices import nearest_device
-from ._head import CandleHead
+from ._devices import nearest_device, resolve_device
+from ._head import CONTEXTS, CandleHead
 from .baselines import PEERS, ZeroShotClassifier
 from .classifier import CandleClassifier
 from .embedder import ClipEmbedder
-from .exceptions import InvalidModelFileError, WeightsMismatchError
+from .exceptions import InvalidModelFileError, WeightsMismatchError, WeightsNotFoundError
 from .pipeline import CandlePipeline
 from .templates import as_format_string
 
@@ -128,12 +130,18 @@ def _check_weights(embedder: ClipEmbedder, reference: dict, where: str) -> None:
              f"pretrained={reference['pretrained']!r}), weights {reference['fingerprint']}")
     try:
         here = _weights_fingerprint(embedder)
-    except Exception as exc:  # noqa: BLE001 - missing file, offline tag, unknown model...
+    except FileNotFoundError as exc:  # a checkpoint file or folder that is not here
+        raise WeightsNotFoundError(
+            f"{where}: the embedder's weights are not on this machine: "
+            f"{_line(exc)}. The model was {saved}; pass load(..., "
+            "pretrained=<where these weights are here>), or check_weights=False to load "
+            "without the embedder's weights.") from None
+    except Exception as exc:  # noqa: BLE001 - offline tag, unknown model, corrupt file...
         raise WeightsMismatchError(
             f"{where}: {saved}; these weights cannot be loaded here "
-            f"({type(exc).__name__}: {exc}). Pass load(..., pretrained=<the same weights "
-            "here>) or check_weights=False to load without the embedder's weights."
-        ) from exc
+            f"({type(exc).__name__}: {_line(exc)}). Pass load(..., "
+            "pretrained=<the same weights here>) or check_weights=False to load without "
+            "the embedder's weights.") from exc
     if reference["fingerprint"] is not None and here != reference["fingerprint"]:
         hint = (" pretrained=None means random weights, which differ in every process."
                 if reference["pretrained"] is None else "")
@@ -141,6 +149,450 @@ def _check_weights(embedder: ClipEmbedder, reference: dict, where: str) -> None:
             f"{where}: {saved}, but ClipEmbedder(model_name={embedder.model_name!r}, "
             f"pretrained={embedder.pretrained!r}) here has weights {here}: its image "
             f"features would not match what the classifier was trained on.{hint}")
+
+
+# ------------------------------------------------------------------ fitted values
+# Every fitted value is checked at load (and at save, so that a file save() writes
+# always loads): its type, dtype, shape, finiteness and range here, per attribute, then
+# its agreement with the others (_RULES). A model file is input from outside: a value an
+# estimator could not have fitted is refused with the field it is in, never predicted
+# with. Shapes are tuples of sizes and names: "n" is the number of classes, "d" the
+# number of features, any other name a size that the first array using it fixes.
+_DIMS = {"n": "len(classes_)", "d": "n_features_in_", "k": "len(cache_keys_)"}
+# Largest |new_class_bias_|: scores are cosines times logit scales (hundreds); beyond
+# 1e9 the bias no longer just shifts the new classes, float64 sums start to erase the
+# differences between their own scores (and with 1e308, every image goes to the first
+# new class).
+MAX_NEW_CLASS_BIAS = 1e9
+# Largest scale factor of the head's float32 scores (logit scale, visual weights).
+_MAX_HEAD_SCALE = 1e15
+# Largest values of the head's tensors: its learned weights (near 1 when trained; the
+# learning rate keeps them there) and its prototypes and text rows (prototypes are
+# features over feature_scale_, at most 1e6; text as given). Beyond these, the head's
+# float32 products can overflow to NaN before its layer norm.
+_MAX_HEAD_WEIGHT = 1e4
+_MAX_HEAD_ROW = 1e8
+_HEAD_ROWS = ("visual_prototypes", "text_features", "virtual_prototypes")
+# Largest values of the float64 arrays that scores are products with (GDA's).
+_MAX_FLOAT64 = 1e30
+_F32, _F64 = ("float32",), ("float64",)
+
+
+class _Bad(Exception):
+    """A fitted value that no fit could have produced; ``field`` names it."""
+
+    def __init__(self, field, message):
+        super().__init__(f"{field} {message}")
+        self.field, self.message = field, " ".join(str(message).split())
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype} and shape {value.shape}"
+    return _short(value, 60)
+
+
+def _number(low=-math.inf, high=math.inf, *, integer=False, low_open=False,
+            high_open=False, size=None):
+    """A real number (an integer with ``integer``) in the interval, never bool or NaN;
+    an integer fixes the name ``size``."""
+    what = "an integer" if integer else "a finite number"
+    if low > -math.inf and high < math.inf:
+        what += f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low > -math.inf:
+        what += f" {'>' if low_open else '>='} {low:g}"
+
+    def check(value, dims):
+        types = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+        if not isinstance(value, types) or isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"must be {what}, got {_describe(value)}")
+        try:
+            x = float(value)
+        except OverflowError:
+            x = math.inf
+        if (not math.isfinite(x) or x < low or x > high or (low_open and x == low)
+                or (high_open and x == high)):
+            raise ValueError(f"must be {what}, got {_short(value, 60)}")
+        if size:
+            dims[size] = int(value)
+        return int(value) if integer else float(value)
+    return check
+
+
+def _boolean(value, dims):
+    if not isinstance(value, bool):
+        raise TypeError(f"must be true or false, got {_describe(value)}")
+    return value
+
+
+def _choice(options):
+    def check(value, dims):
+        if not isinstance(value, str) or value not in options:
+            raise ValueError(f"must be one of {sorted(options)}, got {_short(value, 60)}")
+        return value
+    return check
+
+
+def _shape(arr, shape, dims):
+    """Check ``arr.shape`` against ``shape`` (sizes and names), fixing unknown names."""
+    if arr.ndim == len(shape):
+        for size, want in zip(arr.shape, shape):
+            if isinstance(want, str):
+                want = dims.setdefault(want, size)
+            if size != want:
+                break
+        else:
+            return
+    names = ", ".join(_DIMS.get(s, s) if isinstance(s, str) else str(s) for s in shape)
+    sizes = tuple(dims.get(s, "?") if isinstance(s, str) else s for s in shape)
+    raise ValueError(f"does not have shape ({names}) = {sizes}: it has {arr.shape}")
+
+
+_KINDS = {"f": "floats", "iu": "integers"}
+
+
+def _array(kinds, shape, *, dtypes=None, low=None, high=None, nonzero_rows=False,
+           unit_rows=False):
+    """A numeric array of one of ``kinds`` (numpy dtype kinds; of one of ``dtypes``,
+    where fit gives those only), finite, of ``shape``, within ``[low, high]``; rows
+    not all zero, or of norm 1 (or 0)."""
+    def check(value, dims):
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in kinds:
+            raise ValueError(f"must be an array of {_KINDS[kinds]}, got {_describe(value)}")
+        if dtypes and value.dtype.name not in dtypes:
+            raise ValueError(f"must be of dtype {' or '.join(dtypes)} (as fit makes it), "
+                             f"got {value.dtype}")
+        _shape(value, shape, dims)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError("contains NaN or infinity")
+        if value.size and low is not None and value.min() < low:
+            raise ValueError(f"has values below {low:g} (minimum {value.min():g})")
+        if value.size and high is not None and value.max() > high:
+            raise ValueError(f"has values above {high:g} (maximum {value.max():g})")
+        if nonzero_rows and not np.any(value != 0, axis=1).all():
+            raise ValueError(f"row {int(np.argmin(np.any(value != 0, axis=1)))} is all "
+                             "zeros: a zero vector has no direction")
+        if unit_rows:
+            norms = np.linalg.norm(value.astype(np.float64), axis=1)
+            if not np.all((np.abs(norms - 1) < 1e-4) | (norms == 0)):
+                raise ValueError("rows must have norm 1 (they are normalised when fitted)")
+        return value
+    return check
+
+
+def _strings(shape, *, unique=False):
+    def check(value, dims):
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "UO" or not all(
+                isinstance(v, str) for v in value.flat):
+            raise ValueError(f"must be an array of strings, got {_describe(value)}")
+        _shape(value, shape, dims)
+        if unique and len(np.unique(value)) != value.size:
+            raise ValueError("has duplicates")
+        return value
+    return check
+
+
+def _labels(*, min_len=0, size=None):
+    """Sorted unique labels (numbers, or strings), as fit's ``np.unique`` gives; their
+    number fixes the name ``size``."""
+    def check(value, dims):
+        if (not isinstance(value, np.ndarray) or value.dtype.kind not in "biufUO"
+                or (value.dtype.kind == "O"
+                    and not all(isinstance(v, str) for v in value.flat))):
+            raise ValueError(f"must be an array of labels (numbers or strings), got "
+                             f"{_describe(value)}")
+        _shape(value, (size or "labels",), dims if size else {})
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError("contains NaN or infinity")
+        if len(value) < min_len:
+            raise ValueError(f"has {len(value)} label(s); a fitted model has at least "
+                             f"{min_len}")
+        if not np.all(value[1:] > value[:-1]):
+            raise ValueError("must be sorted and without duplicates (as np.unique gives)")
+        return value
+    return check
+
+
+def _optional(check):
+    return lambda value, dims: None if value is None else check(value, dims)
+
+
+def _losses(value, dims):
+    if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value):
+        raise ValueError(f"must be a list of finite numbers, got {_describe(value)}")
+    return value
+
+
+_CALIBRATION_METHODS = ("held-out classes", "few images per class", "zero-shot rate")
+
+
+def _calibration(value, dims):
+    if value is not None and (not isinstance(value, dict)
+                              or value.get("method") not in _CALIBRATION_METHODS):
+        raise ValueError(f"must be None or a dict whose 'method' is one of "
+                         f"{list(_CALIBRATION_METHODS)}, got {_short(value, 60)}")
+    return value
+
+
+def _output_config(value, dims):
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError(f"must be a dict of strings, got {_short(value, 60)}")
+    return value
+
+
+# What each fitted attribute must be, by name (the same name means the same thing in
+# every estimator; _CHECKS_OF overrides a few per class). Checked in this order, so that
+# n_features_in_ and classes_ fix "d" and "n" for the arrays after them.
+_CHECKS: dict[str, Any] = {
+    "n_features_in_": _number(1, integer=True, size="d"),
+    "classes_": _labels(min_len=2, size="n"),
+    "class_counts_": _array("iu", ("n",), low=0),
+    "base_classes_": _labels(),
+    "new_classes_": _labels(),
+    "class_names_": _optional(_strings(("n",), unique=True)),
+    "text_features_": _optional(_array("f", ("n", "d"), dtypes=_F32, nonzero_rows=True)),
+    "new_class_bias_": _number(-MAX_NEW_CLASS_BIAS, MAX_NEW_CLASS_BIAS),
+    "zero_shot_weight_": _number(0, 1),
+    "calibration_": _calibration,
+    "feature_names_in_": _strings(("d",), unique=True),
+    # CandleClassifier
+    "head_order_": _array("iu", ("n",)),
+    "feature_scale_": _number(0, low_open=True),
+    "history_": _losses,
+    "lr_": _number(0, low_open=True),
+    "n_iter_": _number(1, integer=True),
+    # the peers
+    "class_vectors_": _array("f", ("n", "d"), dtypes=_F64, unit_rows=True),
+    "adapter_": _array("f", ("d", "d"), dtypes=_F32),
+    "reg_": _number(0),
+    "weights_": _array("f", ("n", "d"), dtypes=_F32),
+    "multipliers_": _array("f", ("n",), dtypes=_F64, low=0, high=1),
+    "coef_": _array("f", ("n", "d"), dtypes=_F64, low=-_MAX_FLOAT64, high=_MAX_FLOAT64),
+    "intercept_": _array("f", ("n",), dtypes=_F64, low=-_MAX_FLOAT64, high=_MAX_FLOAT64),
+    "cache_keys_": _array("f", ("k", "d"), dtypes=(*_F32, *_F64)),
+    "cache_labels_": _array("iu", ("k",), low=0),
+    # ClipEmbedder
+    "embed_dim_": _number(1, integer=True),
+    # scikit-learn's set_output
+    "_sklearn_output_config": _output_config,
+}
+_CHECKS_OF: dict[str, dict[str, Any]] = {
+    # its attention layer-normalises feature vectors: fit refuses a single feature
+    "CandleClassifier": {"n_features_in_": _number(2, integer=True, size="d")},
+    # no training images: one class is a model; the text is normalised
+    "ZeroShotClassifier": {"classes_": _labels(min_len=1, size="n"),
+                           "text_features_": _array("f", ("n", "d"), dtypes=_F32,
+                                                    unit_rows=True)},
+}
+# Fitted attributes a file may lack, with the value they then take (None: left unset).
+_OPTIONAL = {"feature_names_in_": None, "_sklearn_output_config": None,
+             "zero_shot_weight_": 0.0}  # written before the zero-shot blend: none
+
+
+def _same_labels(a, b):
+    return a.dtype.kind == b.dtype.kind and np.array_equal(a, b)
+
+
+def _is_permutation(order, n):
+    return np.array_equal(np.sort(order), np.arange(n))
+
+
+def _base_first(v):
+    """The head's order lists the classes with images first, as many as its prototypes."""
+    counts = v.class_counts_[v.head_order_]
+    n_base = v.head_.visual_prototypes.shape[0]
+    return bool((counts[:n_base] > 0).all() and (counts[n_base:] == 0).all())
+
+
+def _head_text(v):
+    if v.text_features_ is None:
+        return not v.head_.has_text
+    return v.head_.has_text and np.array_equal(v.head_.text_features.numpy(),
+                                               v.text_features_[v.head_order_])
+
+
+def _cache_in_range(v):
+    longest = np.linalg.norm(v.cache_keys_.astype(np.float64), axis=1).max(initial=0)
+    return v.beta * max(longest - 1, 0) < 700  # exp(709) is float64's largest
+
+
+def _unit(rows):
+    rows = np.asarray(rows, np.float64)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-300)
+
+
+# How the fitted values of a class agree with each other: (field, holds, what is wrong),
+# checked in order once every value has passed _CHECKS; "field" is the value named.
+_TEXT_CLASSIFIER_RULES = [
+    ("base_classes_", lambda v: _same_labels(v.base_classes_, v.classes_[v.class_counts_ > 0]),
+     "must be the classes_ with training images (class_counts_ > 0)"),
+    ("new_classes_", lambda v: _same_labels(v.new_classes_, v.classes_[v.class_counts_ == 0]),
+     "disagrees with class_counts_: it must be the classes_ without training images"),
+    ("class_counts_", lambda v: (v.class_counts_ > 0).any(), "has no class with training images"),
+    ("text_features_", lambda v: v.text_features_ is not None or not len(v.new_classes_),
+     "is None, but new_classes_ have no images: they need text"),
+    ("zero_shot_weight_", lambda v: v.zero_shot_weight_ == 0 or v.text_features_ is not None,
+     "is above 0 without text_features_ to score zero-shot"),
+]
+_RULES: dict[str, list] = {
+    "CandleClassifier": [
+        *_TEXT_CLASSIFIER_RULES,
+        ("head_order_", lambda v: _is_permutation(v.head_order_, len(v.classes_)),
+         "is not a permutation of the classes"),
+        ("head_", lambda v: v.head_.n_classes == len(v.classes_),
+         "has another number of classes than classes_"),
+        ("head_", lambda v: v.head_.visual_prototypes.shape[1] == v.n_features_in_,
+         "has another dimension than n_features_in_"),
+        ("head_order_", _base_first, ("must list the classes with training images "
+                                      "(class_counts_ > 0) first, as many as the head's "
+                                      "visual prototypes")),
+        ("text_features_", _head_text, ("differs from the head's text features "
+                                        "(head_.text_features, in head_order_)")),
+    ],
+    "peer": [
+        *_TEXT_CLASSIFIER_RULES,
+        ("class_vectors_", lambda v: v.text_features_ is None or np.allclose(
+            v.class_vectors_, _unit(v.text_features_), atol=1e-5),
+         "must be the rows of text_features_, normalised"),
+    ],
+    "TipAdapterClassifier": [
+        ("cache_keys_", _cache_in_range, ("are too long for beta: the cache's exp(-beta "
+                                          "(1 - x k)) overflows (float64) for an image x "
+                                          "along a key k")),
+        ("cache_labels_", lambda v: v.cache_labels_.max(initial=0) < len(v.classes_)
+         and np.array_equal(np.bincount(v.cache_labels_, minlength=len(v.classes_)),
+                            v.class_counts_),
+         "must be the class index of each training image (counted by class_counts_)"),
+    ],
+}
+
+# The head's configuration (CandleHead.get_config); "tied_text" and
+# "inference_visual_scale" may be absent (files from before they existed).
+_HEAD_CONFIG = {
+    "n_base": _number(1, integer=True),
+    "n_new": _number(0, integer=True),
+    "dim": _number(2, integer=True),
+    "has_text": _boolean,
+    "context": _choice(CONTEXTS),
+    "num_heads": _number(1, integer=True),
+    "dropout": _number(0, 1, high_open=True),
+    "visual_scale": _number(0, _MAX_HEAD_SCALE, low_open=True),
+    "logit_scale": _number(0, _MAX_HEAD_SCALE, low_open=True),
+    "tied_text": _boolean,
+    "inference_visual_scale": _number(0, _MAX_HEAD_SCALE),
+}
+_HEAD_CONFIG_OPTIONAL = ("tied_text", "inference_visual_scale")
+
+
+def _head_from_data(config, state):
+    """The head from its configuration and tensors (numpy arrays), each checked: a
+    value that the configuration does not allow, or a tensor missing, extra, of another
+    shape or dtype than the configured head's, or not finite, raises _Bad."""
+    if unknown := sorted(set(config) - set(_HEAD_CONFIG)):
+        raise _Bad(f"head.config.{unknown[0]}", "is not a setting of the head")
+    checked = {}
+    for key, check in _HEAD_CONFIG.items():
+        if key not in config:
+            if key in _HEAD_CONFIG_OPTIONAL:
+                continue
+            raise _Bad(f"head.config.{key}", "is missing")
+        try:
+            checked[key] = check(config[key], {})
+        except (TypeError, ValueError) as exc:
+            raise _Bad(f"head.config.{key}", str(exc)) from None
+    if checked["dim"] % checked["num_heads"]:
+        raise _Bad("head.config.num_heads", f"({checked['num_heads']}) does not divide the "
+                   f"dimension ({checked['dim']})")
+    if checked.get("tied_text") and not checked["has_text"]:
+        raise _Bad("head.config.tied_text", "is true, but has_text is false: the text rows "
+                   "it ties to the virtual prototypes are missing")
+    if checked["n_new"] and not checked["has_text"]:
+        raise _Bad("head.config.has_text", f"is false, but the head has new classes "
+                   f"(n_new={checked['n_new']}), which need text")
+    # the sizes come from the tensors: a configuration is never built larger than they are
+    protos, virtual = state.get("visual_prototypes"), state.get("virtual_prototypes")
+    if not isinstance(protos, np.ndarray) or protos.ndim != 2:
+        raise _Bad("head_.visual_prototypes", "is missing or not a matrix (n_base, dim)")
+    n_new = virtual.shape[0] if isinstance(virtual, np.ndarray) and virtual.ndim else 0
+    for key, size in (("n_base", protos.shape[0]), ("dim", protos.shape[1]),
+                      ("n_new", n_new)):
+        if checked[key] != size:
+            raise _Bad(f"head.config.{key}", f"({checked[key]}) disagrees with the head's "
+                       f"tensors (head_.visual_prototypes {protos.shape}, "
+                       f"head_.virtual_prototypes {None if virtual is None else virtual.shape}"
+                       "): the head's configuration and tensors do not fit together")
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten below
+        empty = CandleHead.from_config(checked)
+    expected = empty.state_dict()
+    configured = ("the head's configuration (" + ", ".join(
+        f"{k}={checked[k]}" for k in ("n_base", "n_new", "dim", "has_text")) + ")")
+    for name in state:
+        if name not in expected:
+            raise _Bad(f"head_.{name}", f"is not a tensor of {configured}")
+    for name, tensor in expected.items():
+        if name not in state:
+            raise _Bad(f"head_.{name}", f"is missing; {configured} has it")
+        arr = state[name]
+        if arr.shape != tuple(tensor.shape):
+            raise _Bad(f"head_.{name}", f"has shape {arr.shape}; {configured} needs "
+                       f"{tuple(tensor.shape)} (the head's configuration and tensors do "
+                       "not fit together)")
+        if arr.dtype != np.float32:
+            raise _Bad(f"head_.{name}", f"has dtype {arr.dtype}; the head's tensors are "
+                       "float32")
+        if not np.isfinite(arr).all():
+            raise _Bad(f"head_.{name}", "contains NaN or infinity")
+        limit = _MAX_HEAD_ROW if name in _HEAD_ROWS else _MAX_HEAD_WEIGHT
+        if arr.size and np.abs(arr).max() > limit:
+            raise _Bad(f"head_.{name}", f"has values beyond +-{limit:g} (up to "
+                       f"{np.abs(arr).max():.3g}), more than a fitted head holds")
+    empty.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    return empty.eval()
+
+
+def _rules_of(name):
+    if name == "CandleClassifier":
+        return _RULES["CandleClassifier"]
+    if name in _PEER_FITTED:
+        return [*_RULES["peer"], *_RULES.get(name, [])]
+    return []
+
+
+def _checked_fitted(name, values, params):
+    """``values`` (fitted attribute -> value) as the estimator ``name`` would have
+    fitted them with ``params``, or _Bad naming the first that is not: a missing
+    attribute, one of the wrong type, dtype, shape or range (_CHECKS), or one that
+    disagrees with the others (_RULES). Returns the values, numbers as Python numbers,
+    defaults filled in."""
+    attrs = _FITTED[name]
+    if not any(a in values for a in attrs) and "head_" not in values:
+        return dict(values)  # not fitted
+    out = dict(values)
+    for attr, default in _OPTIONAL.items():
+        if attr in attrs and attr not in out and default is not None:
+            out[attr] = default
+    checks = {**_CHECKS, **_CHECKS_OF.get(name, {})}
+    dims: dict[str, int] = {}
+    for attr in sorted(set(attrs) | set(_SKLEARN_PRIVATE), key=list(_CHECKS).index):
+        if attr not in out:
+            if attr in _OPTIONAL:
+                continue
+            raise _Bad(attr, "is missing (the file holds a fitted estimator without it)")
+        try:
+            out[attr] = checks[attr](out[attr], dims)
+        except (TypeError, ValueError) as exc:
+            raise _Bad(attr, str(exc)) from None
+    if name in _SPECIAL and any(a not in values for a in _SPECIAL[name]):
+        missing = [a for a in _SPECIAL[name] if a not in values]
+        raise _Bad(missing[0], "is missing (the file holds a fitted estimator without it)")
+    namespace = SimpleNamespace(**params, **out)
+    for field, holds, message in _rules_of(name):
+        if not holds(namespace):
+            raise _Bad(field, message)
+    return out
 
 
 # ------------------------------------------------------------------ the head as data
@@ -238,8 +690,17 @@ class _Writer:
         if unknown := sorted(set(vars(est)) - params - known):
             raise TypeError(f"cannot store {path}: candle_sklearn.io does not know the "
                             f"{name} attribute(s) {unknown}; add them to io._FITTED")
-        return {attr: self.value(getattr(est, attr), f"{path}.{attr}")
-                for attr in (*_FITTED[name], *_SKLEARN_PRIVATE) if attr in vars(est)}
+        values = {attr: getattr(est, attr)
+                  for attr in (*_FITTED[name], *_SKLEARN_PRIVATE) if attr in vars(est)}
+        try:  # what load would refuse is not written
+            if "head_" in vars(est) and name in _SPECIAL:
+                values["head_"] = _head_from_data(**head_to_state(est.head_))
+            _checked_fitted(name, values, est.get_params(deep=False))
+        except _Bad as bad:
+            raise ValueError(f"cannot store {path}: {path}.{bad.field} {bad.message}"
+                             ) from None
+        values.pop("head_", None)
+        return {attr: self.value(value, f"{path}.{attr}") for attr, value in values.items()}
 
 
 def _templates_as_text(templates, path):
@@ -266,7 +727,8 @@ class _Reader:
         self.used: set[str] = set()
 
     def fail(self, message):
-        return InvalidModelFileError(f"{self.where}: {message}")
+        """The one-line error for ``message`` (which names the field), in this file."""
+        return InvalidModelFileError(f"{self.where}: {' '.join(str(message).split())}")
 
     def value(self, enc, path):
         if enc is None or isinstance(enc, (bool, int, float, str)):
@@ -351,8 +813,20 @@ class _Reader:
         try:
             est._validate_params()
         except (TypeError, ValueError) as exc:
-            raise self.fail(f"{path}: {exc}") from None
+            raise self.fail(f"{path}: {_line(exc)}") from None
         self.estimators[path] = est
+        if bad := sorted(k for k, v in params.items()
+                         if isinstance(v, float) and not math.isfinite(v)):
+            raise self.fail(f"{path}.{bad[0]} must be finite, got {params[bad[0]]}")
+        n_jobs = params.get("n_jobs")
+        if n_jobs is not None and not 0 < abs(n_jobs) < 2**31:  # what fit refuses
+            raise self.fail(f"{path}.n_jobs must be None, a thread count or negative (-1: "
+                            f"every core), got {_short(n_jobs, 40)}")
+        if isinstance(params.get("device"), str):
+            try:
+                resolve_device(params["device"])
+            except ValueError as exc:
+                raise self.fail(f"{path}.device is not usable here: {_line(exc)}") from None
         fitted = node.get("fitted", {})
         if not isinstance(fitted, dict):
             raise self.fail(f"{path}: bad fitted attributes")
@@ -360,14 +834,17 @@ class _Reader:
         if unknown := sorted(set(fitted) - allowed):
             raise self.fail(f"{path}: {name} has no fitted attribute(s) {unknown} in this "
                             "version of candle_sklearn")
-        for attr, enc in fitted.items():
-            setattr(est, attr, self.value(enc, f"{path}.{attr}"))
-        if isinstance(est, CandleClassifier) and fitted and "zero_shot_weight_" not in fitted:
-            est.zero_shot_weight_ = 0.0  # written before the blend existed: none
-        if "head" in node:
-            est.head_ = self.head(node["head"], path)
-        if isinstance(est, CandleClassifier) and fitted:
-            self.check_classifier(est, path)
+        values = {attr: self.value(enc, f"{path}.{attr}") for attr, enc in fitted.items()}
+        try:
+            if "head" in node and name in _SPECIAL:
+                values["head_"] = self.head(node["head"], path)
+            values = _checked_fitted(name, values, est.get_params(deep=False))
+        except _Bad as bad:
+            raise self.fail(f"{path}.{bad.field} {bad.message}") from None
+        for attr, value in values.items():
+            setattr(est, attr, value)
+        if isinstance(est, Pipeline):
+            self.check_steps(est, path)
         if isinstance(est, ClipEmbedder) and self.check_weights:
             reference = node.get("weights")
             if not isinstance(reference, dict) or set(reference) != {
@@ -381,34 +858,23 @@ class _Reader:
                 or not isinstance(head.get("state"), dict):
             raise self.fail(f"{path}: bad head entry")
         state = {k: self.array(v, f"{path}.head_.{k}") for k, v in head["state"].items()}
-        try:
-            return head_from_state({"config": head["config"], "state": state})
-        except Exception as exc:  # noqa: BLE001 - config and tensors disagree
-            raise self.fail(f"{path}: the head's configuration and tensors do not fit "
-                            f"together: {exc}") from None
+        return _head_from_data(head["config"], state)
 
-    def check_classifier(self, clf, path):
-        """The fitted attributes agree with each other and with the head."""
-        try:
-            n = len(clf.classes_)
-            problems = [
-                (clf.class_counts_.shape != (n,), "class_counts_ and classes_ differ in length"),
-                (sorted(clf.head_order_.tolist()) != list(range(n)),
-                 "head_order_ is not a permutation of the classes"),
-                (clf.head_.n_classes != n, f"the head has {clf.head_.n_classes} classes, "
-                 f"classes_ has {n}"),
-                (clf.head_.visual_prototypes.shape[1] != clf.n_features_in_,
-                 "the head's dimension differs from n_features_in_"),
-                (clf.text_features_ is not None
-                 and clf.text_features_.shape != (n, clf.n_features_in_),
-                 "text_features_ does not have shape (n_classes, n_features_in_)"),
-                (not np.array_equal(clf.new_classes_, clf.classes_[clf.class_counts_ == 0]),
-                 "new_classes_ disagrees with class_counts_"),
-            ]
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise self.fail(f"{path}: incomplete fitted state ({exc})") from None
-        if bad := [msg for wrong, msg in problems if wrong]:
-            raise self.fail(f"{path}: inconsistent fitted state: {'; '.join(bad)}")
+    def check_steps(self, pipe, path):
+        """Each step's input is as wide as the previous step's output."""
+        steps = [(name, s) for name, s in pipe.steps if s not in (None, "passthrough")]
+        for (_, before), (name, after) in itertools.pairwise(steps):
+            width = getattr(before, "embed_dim_", None)
+            if width is not None and getattr(after, "n_features_in_", width) != width:
+                raise self.fail(f"{path}.steps.{name}.n_features_in_: "
+                                f"{after.n_features_in_} differs from the embed_dim_ "
+                                f"({width}) of the step before it")
+
+
+def _line(exc, limit=300):
+    """An exception's message on one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _short(value, limit=120):
@@ -434,11 +900,18 @@ def save(estimator: BaseEstimator, path: str | os.PathLike) -> None:
         Naming the first value that cannot be stored without pickle (for instance an
         ``encoder`` that is not a :class:`~candle_sklearn.ClipEmbedder`, or a template
         callable that is not equivalent to a format string).
+    ValueError
+        Naming a fitted value that :func:`load` would refuse (not finite, out of its
+        range, or disagreeing with the others).
+    OSError
+        Naming ``path`` and what is wrong with it (a folder, in a folder that does not
+        exist, not writable), before anything is written.
     """
     import sklearn
 
     from ._version import __version__
 
+    path, given = _save_target(path)
     writer = _Writer()
     node = writer.value(estimator, "estimator")
     if not isinstance(node, dict) or "__estimator__" not in node:
@@ -447,16 +920,40 @@ def save(estimator: BaseEstimator, path: str | os.PathLike) -> None:
            "written_by": {"candle_sklearn": __version__,
                           "scikit-learn": sklearn.__version__, "torch": torch.__version__},
            "estimator": node["__estimator__"]}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    except OSError as exc:
+        raise type(exc)(f"cannot save to {given}: cannot create a file in the folder "
+                        f"{os.fspath(path.parent)!r} ({exc.strerror or exc})") from None
     os.close(fd)
     try:
         safetensors.numpy.save_file(writer.tensors, tmp,
                                     metadata={_METADATA_KEY: json.dumps(doc, allow_nan=False)})
         os.replace(tmp, path)
+    except OSError as exc:
+        raise type(exc)(f"cannot save to {given}: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _save_target(path):
+    """``path`` as a Path, and the path as the caller gave it; or an OSError that names
+    it and says what is wrong with it, before anything is written."""
+    given = repr(os.fspath(path))
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"cannot save to {given}: it is a folder; give the path of "
+                                f"the file to write, such as "
+                                f"{os.fspath(target / 'model.safetensors')!r}")
+    folder = target.parent
+    if not folder.exists():
+        raise FileNotFoundError(f"cannot save to {given}: the folder {os.fspath(folder)!r} "
+                                "does not exist; create it first")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cannot save to {given}: {os.fspath(folder)!r} is a "
+                                 "file, not a folder")
+    return target, given
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -537,10 +1034,21 @@ def load(path: str | os.PathLike, *, device: str | None = None,
     ------
     InvalidModelFileError
         Not a model file, a format version this package cannot read, an unknown class,
-        parameter or attribute, or tensors that do not match their description.
+        parameter or attribute, tensors that do not match their description, or a
+        fitted value that no fit could have given (not finite, out of its range, of
+        another type, dtype or shape, missing, or disagreeing with the others): the
+        message names the file and the field.
     WeightsMismatchError
-        See ``check_weights``.
+        See ``check_weights``; :class:`WeightsNotFoundError`, a subclass (and a
+        ``FileNotFoundError``), when the weights' file or folder is not here.
+    ValueError
+        ``device`` is not one this machine can run on.
     """
+    if device is not None:
+        try:
+            resolve_device(device)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"load(device={device!r}): {_line(exc)}") from None
     doc, _ = _read(path)
     where = os.fspath(path)
     tensors = safetensors.numpy.load_file(where)  # (safe_open's get_tensor turns 0-d into 1-d)

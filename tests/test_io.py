@@ -18,6 +18,7 @@ from candle_sklearn.baselines import LinearProbeClassifier, ZeroShotClassifier
 from candle_sklearn.io import InvalidModelFileError, WeightsMismatchError
 
 from . import conftest
+from ._fuzz import event, fuzz, given, st
 from .conftest import FAST, TINY
 
 
@@ -239,8 +240,11 @@ def test_weights_are_stored_by_reference_and_checked(tiny_weights, image_dir, tm
     moved = tmp_path / "moved.pt"
     shutil.move(tiny_weights, moved)
     _clip.clear_cache()
-    with pytest.raises(WeightsMismatchError, match="cannot be loaded here"):
+    # a missing file is reported as one (and is still a WeightsMismatchError)
+    with pytest.raises(WeightsMismatchError, match="weights are not on this machine: "
+                       "pretrained checkpoint file not found") as missing:
         candle_sklearn.load(path)
+    assert isinstance(missing.value, FileNotFoundError)
     loaded = candle_sklearn.load(path, pretrained=moved)
     assert loaded.named_steps["clip"].pretrained == moved
     candle_sklearn.load(path, check_weights=False)  # no check, no weights needed
@@ -444,3 +448,395 @@ def test_head_as_data_serves_skops_and_pickle(small_data, tmp_path):
     again = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(again.predict_proba(d.X_test), clf.predict_proba(d.X_test))
     assert isinstance(clf.head_, torch.nn.Module)  # pickling left the fitted model alone
+
+
+# ------------------------------------------------------------- fitted values (issue 25)
+# A model file is input from outside: every fitted value is checked at load, and a bad
+# one is a one-line InvalidModelFileError naming the file and the field.
+def _one_line_naming(exc, path, field):
+    message = str(exc)
+    assert "\n" not in message, message
+    assert str(path) in message and field in message, message
+
+
+def _nan_head_weights(t):
+    t["estimator.head_.W_v"] = np.full_like(t["estimator.head_.W_v"], np.nan)
+
+
+@pytest.mark.parametrize("edit_doc, edit_tensors, field", [
+    (None, _nan_head_weights, "head_.W_v"),
+    (_set(["estimator", "fitted", "new_class_bias_"], {"__float__": "nan"}), None,
+     "new_class_bias_"),
+    (_set(["estimator", "fitted", "new_class_bias_"], 1e308), None, "new_class_bias_"),
+    (_set(["estimator", "fitted", "new_class_bias_"], "1.5"), None, "new_class_bias_"),
+    (_set(["estimator", "fitted", "zero_shot_weight_"], 7), None, "zero_shot_weight_"),
+    (_set(["estimator", "fitted", "zero_shot_weight_"], None), None, "zero_shot_weight_"),
+    (_set(["estimator", "fitted", "feature_scale_"], 0), None, "feature_scale_"),
+    (_set(["estimator", "fitted", "feature_scale_"], -1), None, "feature_scale_"),
+    (lambda d: d["estimator"]["fitted"].pop("feature_scale_") and None, None,
+     "feature_scale_"),
+    (_set(["estimator", "fitted", "lr_"], {"__float__": "inf"}), None, "lr_"),
+    (_set(["estimator", "fitted", "history_"], ["low"]), None, "history_"),
+    (_set(["estimator", "fitted", "calibration_"], 3), None, "calibration_"),
+    (_set(["estimator", "head", "config", "dropout"], 2.0), None, "dropout"),
+    (_set(["estimator", "head", "config", "num_heads"], 5), None, "num_heads"),
+    (_set(["estimator", "params", "n_jobs"], 0), None, "n_jobs"),
+    (_set(["estimator", "params", "device"], "meta"), None, "device"),
+    (None, lambda t: t.update({"estimator.head_.alpha": np.array(1e30, np.float32)}),
+     "head_.alpha"),
+    (_set(["estimator", "head", "state", "W_v", "dtype"], "<f8"),
+     lambda t: t.update({"estimator.head_.W_v": t["estimator.head_.W_v"].astype(np.float64)}),
+     "head_.W_v"),
+    (None, lambda t: t.update({"estimator.class_counts_": t["estimator.class_counts_"] * 0}),
+     "class_counts_"),
+    (None, lambda t: t.update(
+        {"estimator.text_features_": t["estimator.text_features_"][::-1].copy()}),
+     "text_features_"),
+])
+def test_bad_fitted_values_are_refused_naming_the_field(saved, small_data, edit_doc,
+                                                        edit_tensors, field):
+    bad = _rewrite(saved, edit_doc, edit_tensors)
+    with pytest.raises(InvalidModelFileError) as refused:
+        candle_sklearn.load(bad)
+    _one_line_naming(refused.value, bad, field)
+
+
+def _peers(d):
+    from candle_sklearn import baselines
+
+    table = dict(classes=d.classes, text_features=d.text_features, new_class_bias=0.5,
+                 random_state=0)
+    return {"LinearAdapterClassifier": baselines.LinearAdapterClassifier(**table, max_iter=5),
+            "ClapClassifier": baselines.ClapClassifier(**table, max_epochs=2),
+            "GDAClassifier": baselines.GDAClassifier(**table),
+            "TipAdapterClassifier": baselines.TipAdapterClassifier(**table, fine_tune=True,
+                                                                   max_epochs=1),
+            "CrossModalLinearProbe": baselines.CrossModalLinearProbe(**table, max_iter=5),
+            "LogitAdjustedCosineClassifier": baselines.LogitAdjustedCosineClassifier(
+                **table, max_epochs=1)}
+
+
+@pytest.fixture(scope="module")
+def saved_peers(small_data, tmp_path_factory):
+    """Each peer fitted (with new classes) and saved: name -> (estimator, path)."""
+    d = small_data
+    folder = tmp_path_factory.mktemp("peers")
+    out = {}
+    for name, est in _peers(d).items():
+        est.fit(d.X_train, d.y_train)
+        candle_sklearn.save(est, folder / f"{name}.safetensors")
+        out[name] = (est, folder / f"{name}.safetensors")
+    zs = ZeroShotClassifier(d.classes, text_features=d.text_features).fit(d.X_test)
+    candle_sklearn.save(zs, folder / "ZeroShotClassifier.safetensors")
+    out["ZeroShotClassifier"] = (zs, folder / "ZeroShotClassifier.safetensors")
+    return out
+
+
+def test_peers_roundtrip_and_their_fitted_values_are_checked(saved_peers, small_data):
+    X = small_data.X_test
+    for name, (est, path) in saved_peers.items():
+        loaded = candle_sklearn.load(path)
+        np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X),
+                                      err_msg=name)
+
+
+def _scale_tensor(key, factor):
+    return lambda t: t.update({key: (t[key] * factor).astype(t[key].dtype)})
+
+
+def _tensor_value(key, value):
+    def edit(t):
+        arr = t[key].copy()
+        arr.flat[0] = value
+        t[key] = arr
+    return edit
+
+
+@pytest.mark.parametrize("name, edit_doc, edit_tensors, field", [
+    ("LinearAdapterClassifier", None, _tensor_value("estimator.adapter_", np.nan), "adapter_"),
+    ("LinearAdapterClassifier", _set(["estimator", "fitted", "reg_"], -1), None, "reg_"),
+    ("ClapClassifier", None, _tensor_value("estimator.multipliers_", 2.0), "multipliers_"),
+    ("ClapClassifier", None, _tensor_value("estimator.weights_", np.inf), "weights_"),
+    ("GDAClassifier", None, _tensor_value("estimator.coef_", 1e300), "coef_"),
+    ("GDAClassifier", None, lambda t: t.pop("estimator.intercept_"), "intercept_"),
+    ("TipAdapterClassifier", None, _tensor_value("estimator.cache_labels_", 99),
+     "cache_labels_"),
+    ("TipAdapterClassifier", None, _scale_tensor("estimator.cache_keys_", 1e3), "cache_keys_"),
+    ("CrossModalLinearProbe", None, _scale_tensor("estimator.class_vectors_", 2.0),
+     "class_vectors_"),
+    ("CrossModalLinearProbe", _set(["estimator", "fitted", "n_iter_"], 1.5), None, "n_iter_"),
+    ("LogitAdjustedCosineClassifier", _set(["estimator", "fitted", "new_classes_",
+                                            "__tensor__"], "estimator.base_classes_"),
+     None, "new_classes_"),
+    ("ZeroShotClassifier", None, _scale_tensor("estimator.text_features_", 3.0),
+     "text_features_"),
+    ("ZeroShotClassifier", _set(["estimator", "fitted", "n_features_in_"], 16), None,
+     "n_features_in_"),
+])
+def test_bad_fitted_values_of_the_peers_are_refused(saved_peers, name, edit_doc,
+                                                    edit_tensors, field):
+    bad = _rewrite(saved_peers[name][1], edit_doc, edit_tensors)
+    with pytest.raises(InvalidModelFileError) as refused:
+        candle_sklearn.load(bad)
+    _one_line_naming(refused.value, bad, field)
+
+
+def test_save_refuses_what_load_would_refuse(fitted, tmp_path):
+    bad = copy.deepcopy(fitted)
+    bad.new_class_bias_ = 1e308
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(ValueError, match=r"estimator\.new_class_bias_ must be a finite number "
+                                         r"in \[-1e\+09, 1e\+09\], got 1e\+308"):
+        candle_sklearn.save(bad, path)
+    assert not path.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+# ------------------------------------------------------------- weights and devices at load
+@pytest.fixture(scope="module")
+def bundled_pipeline(image_dir, tmp_path_factory):
+    """A pipeline on the bundled tiny CLIP ("candle-tiny", pretrained="bundled"), saved."""
+    paths, labels = image_dir
+    pipe = make_candle_pipeline("candle-tiny", "bundled", classes=np.unique(labels),
+                                embedder_params={"device": "cpu", "num_workers": 0,
+                                                 "cache": False},
+                                new_class_bias=0.0, **FAST)
+    train = labels != "yellow"
+    pipe.fit([p for p, t in zip(paths, train) if t], labels[train])
+    path = tmp_path_factory.mktemp("bundled") / "pipe.safetensors"
+    candle_sklearn.save(pipe, path)
+    return pipe, path
+
+
+def test_the_bundled_models_weights_can_be_given_at_load(bundled_pipeline, image_dir):
+    """pretrained= at load overrides the bundled model's weights as it does others': its
+    architecture is the bundled folder's, whatever names the weights."""
+    pipe, path = bundled_pipeline
+    paths = image_dir[0]
+    expected = pipe.predict_proba(paths)
+    folder = _clip.BUNDLED_DIR / "candle-tiny"
+    for pretrained in ["bundled", folder, str(folder), f"local-dir:{folder}",
+                       folder / "open_clip_model.safetensors"]:
+        loaded = candle_sklearn.load(path, pretrained=pretrained)
+        np.testing.assert_allclose(loaded.predict_proba(paths), expected, rtol=1e-4,
+                                   atol=1e-9, err_msg=str(pretrained))
+
+
+def test_weights_that_cannot_serve_the_bundled_model_say_why(bundled_pipeline, tmp_path):
+    from candle_sklearn.exceptions import WeightsNotFoundError
+
+    _, path = bundled_pipeline
+    other = tmp_path / "other.pt"
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        model = ClipEmbedder("candle-tiny", None, device="cpu").load_model().model
+        torch.save({k: v + 0.01 * torch.randn_like(v) for k, v in model.state_dict().items()},
+                   other)
+    with pytest.raises(WeightsMismatchError, match="image features would not match"):
+        candle_sklearn.load(path, pretrained=other)
+    missing = tmp_path / "gone.pt"
+    with pytest.raises(WeightsNotFoundError, match=f"not found: '{missing}'") as gone:
+        candle_sklearn.load(path, pretrained=missing)
+    assert isinstance(gone.value, FileNotFoundError)
+    with pytest.raises(WeightsMismatchError, match="nor a known tag of 'candle-tiny'") as tag:
+        candle_sklearn.load(path, pretrained="openai")
+    for exc in (gone.value, tag.value):
+        assert "unknown open_clip model" not in str(exc)
+
+
+@pytest.mark.parametrize("device", ["meta", "banana", "cuda", "cuda:99"])
+def test_unusable_devices_at_load_are_device_errors(bundled_pipeline, device):
+    if device == "cuda" and torch.cuda.is_available() or torch.cuda.device_count() > 99:
+        pytest.skip("this machine has that device")
+    _, path = bundled_pipeline
+    with pytest.raises(ValueError, match=f"load\\(device='{device}'\\): device=") as bad:
+        candle_sklearn.load(path, device=device)
+    assert not isinstance(bad.value, WeightsMismatchError)
+
+
+# ------------------------------------------------------------- where save writes
+def test_save_names_the_path_and_what_is_wrong_with_it(fitted, tmp_path, monkeypatch):
+    missing = tmp_path / "no" / "such" / "m.safetensors"
+    with pytest.raises(FileNotFoundError, match=f"cannot save to '{missing}': the folder "
+                       f"'{missing.parent}' does not exist"):
+        candle_sklearn.save(fitted, missing)
+    with pytest.raises(IsADirectoryError, match=f"cannot save to '{tmp_path}': it is a folder"):
+        candle_sklearn.save(fitted, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for here in (".", ""):
+        with pytest.raises(IsADirectoryError, match=f"cannot save to '{here}': it is a folder"):
+            candle_sklearn.save(fitted, here)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="'.*a_file' is a file, not a folder"):
+        candle_sklearn.save(fitted, a_file / "m.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing written
+
+
+def test_a_pipelines_steps_agree_on_the_feature_width(tiny_weights, image_dir, tmp_path):
+    path = tmp_path / "pipe.safetensors"
+    candle_sklearn.save(_tiny_pipeline(tiny_weights, image_dir), path)
+    bad = _rewrite(path, _set(["estimator", "steps", 0, 1, "__estimator__", "fitted",
+                               "embed_dim_"], 16))
+    with pytest.raises(InvalidModelFileError, match=r"steps\.candle\.n_features_in_: 32 "
+                                                    r"differs from the embed_dim_ \(16\)"):
+        candle_sklearn.load(bad, check_weights=False)
+
+
+# ------------------------------------------------------------- fuzz of model files
+# One field of a saved model changed at a time: a JSON value (fitted attribute, parameter
+# or head setting) replaced, swapped with another of its kind or deleted, or a tensor's
+# values, dtype or shape changed or the tensor removed. load must refuse the file with a
+# one-line InvalidModelFileError that names the file and the field, or return a model
+# whose probabilities are finite and sum to 1. Parameters are checked against their
+# estimator's own constraints, as at fit: the fuzz gives them values of every type, but
+# not the extreme magnitudes that fit accepts too (GDAClassifier(alpha=1e308) predicts
+# NaN after fit as well). Reproducible (derandomized); CANDLE_FUZZ_RANDOM=1 explores.
+_JSON_VALUES = [None, True, False, "x", "", 0, 1, -1, 2, 7, 0.5, -0.5, 1e308, -1e308, 10**30,
+                {"__float__": "nan"}, {"__float__": "inf"}, {"__float__": "-inf"}, [], [1, 2],
+                {"__dict__": {}}, {"__tuple__": [1]}, "cuda", "batch", "isolated"]
+_PARAM_VALUES = [v for v in _JSON_VALUES if not (isinstance(v, (int, float))
+                                                and not isinstance(v, bool) and abs(v) > 1e3)]
+_FLOAT_VALUES = [np.nan, np.inf, -np.inf, 0.0, -1.0, 7.0, 0.5, 1e-30, 1e30, -1e30, 3e38]
+_INT_VALUES = [-1, 0, 1, 7, 99, 2**31 - 1]
+_DTYPES = ["float16", "float32", "float64", "int32", "int64", "uint8", "bool"]
+
+
+class _ModelFiles(dict):
+    """name -> (JSON document, tensors); with the folder to write to and features to
+    predict (a short repr for hypothesis' reports)."""
+
+    def __repr__(self):
+        return f"<model files: {sorted(self)}>"
+
+
+@pytest.fixture(scope="module")
+def model_files(saved, saved_peers, small_data, tmp_path_factory):
+    """Saved models: CandleClassifier with string labels (auto bias) and with int labels
+    (batch context, tied text, a zero-shot blend), the six peers and ZeroShotClassifier."""
+    from safetensors import safe_open
+
+    d = small_data
+    batch = CandleClassifier(classes=d.classes, text_features=d.text_features,
+                             context="batch", tied_text=True, new_class_bias=1.0,
+                             zero_shot_weight=0.5, **FAST).fit(d.X_train, d.y_train)
+    paths = {"candle": saved, **{name: path for name, (_, path) in saved_peers.items()}}
+    paths["candle-batch"] = tmp_path_factory.mktemp("batch") / "batch.safetensors"
+    candle_sklearn.save(batch, paths["candle-batch"])
+    files = _ModelFiles()
+    for name, path in paths.items():
+        with safe_open(str(path), "np") as f:
+            doc = json.loads(f.metadata()["candle_sklearn"])
+        files[name] = (doc, safetensors.numpy.load_file(str(path)))
+    files.folder, files.X = tmp_path_factory.mktemp("fuzzed"), d.X_test
+    return files
+
+
+def _fields(doc, tensors):
+    est = doc["estimator"]
+    fields = [("fitted", k) for k in est["fitted"]] + [("params", k) for k in est["params"]]
+    if "head" in est:
+        fields += [("config", k) for k in est["head"]["config"]]
+    return fields + [("tensor", k) for k in sorted(tensors)]
+
+
+def _description(node, name):
+    """The JSON node that describes tensor ``name``, and where it is: (parent, key)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        if isinstance(value, dict) and value.get("__tensor__") == name:
+            return node, key
+        if isinstance(value, (dict, list)):
+            try:
+                return _description(value, name)
+            except KeyError:
+                pass
+    raise KeyError(name)
+
+
+def _mutated(doc, tensors, field, data):
+    """A copy of the model with ``field`` changed (drawn from ``data``), and the name
+    that a refusal must give."""
+    doc, tensors = copy.deepcopy(doc), dict(tensors)
+    est, (kind, key) = doc["estimator"], field
+    if kind != "tensor":
+        node = {"fitted": est["fitted"], "params": est["params"],
+                "config": est.get("head", {}).get("config")}[kind]
+        how = data.draw(st.sampled_from(["value", "value", "swap", "delete"]), label="how")
+        if how == "delete":
+            del node[key]
+        elif how == "swap":
+            node[key] = copy.deepcopy(node[data.draw(st.sampled_from(sorted(node)))])
+        else:
+            node[key] = data.draw(st.sampled_from(
+                _PARAM_VALUES if kind == "params" else _JSON_VALUES), label="value")
+        return doc, tensors, key
+    arr = tensors[key]
+    parent, entry = _description(est, key)
+    how = data.draw(st.sampled_from(["value", "value", "dtype", "shape", "absent", "orphan"]),
+                    label="how")
+    with np.errstate(all="ignore"):
+        if how == "value" and arr.size:
+            value = data.draw(st.sampled_from(
+                _FLOAT_VALUES if arr.dtype.kind == "f" else _INT_VALUES), label="value")
+            new = arr.copy()
+            if data.draw(st.booleans(), label="everywhere"):
+                new[...] = value
+            else:
+                new.flat[data.draw(st.integers(0, arr.size - 1), label="at")] = value
+        elif how == "dtype":
+            new = arr.astype(data.draw(st.sampled_from(_DTYPES), label="dtype"))
+        elif how == "shape":
+            shapes = {"flat": arr.ravel(), "extra axis": arr[None]}
+            if arr.ndim:
+                shapes.update({"row less": arr[:-1], "row more": np.concatenate([arr, arr[:1]]),
+                               "empty": arr[:0]})
+            if arr.ndim == 2:
+                shapes["transposed"] = arr.T
+            new = shapes[data.draw(st.sampled_from(sorted(shapes)), label="shape")]
+        else:
+            new = arr
+    if how in ("absent", "orphan"):
+        del tensors[key]
+        if how == "absent":
+            del parent[entry]
+    else:
+        tensors[key] = np.ascontiguousarray(new)
+        parent[entry].update(dtype=new.dtype.str, shape=list(new.shape))
+    return doc, tensors, key.removeprefix("estimator.")
+
+
+def _load_or_refuse_clearly(model_files, data):
+    name = data.draw(st.sampled_from(sorted(model_files)), label="model")
+    doc, tensors = model_files[name]
+    field = data.draw(st.sampled_from(_fields(doc, tensors)), label="field")
+    doc, tensors, named = _mutated(doc, tensors, field, data)
+    path, X = model_files.folder / "fuzzed.safetensors", model_files.X
+    safetensors.numpy.save_file(tensors, str(path),
+                                metadata={"candle_sklearn": json.dumps(doc)})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a device this machine lacks
+            model = candle_sklearn.load(path)
+    except InvalidModelFileError as exc:
+        event("refused")
+        _one_line_naming(exc, path, named)
+        return
+    event("loaded")
+    proba = model.predict_proba(X)
+    assert np.isfinite(proba).all(), f"{name}, {field}: non-finite probabilities"
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=0, atol=1e-9)
+    assert model.predict(X).shape == (len(X),)
+
+
+@fuzz(100)
+@given(data=st.data())
+def test_fuzzed_model_files_load_correctly_or_are_refused_naming_the_field(model_files,
+                                                                           data):
+    _load_or_refuse_clearly(model_files, data)
+
+
+@pytest.mark.slow  # 3000 generated cases
+@fuzz(3000)
+@given(data=st.data())
+def test_fuzzed_model_files_many(model_files, data):
+    _load_or_refuse_clearly(model_files, data)
