@@ -9,6 +9,7 @@ the value from before the first of them comes back when the last one ends.
 """
 
 import contextlib
+import os
 import threading
 
 import torch
@@ -37,10 +38,26 @@ def effective_n_jobs(n_jobs):
     return max(cpu_count() + 1 + int(n_jobs), 1)
 
 
+def free_cores():
+    """Cores that other processes are not keeping busy: every core but the load average
+    (floored; one at least). Where the system has no load average, every core."""
+    from joblib import cpu_count  # respects CPU affinity and container quotas
+
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return cpu_count()
+    return max(1, cpu_count() - int(load))
+
+
 def serving_n_jobs(n_jobs, n_rows):
-    """The ``n_jobs`` to predict ``n_rows`` samples with: one thread for small inputs
-    when the user left the count to torch (None), ``n_jobs`` otherwise."""
-    return 1 if n_jobs is None and n_rows <= SMALL_INPUT_ROWS else n_jobs
+    """The ``n_jobs`` to predict ``n_rows`` samples with, where the user left the count
+    to torch (None): one thread for small inputs, and no more threads than free cores
+    for the others (a pool thread waiting for a taken core stalls every product of the
+    call). An explicit ``n_jobs`` is used as it is."""
+    if n_jobs is not None:
+        return n_jobs
+    return 1 if n_rows <= SMALL_INPUT_ROWS else min(torch.get_num_threads(), free_cores())
 
 
 @contextlib.contextmanager

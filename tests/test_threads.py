@@ -22,3 +22,22 @@ def test_torch_threads_nested_and_restored():
     with torch_threads(1):  # and the count is still restored afterwards
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_prediction_threads_follow_the_input_and_the_free_cores(monkeypatch):
+    """n_jobs=None: one thread for small inputs; for bulk ones no more than the cores the
+    load average leaves free; an explicit n_jobs as it is."""
+    import os
+
+    import torch
+
+    from candle_sklearn import _threads
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 1.0, 1.0))
+    monkeypatch.setattr("joblib.cpu_count", lambda: 2)
+    assert _threads.free_cores() == 1
+    assert _threads.serving_n_jobs(None, 1) == 1
+    assert _threads.serving_n_jobs(None, 10_000) == min(torch.get_num_threads(), 1)
+    assert _threads.serving_n_jobs(3, 1) == 3
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert _threads.free_cores() == 2
