@@ -382,6 +382,13 @@ class CandleClassifier(TextClassifier):
         without new classes has no calibrated bias for them (``new_class_bias_`` is 0,
         so they are rarely predicted): it warns.
 
+        The head uses a text row's direction only, so each added row is first scaled by
+        a power of two (exactly) to within a factor of 1.4 of the norm of the fitted
+        classes' text rows: a row given at the fitted scale enters unchanged, and one
+        of any other magnitude (1e30 or 1e-30 times, say) is treated as the same row at
+        the fitted scale, where the head's float32 arithmetic was fitted, rather than
+        overflowing it. ``text_features_`` holds the rows as scaled.
+
         Parameters
         ----------
         classes : array-like of shape (n_added,)
@@ -406,14 +413,18 @@ class CandleClassifier(TextClassifier):
         if self.text_features_ is None:
             raise ValueError("the model was fitted without text, so it cannot take classes "
                              "known only by name; refit with text features")
+        given = text_features is not None
         adder = self._variant(classes=added, class_names=class_names,
-                              text_features=text_features)
+                              text_features=self._at_text_scale(text_features) if given
+                              else None)
         names = adder._names(added)
         text = adder._text(added, names, self.n_features_in_)
         if text is None:
             raise ValueError("add_classes needs text for the added classes: pass "
                              "text_features=..., or give the model an encoder (and "
                              "class_names, or string labels)")
+        if not given:  # the encoder's rows
+            text = self._at_text_scale(text).astype(np.float32)
         if self.class_names_ is not None:  # unnamed added classes go by their labels
             names = added.astype(str) if names is None else names
             if clash := np.intersect1d(names, self.class_names_).tolist():
@@ -431,6 +442,32 @@ class CandleClassifier(TextClassifier):
         self._append_in_head_order(added, names, text)
         return self
 
+    def _at_text_scale(self, text_features):
+        """Added text rows as float64 numbers (or an error that says they are not), each
+        row scaled by a power of two to within a factor of 1.4 of the median norm of
+        ``text_features_`` (see :meth:`add_classes`); rows of zeros as given."""
+        text = np.asarray(text_features)
+        try:
+            if text.dtype.kind not in "biufO" or (text.dtype.kind == "O" and not all(
+                    isinstance(v, Real) for v in text.flat)):
+                raise TypeError(f"dtype {text.dtype}")
+            text = text.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"text_features must be numbers (n_added, n_features), got "
+                             f"{type(text_features).__name__} ({exc})") from None
+        if not text.ndim or not text.size:
+            return text
+        # rows of any shape and with NaN are scaled too (by their finite values), so that
+        # _text's errors say what is wrong rather than float32 overflowing first
+        finite = np.where(np.isfinite(text), text, 0.0)
+        peak = np.abs(finite).max(axis=-1, keepdims=True)
+        usable = peak > 0
+        unit = np.where(usable, peak, 1.0)
+        norm = unit * np.linalg.norm(finite / unit, axis=-1, keepdims=True)
+        fitted = np.linalg.norm(self.text_features_.astype(np.float64), axis=1)
+        shift = np.round(np.log2(np.median(fitted) / np.where(usable, norm, 1.0)))
+        return np.ldexp(text, np.where(usable, shift, 0).astype(int))
+
     def _as_labels_of_this_model(self, added):
         """``added`` in the type of ``classes_``, or an error: labels never change kind."""
         if is_text(added) != is_text(self.classes_) and len(added):
@@ -440,9 +477,18 @@ class CandleClassifier(TextClassifier):
             return added.astype(self.classes_.dtype.kind)
         if self.classes_.dtype.kind == "O":
             return added
+        numbers = np.array(added.tolist()) if added.dtype.kind == "O" else added
+        is_bool = self.classes_.dtype.kind == "b"
+        if len(added) and (numbers.ndim != 1 or numbers.dtype.kind not in "biuf"
+                           or (numbers.dtype.kind == "b") != is_bool):
+            raise ValueError(f"added labels {added.tolist()[:5]} must be "
+                             f"{'booleans' if is_bool else 'numbers'}, as classes_ "
+                             f"({self.classes_.dtype}) are")
+        if numbers.dtype.kind == "f" and not np.isfinite(numbers).all():
+            raise ValueError(f"added labels must be finite numbers, got {added.tolist()[:5]}")
         with np.errstate(invalid="ignore"):
-            cast = added.astype(self.classes_.dtype)
-        if not np.array_equal(cast, added):
+            cast = numbers.astype(self.classes_.dtype)
+        if not np.array_equal(cast, numbers):
             raise ValueError(f"added labels {added.tolist()} cannot be represented as "
                              f"{self.classes_.dtype}, the type of classes_")
         return cast

@@ -1200,3 +1200,153 @@ def test_precision_is_renamed_train_precision(small_data):
                                                                           d.y_train)
     with pytest.raises(ValueError, match="train_precision"):
         CandleClassifier(train_precision="fp64").fit(d.X_train, d.y_train)
+
+
+# ---------------------------------------------- add_classes: text of any scale (issue 25)
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e-8, 3.0, 1e8, 1e20, 1e30, 1e300])
+def test_add_classes_treats_a_text_row_at_any_scale_as_at_the_fitted_scale(data, fitted,
+                                                                           scale):
+    """The head uses a text row's direction only: a row of any magnitude is the same new
+    class (at 1e30 every probability was NaN; at 1e20 a third of the predictions of the
+    other classes changed)."""
+    row = data.text_features[data.new_classes[:1]].astype(np.float64)
+    reference = copy.deepcopy(fitted).add_classes([99], text_features=row)
+    clf = copy.deepcopy(fitted).add_classes([99], text_features=row * scale)
+    X = data.X_test
+    proba = clf.predict_proba(X)
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba, reference.predict_proba(X), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(clf.predict(X), reference.predict(X))
+    norms = np.linalg.norm(clf.text_features_, axis=1)
+    assert norms.max() / norms.min() < 2  # stored as the head uses it
+
+
+def _assert_unchanged(clf, before, X):
+    np.testing.assert_array_equal(clf.classes_, before.classes_)
+    assert clf.predict_proba(X).tobytes() == before.predict_proba(X).tobytes()
+    assert clf.head_.n_classes == before.head_.n_classes
+
+
+@pytest.mark.parametrize("labels, text, match", [
+    ([99], np.full((1, 32), np.nan), "NaN or infinity"),
+    ([99], np.full((1, 32), -np.inf), "NaN or infinity"),
+    ([99], np.full((1, 32), "a"), "text_features must be numbers"),
+    ([99], np.ones((1, 32)) * (1 + 1j), "text_features must be numbers"),
+    ([99], np.array([[None] * 32]), "text_features must be numbers"),
+    ([99], np.ones((1, 31)), r"text features must have shape \(n_classes, n_features\)"),
+    ([99], np.ones(32), r"text features must have shape"),
+    ([99, 98], np.ones((1, 32)), r"text features must have shape"),
+    ([99], np.zeros((1, 32)), "all zeros"),
+    ([99, 99], np.ones((2, 32)), "duplicates"),
+    ([99, 99.0], np.ones((2, 32)), "duplicates"),
+    ([0], np.ones((1, 32)), "already present"),
+    (["zebra"], np.ones((1, 32)), "same kind"),
+    (np.array([None], dtype=object), np.ones((1, 32)), "must be numbers"),
+    ([True], np.ones((1, 32)), "must be numbers"),
+    ([np.nan], np.ones((1, 32)), "finite numbers"),
+    ([1 + 2j], np.ones((1, 32)), "must be numbers"),
+    (np.array(["2024-01-01"], dtype="datetime64[D]"), np.ones((1, 32)), "must be numbers"),
+])
+def test_add_classes_refuses_bad_input_clearly(data, fitted, labels, text, match):
+    clf = copy.deepcopy(fitted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ComplexWarning or cast warning on the way
+        with pytest.raises(ValueError, match=match) as refused:
+            clf.add_classes(labels, text_features=text)
+    where = traceback.extract_tb(refused.value.__traceback__)[-1].filename
+    assert "candle_sklearn" in where, f"raw error from {where}: {refused.value!r}"
+    _assert_unchanged(clf, fitted, data.X_test)
+
+
+# ---------------------------------------------- add_classes: fuzz of its inputs
+ADD_SCALES = [1e-38, 1e-30, 1e-8, 1.0, 7.0, 1e8, 1e30, 1e38, 1e300]
+ADD_DTYPES = ["float64"] * 4 + ["float32"] * 2 + ["float16", "int64", "bool", "object",
+                                                 "str", "complex"]
+ADD_TEXT = ["right"] * 8 + ["nan", "inf", "zero row", "wrong width", "wrong rows",
+                            "one-dimensional"]
+ADD_LABELS = ["fresh"] * 8 + ["present", "duplicates", "other kind", "bool", "none", "nan",
+                              "fractional float", "integral float", "fresh object"]
+
+
+def _valid_text(text, m, dim):
+    """Whether fit would take ``text`` as the text features of m classes."""
+    if text.dtype.kind not in "biufO" or text.shape != (m, dim):
+        return False
+    try:
+        as_float = text.astype(np.float64)
+    except (TypeError, ValueError):
+        return False
+    return bool(np.isfinite(as_float).all() and np.any(as_float != 0, axis=1).all())
+
+
+def _add_classes_or_refuse_clearly(data, context, kind):
+    clf = copy.deepcopy(fitted_model(context, kind))
+    old = clf.classes_.copy()
+    X = np.random.default_rng(1).normal(size=(5, 6))
+    before = clf.predict_proba(X)
+    m = data.draw(st.integers(1, 3), label="count")
+    is_str = old.dtype.kind in "OU"
+    fresh = np.array([f"new {i}" for i in range(m)]) if is_str else np.arange(m) + 100
+    how = data.draw(st.sampled_from(ADD_LABELS), label="labels")
+    labels = {"fresh": fresh, "present": old[:m], "duplicates": np.repeat(fresh[:1], max(m, 2)),
+              "other kind": np.arange(m) + 100 if is_str else fresh.astype(str),
+              "bool": np.array([True] * m), "none": np.array([None] * m, dtype=object),
+              "nan": np.full(m, np.nan), "fractional float": np.arange(m) + 100.5,
+              "integral float": np.arange(m) + 100.0,
+              "fresh object": fresh.astype(object)}[how]
+    n = len(labels)
+    gen = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    directions = gen.normal(size=(n, 6))
+    scale = data.draw(st.sampled_from(ADD_SCALES), label="scale")
+    corrupt = data.draw(st.sampled_from(ADD_TEXT), label="text")
+    rows = directions * scale
+    if corrupt in ("nan", "inf"):
+        rows[data.draw(st.integers(0, n - 1)), 0] = np.nan if corrupt == "nan" else np.inf
+    elif corrupt == "zero row":
+        rows[0] = 0
+    rows = {"wrong width": rows[:, :5], "wrong rows": np.vstack([rows, rows[:1]]),
+            "one-dimensional": rows.ravel()}.get(corrupt, rows)
+    dtype = data.draw(st.sampled_from(ADD_DTYPES), label="dtype")
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = rows.astype(dtype)
+    fits = {"b": (), "f": ("fresh", "fresh object", "integral float", "fractional float"),
+            "U": ("fresh", "fresh object"), "O": ("fresh", "fresh object")}.get(
+        old.dtype.kind, ("fresh", "fresh object", "integral float"))
+    valid = how in fits and _valid_text(text, n, 6)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", np.exceptions.ComplexWarning)
+            warnings.simplefilter("error", RuntimeWarning)
+            warnings.filterwarnings("ignore", "this model was fitted without new classes")
+            clf.add_classes(labels, text_features=text)
+    except Exception as exc:  # noqa: BLE001 - judged below
+        assert_clean(exc)
+        assert not valid, f"refused valid input {labels!r}, {dtype} text: {exc!r}"
+        assert clf.classes_.tobytes() == old.tobytes()  # nothing half-added
+        assert clf.predict_proba(X).tobytes() == before.tobytes()
+        return
+    assert valid, f"accepted {labels!r} with {corrupt} {dtype} text at {scale:g}"
+    proba = check_result(clf, X)
+    # the same rows at another magnitude (their largest value in [0.5, 1), exactly: a
+    # power of two) give the same model
+    as_float = text.astype(np.float64)
+    _, exponent = np.frexp(np.abs(as_float).max(axis=1, keepdims=True))
+    same = copy.deepcopy(fitted_model(context, kind))
+    same.add_classes(labels, text_features=np.ldexp(as_float, -exponent))
+    np.testing.assert_allclose(proba, same.predict_proba(X), rtol=0, atol=1e-9)
+
+
+@fuzz(60)
+@given(data=st.data(), context=st.sampled_from(["isolated", "batch"]),
+       kind=st.sampled_from(["int", "str", "integral float"]))
+def test_add_classes_inputs_give_the_model_or_a_clean_error(data, context, kind):
+    _add_classes_or_refuse_clearly(data, context, kind)
+
+
+@pytest.mark.slow  # 600 generated cases
+@fuzz(600)
+@given(data=st.data(), context=st.sampled_from(["isolated", "batch"]),
+       kind=st.sampled_from(["int", "str", "object str", "integral float", "bool"]))
+def test_add_classes_inputs_many(data, context, kind):
+    _add_classes_or_refuse_clearly(data, context, kind)
