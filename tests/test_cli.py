@@ -448,3 +448,41 @@ def test_fit_checks_its_output_path_before_any_work(tmp_path, capsys, output):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert ("is a folder" in err) if output else ("empty" in err)
+
+
+@pytest.mark.slow  # two subprocesses at once
+def test_two_predictions_at_once_share_one_cache_folder(folders, tmp_path):
+    """Two `predict` processes on one on-disk embedding cache (SQLite), at the same
+    time: neither loses a row or fails, both give the same predictions, and the cache
+    then holds each image once."""
+    train, _, new = folders
+    cache = tmp_path / "cache"
+    model = tmp_path / "model.safetensors"
+    fit_image_folder(train, new_classes=new, output=model, model_name="candle-tiny",
+                     pretrained="bundled", device="cpu", num_workers=0, cache_dir=cache,
+                     candle_params={"max_epochs": 3}, verbose=0)
+    with sqlite3.connect(next(cache.glob("*.sqlite"))) as con:
+        (trained,) = con.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()
+    images = write_image_folder(str(tmp_path / "inbox"), names=WORLD8,
+                                n=(20,) * len(WORLD8), seed=11)  # 160 images, none cached
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
+           "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.Popen([sys.executable, "-m", "candle_sklearn", "predict", str(model),
+                              images, "--top-k", "3", "-q", "-o", str(tmp_path / f"{i}.csv")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for i in range(2)]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+        assert "Error" not in stderr and "Traceback" not in stderr, stderr
+    first, second = (_csv(tmp_path / f"{i}.csv") for i in range(2))
+    assert len(first) == len(second) == 20 * len(WORLD8)
+    assert sorted(r["path"] for r in first) == sorted(
+        os.path.join(images, name, f"{i}.png") for name in WORLD8 for i in range(20))
+    by_path = {r["path"]: r for r in second}
+    for row in first:
+        assert row["label"] == by_path[row["path"]]["label"]
+        assert float(row["proba_1"]) == pytest.approx(float(by_path[row["path"]]["proba_1"]))
+    with sqlite3.connect(next(cache.glob("*.sqlite"))) as con:
+        (cached,) = con.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()
+    assert cached == trained + 20 * len(WORLD8)
