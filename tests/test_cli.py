@@ -451,7 +451,8 @@ def test_fit_checks_its_output_path_before_any_work(tmp_path, capsys, output):
 
 
 @pytest.mark.slow  # two subprocesses at once
-def test_two_predictions_at_once_share_one_cache_folder(folders, tmp_path):
+def test_two_predictions_at_once_share_one_cache_folder(folders, tmp_path,
+                                                       fresh_embedding_cache):
     """Two `predict` processes on one on-disk embedding cache (SQLite), at the same
     time: neither loses a row or fails, both give the same predictions, and the cache
     then holds each image once."""
@@ -461,8 +462,13 @@ def test_two_predictions_at_once_share_one_cache_folder(folders, tmp_path):
     fit_image_folder(train, new_classes=new, output=model, model_name="candle-tiny",
                      pretrained="bundled", device="cpu", num_workers=0, cache_dir=cache,
                      candle_params={"max_epochs": 3}, verbose=0)
-    with sqlite3.connect(next(cache.glob("*.sqlite"))) as con:
-        (trained,) = con.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()
+
+    def cached():
+        with sqlite3.connect(cache / "embeddings.sqlite") as con:
+            return con.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
+
+    trained = cached()  # the training images, embedded by fit (memory cache emptied)
+    assert trained > 0
     images = write_image_folder(str(tmp_path / "inbox"), names=WORLD8,
                                 n=(20,) * len(WORLD8), seed=11)  # 160 images, none cached
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
@@ -483,6 +489,4 @@ def test_two_predictions_at_once_share_one_cache_folder(folders, tmp_path):
     for row in first:
         assert row["label"] == by_path[row["path"]]["label"]
         assert float(row["proba_1"]) == pytest.approx(float(by_path[row["path"]]["proba_1"]))
-    with sqlite3.connect(next(cache.glob("*.sqlite"))) as con:
-        (cached,) = con.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()
-    assert cached == trained + 20 * len(WORLD8)
+    assert cached() == trained + 20 * len(WORLD8)
