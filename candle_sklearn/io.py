@@ -5,6 +5,9 @@ A model file is one safetensors file. Its header metadata holds, under the key
 allow-list, parameters, fitted attributes, the head's configuration); every numeric array
 is a tensor of the file, referenced from the JSON by name, shape and dtype. Loading parses
 JSON and reads tensors: no pickle, no ``eval``, no import of a name read from the file.
+A file is input from outside: every fitted value is checked (type, dtype, shape, finite,
+in range, in agreement with the others) and one that no fit could have written is refused
+with the file and the field; :func:`save` refuses to write such a value.
 
 CLIP weights are never stored. A :class:`~candle_sklearn.ClipEmbedder` is stored by
 reference: model name, ``pretrained`` (tag, file or folder) and a fingerprint of the
@@ -1019,8 +1022,10 @@ def load(path: str | os.PathLike, *, device: str | None = None,
         (with a warning).
     pretrained : str or path-like, default=None
         Where the embedder's weights are on this machine, when not where they were at
-        saving (a moved checkpoint file or ``local-dir:`` folder). They must be the same
-        weights: their fingerprint is checked.
+        saving (a moved checkpoint file, or an open_clip folder with or without
+        ``local-dir:``; for a bundled model, ``"bundled"``, its folder or a checkpoint
+        file of its architecture). They must be the same weights: their fingerprint is
+        checked.
     check_weights : bool, default=True
         Load the embedder's weights now and check their fingerprint; raises
         :class:`WeightsMismatchError` when they differ or cannot be loaded. False skips
