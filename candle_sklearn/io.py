@@ -45,7 +45,7 @@ from .templates import as_format_string
 __all__ = ["FORMAT_VERSION", "save", "load", "read_header", "head_to_state", "head_from_state"]
 
 FORMAT = "candle_sklearn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of the file layout written by :func:`save`. A change that older readers would
 misread increments it; :func:`load` reads every version from ``MIN_FORMAT_VERSION`` on,
 upgrading older documents through ``_MIGRATIONS``, and refuses newer ones."""
@@ -92,8 +92,33 @@ _SPECIAL: dict[str, tuple[str, ...]] = {"CandleClassifier": ("head_",)}
 # scikit-learn's own bookkeeping, stored like fitted attributes when present.
 _SKLEARN_PRIVATE = ("_sklearn_output_config",)
 
+def _candle_nodes(value):
+    """Every CandleClassifier node of a document, however deep in pipelines."""
+    if isinstance(value, dict):
+        if value.get("class") == "CandleClassifier" and isinstance(value.get("params"), dict):
+            yield value
+        for child in value.values():
+            yield from _candle_nodes(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _candle_nodes(child)
+
+
+def _v1_to_v2(doc):
+    """Version 2 adds ``visual_weight`` (the weight of the visual logits in prediction)
+    and the head's ``inference_visual_scale``: a version-1 model predicts with its
+    training scale, as it did when it was saved (``visual_weight=1``)."""
+    for node in _candle_nodes(doc):
+        node["params"].setdefault("visual_weight", 1.0)
+        head = node.get("head")
+        if isinstance(head, dict) and isinstance(head.get("config"), dict):
+            config = head["config"]
+            config.setdefault("inference_visual_scale", config.get("visual_scale", 1.0))
+    return {**doc, "format_version": 2}
+
+
 # File-format upgrades: _MIGRATIONS[v] turns a version-v document into version v + 1.
-_MIGRATIONS: dict[int, Any] = {}
+_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2}
 
 
 # ------------------------------------------------------------------ weights reference

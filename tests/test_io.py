@@ -365,15 +365,38 @@ def test_loading_never_unpickles_or_evaluates(saved, small_data, monkeypatch):
 def test_older_formats_are_upgraded(saved, monkeypatch):
     seen = []
 
-    def v1_to_v2(doc):
+    def v2_to_v3(doc):
         seen.append(doc["format_version"])
-        return {**doc, "format_version": 2}
+        return {**doc, "format_version": 3}
 
-    monkeypatch.setattr(io, "FORMAT_VERSION", 2)
-    monkeypatch.setitem(io._MIGRATIONS, 1, v1_to_v2)
+    monkeypatch.setattr(io, "FORMAT_VERSION", 3)
+    monkeypatch.setitem(io._MIGRATIONS, 2, v2_to_v3)
     assert candle_sklearn.load(saved).new_class_bias_ is not None
-    assert seen == [1]
-    assert io.read_header(saved)["format_version"] == 2
+    assert seen == [2]
+    assert io.read_header(saved)["format_version"] == 3
+
+
+def test_a_version_1_file_predicts_as_it_did(fitted, small_data, tmp_path):
+    """Format 1 had no visual_weight (the visual logits weighed as in training): loaded,
+    such a model predicts as a visual_weight=1 model, not at today's default of 0.5."""
+    import copy
+
+    old = copy.deepcopy(fitted).set_params(visual_weight=1.0)
+    old.head_.set_inference_visual_scale(old.visual_scale)
+    path = tmp_path / "v1.safetensors"
+    candle_sklearn.save(old, path)
+
+    def as_version_1(doc):
+        node = doc["estimator"]
+        del node["params"]["visual_weight"]
+        del node["head"]["config"]["inference_visual_scale"]
+        return {**doc, "format_version": 1}
+
+    assert io.read_header(path)["format_version"] == 2
+    loaded = candle_sklearn.load(_rewrite(path, edit_doc=as_version_1))
+    assert loaded.visual_weight == 1.0
+    np.testing.assert_array_equal(loaded.decision_function(small_data.X_test),
+                                  old.decision_function(small_data.X_test))
 
 
 # ------------------------------------------------------------- refusing to save
