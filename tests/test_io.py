@@ -297,7 +297,7 @@ def saved(fitted, tmp_path_factory):
 @pytest.mark.parametrize("edit_doc, edit_tensors, match", [
     (lambda d: "{not json", None, "not valid JSON"),
     (_set(["format_version"], 99), None,
-     "written by candle_sklearn .* in file format 99; this version reads formats 1 to 1"),
+     "written by candle_sklearn .* in file format 99; this version reads formats 1 to 2"),
     (_set(["format_version"], 0), None, "file format 0 .* is no longer supported"),
     (_set(["format_version"], "1"), None, "format_version '1' is not an integer"),
     (_set(["format"], "sklearn"), None, "not a candle_sklearn model description"),
