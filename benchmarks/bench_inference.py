@@ -14,7 +14,6 @@ call is synchronised) and LogisticRegression runs on the CPU as always.
 """
 
 import argparse
-import time
 import warnings
 
 import numpy as np

@@ -6,7 +6,7 @@ and the command line's ``--help`` do not load torch, open_clip and scikit-learn.
 
 import importlib
 
-from ._version import __version__
+from ._version import __version__  # noqa: F401  (public, listed in __all__)
 
 # public name -> the module that defines it
 _PUBLIC = {

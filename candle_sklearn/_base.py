@@ -11,6 +11,7 @@ discriminant-analysis classifiers share one prediction mixin:
   its peers) is its own fitting and scoring and nothing else.
 """
 
+import contextlib
 import warnings
 from numbers import Integral, Real
 
@@ -208,7 +209,6 @@ class TextClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, Ba
             raise
 
     def _fit_threads(self):
-        import contextlib
         return contextlib.nullcontext()
 
     def _fit(self, X, y):
@@ -321,8 +321,6 @@ class TextClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, Ba
                 classes=classes, text_features=text, class_names=None, encoder=None,
                 new_class_bias=0.0, zero_shot_weight=0.0, random_state=seed + r,
                 **self._refit_params())
-            if "verbose" in sub.get_params(deep=False):
-                sub.set_params(verbose=0)
             with warnings.catch_warnings():  # the fit itself has warned of its parameters
                 warnings.simplefilter("ignore", FutureWarning)
                 sub.fit(X[train], classes[y_idx[train]])

@@ -237,7 +237,7 @@ class CandleHead(nn.Module):
         self.tied_text = bool(tied_text)
         self.logit_scale = float(logit_scale)
         self.visual_scale = float(visual_scale)
-        # weight of z^vv at inference; the estimator's calibration may choose another
+        # the scale of z^vv in prediction (the estimator's visual_weight sets it)
         self.inference_visual_scale = float(visual_scale)
         self.register_buffer("visual_prototypes", visual_prototypes.float().clone())
         self.register_buffer("text_features", None if text_features is None
@@ -291,8 +291,8 @@ class CandleHead(nn.Module):
         return super().train(mode)
 
     def set_inference_visual_scale(self, scale):
-        """Weight ``z^vt + scale / visual_scale * z^vv`` at inference (training keeps
-        ``visual_scale``)."""
+        """Score ``z^vt + s * scale * cos(u, P~)`` in prediction, where training used
+        ``visual_scale`` in place of ``scale``; drops the scorers made before."""
         self.__dict__.pop("_scorers", None)
         self.inference_visual_scale = float(scale)
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._zero_shot import unit_rows
+
 LOGIT_SCALE = 100.0  # CLIP's, fixed in every recipe below
 
 
@@ -53,17 +55,13 @@ def fit_linear_adapter(X, y, T, *, lam, lr, steps, seed=0):
 
 def linear_adapter_scores(X, A, T):
     X, T = np.asarray(X, np.float64), np.asarray(T, np.float64)
-    Z = X @ A.T.astype(np.float64)
-    Z /= np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
-    return LOGIT_SCALE * Z @ T.T
+    return LOGIT_SCALE * unit_rows(X @ A.T.astype(np.float64)) @ T.T
 
 
 # ---------------------------------------------------------------- cosine classifiers
 def cosine_scores(X, W, scale=LOGIT_SCALE):
     """``scale * cos(x, w_c)``."""
-    W = np.asarray(W, np.float64)
-    W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
-    return scale * np.asarray(X, np.float64) @ W.T
+    return scale * np.asarray(X, np.float64) @ unit_rows(W).T
 
 
 def clap_multipliers(X, y, T, n_classes):

@@ -368,8 +368,9 @@ class CandleClassifier(TextClassifier):
         return self
 
     def _refit_params(self):
-        # the refits train at the fit's learning rate, so that they behave as the model
-        return {"lr": self.lr_}
+        # the refits train at the fit's learning rate, so that they behave as the model,
+        # and quietly (the calibration's own bar shows them)
+        return {"lr": self.lr_, "verbose": 0}
 
     def add_classes(self, classes, class_names=None, text_features=None):
         """Add classes known only by name to a fitted model, without retraining.
@@ -494,17 +495,19 @@ class CandleClassifier(TextClassifier):
         return cast
 
     def _settings(self):
-        """The recipe's training settings, with the deprecated parameters that were set
-        (each with a FutureWarning) in their place."""
+        """The recipe's training settings and the training precision, with the deprecated
+        parameters that were set (each with a FutureWarning) in their place."""
         settings = dict(RECIPES[self.recipe])
         for name in _DEPRECATED:
             if (value := getattr(self, name)) != "deprecated":
                 warnings.warn(f"CandleClassifier's {name} is deprecated since 0.2 and will be "
                               f"removed in 0.3: recipe= sets it", FutureWarning, stacklevel=4)
                 settings[name] = value
+        settings["precision"] = self.train_precision
         if self.precision != "deprecated":
             warnings.warn("CandleClassifier's precision was renamed train_precision in 0.2; "
                           "precision will be removed in 0.3", FutureWarning, stacklevel=4)
+            settings["precision"] = self.precision
         if self.context != "auto":
             settings["context"] = self.context
         return settings
@@ -514,13 +517,12 @@ class CandleClassifier(TextClassifier):
             lr = float(self.lr)
         else:
             lr = settings["lr"] or auto_lr(n_samples, n_features)
-        precision = self.precision if self.precision != "deprecated" else self.train_precision
         return TrainConfig(tau=self.tau, optimizer=settings["optimizer"], lr=lr,
                            weight_decay=settings["weight_decay"],
                            momentum=settings["momentum"], max_steps=self.max_steps,
                            max_epochs=self.max_epochs, batch_size=self.batch_size,
                            warmup_epochs=settings["warmup_epochs"],
-                           warmup_lr=settings["warmup_lr"], precision=precision)
+                           warmup_lr=settings["warmup_lr"], precision=settings["precision"])
 
     def _train(self, head, X, y, counts, seed, device, cfg):
         passes = -(-cfg.total_steps(len(X)) // cfg.steps_per_epoch(len(X)))

@@ -11,7 +11,7 @@ from ..classifier import CandleClassifier
 from ..datasets import make_clip_like_features, make_world_task
 from ..metrics import LongTailDisplay
 from .scores import LinearProbe, nearest_class_mean_scores, zero_shot_scores
-from .tables import figure_and_axes, format_table, timed_row
+from .tables import figure_and_axes, fitted_scores, format_table, timed_row
 
 # The peers the demo shows beside Candle: the strongest on the family of worlds
 # (docs/benchmarks.md).
@@ -25,13 +25,8 @@ def peer_rows(rows, data, X_train, X_test, text, seed):
     scores = {}
     for name, peer in DEMO_PEERS.items():
         est = peer(classes=data.classes, text_features=text, random_state=seed)
-
-        def fit_and_score(est=est):
-            est.fit(X_train, data.y_train)
-            return est.decision_function(X_test), est.decision_function(X_test,
-                                                                       calibrated=False)
-
-        scores[name] = timed_row(rows, name, data, fit_and_score)
+        scores[name] = timed_row(rows, name, data,
+                                 fitted_scores(est, X_train, data.y_train, X_test))
     return scores
 
 LEGEND = ("base/new/hm: reference protocol (new-class images scored among new classes);"

@@ -20,7 +20,8 @@ from ..datasets import (BASE_TO_NEW_DATASETS, IMAGENET_VARIANTS, DatasetError, b
                         imbalanced_fewshot_indices, load_coop_dataset)
 from .embedding import embed_files
 from .scores import LinearProbe, zero_shot_scores
-from .tables import COLUMNS, average_over_datasets, format_table, mean_std, timed_row, write_csv
+from .tables import (COLUMNS, average_over_datasets, fitted_scores, format_table, mean_std,
+                     timed_row, write_csv)
 
 # The peers by their names on the command line and in the results.
 PEERS = {"linear-adapter": "LinearAdapterClassifier", "clap": "ClapClassifier",
@@ -112,16 +113,11 @@ def _run_seed(name, data, split, train, X_te, y_te, text, seed, device, candle_p
                    train_counts=counts)
     rows = {}
 
-    def fitted(est):
-        def scores():
-            est.fit(X_tr, y_tr)
-            return est.decision_function(X_te), est.decision_function(X_te, calibrated=False)
-        return scores
-
     for method in methods:
         if method == "candle":
             _say(verbose, f"{name}, seed {seed}: Candle on {len(y_tr)} training images")
-            make = fitted(_candle(classes, text, seed, device, candle_params, verbose))
+            make = fitted_scores(_candle(classes, text, seed, device, candle_params,
+                                         verbose), X_tr, y_tr, X_te)
         elif method == "zero-shot":
             def make():
                 return zero_shot_scores(X_te, text)
@@ -129,7 +125,7 @@ def _run_seed(name, data, split, train, X_te, y_te, text, seed, device, candle_p
             def make():
                 return LinearProbe().fit(X_tr, y_tr).scores(X_te, classes)
         else:
-            make = fitted(_peer(method, classes, text, seed))
+            make = fitted_scores(_peer(method, classes, text, seed), X_tr, y_tr, X_te)
         timed_row(rows, method, scored, make)
     return [{"dataset": name, "method": m, "seed": seed, **r, "n_train": len(y_tr),
              "n_test": len(y_te)} for m, r in rows.items()]

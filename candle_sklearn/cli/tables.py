@@ -39,6 +39,16 @@ def timed_row(rows, name, data, make_scores):
     return scores
 
 
+def fitted_scores(estimator, X_train, y_train, X_test):
+    """A function for :func:`timed_row`: fit ``estimator`` and return its calibrated and
+    its own (uncalibrated) scores of ``X_test``."""
+    def scores():
+        estimator.fit(X_train, y_train)
+        return (estimator.decision_function(X_test),
+                estimator.decision_function(X_test, calibrated=False))
+    return scores
+
+
 def _cell(value, width):
     if isinstance(value, tuple):  # (mean, std)
         mean, std = value
