@@ -52,11 +52,16 @@ def _latency(fn, x, repeats):
     return float(np.median(times))
 
 
-def _throughput(fn, X):
+def _throughput(fn, X, repeats=3):
+    """Samples per second of one call on all of ``X``, the median of ``repeats`` calls
+    (one call of a fraction of a second varies by a third on a busy machine)."""
     fn(X[:64])
-    start = time.perf_counter()
-    fn(X)
-    return len(X) / (time.perf_counter() - start)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(X)
+        times.append(time.perf_counter() - start)
+    return len(X) / float(np.median(times))
 
 
 def models(n_classes):

@@ -16,6 +16,9 @@ CONTEXTS = ("isolated", "batch")
 # Class-class attention scores are materialised in blocks of query rows of at most this
 # many bytes (the class tokens' own attention goes through PyTorch's flash kernels).
 CLASS_BLOCK_BYTES = 256 * 2**20
+# PyTorch's fused CPU attention kernel, which also returns each query's log-sum-exp over
+# the keys; None where this torch build lacks it (the unfused path then runs).
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
 def _cosine(a, b):
@@ -46,6 +49,11 @@ class ClassContext(NamedTuple):
     class_matrix: torch.Tensor | None = None  # (C, D)
     # zero-shot CLIP's scores of a raw image x are s * n(x) @ zero_shot_matrix^T
     zero_shot_matrix: torch.Tensor | None = None  # (C, D) n(t), the given text
+
+
+def _fused_cpu(q):
+    """Whether inference attention of queries ``q`` takes the fused CPU kernel."""
+    return _CPU_FLASH is not None and q.device.type == "cpu" and q.dtype == torch.float32
 
 
 class CrossModalFusion(nn.Module):
@@ -115,6 +123,14 @@ class CrossModalFusion(nn.Module):
     def _image_attention(self, q, k, v, ctx):
         """Each image query attends to itself and to the class tokens (H, n, dh)."""
         scale = q.shape[-1] ** -0.5
+        if not self.training and _fused_cpu(q):
+            # the class part through the fused kernel (no (H, n, M) scores in memory, 3x
+            # faster in bulk on CPU), then the image's own key merged in by its share of
+            # the softmax, sigmoid(s_self - logsumexp over the class keys)
+            out, lse = _CPU_FLASH(q[None], ctx.keys[None], ctx.values[None], scale=scale)
+            out, lse = out[0], lse[0].unsqueeze(-1)
+            own = torch.sigmoid((q * k).sum(-1, keepdim=True) * scale - lse)
+            return out + own * (v - out)
         s_self = (q * k).sum(-1, keepdim=True) * scale
         s_cls = q @ ctx.keys.transpose(-1, -2) * scale
         p = torch.softmax(torch.cat([s_self, s_cls], dim=-1), dim=-1)
