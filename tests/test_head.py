@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from candle_sklearn import _head as _head_module
 from candle_sklearn._head import CandleHead, n_heads_for
 from candle_sklearn._loss import cla_loss, class_log_prior
 
@@ -57,6 +58,23 @@ def test_fast_scores_equal_literal_attention(context, text):
         got = head.scores(X)
         want = _literal_scores(head, X, isolated=context == "isolated")
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("text", [True, False])
+def test_float32_scores_equal_literal_attention(monkeypatch, fused, text):
+    """Float32 inference on CPU takes PyTorch's fused attention kernel (or, in a torch
+    without it, the unfused path): both agree with the literal pass to float32 rounding."""
+    if not fused:
+        monkeypatch.setattr(_head_module, "_CPU_FLASH", None)
+    elif _head_module._CPU_FLASH is None:
+        pytest.skip("this torch has no fused CPU attention kernel")
+    head = _head("isolated", text)
+    X = torch.randn(7, D, dtype=torch.double)
+    with torch.no_grad():
+        want = _literal_scores(head, X, isolated=True)
+        got = head.float().scores(X.float())
+    torch.testing.assert_close(got.double(), want, atol=1e-3, rtol=1e-5)
 
 
 def test_batch_of_one_differs_from_isolated():
