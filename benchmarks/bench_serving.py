@@ -3,6 +3,7 @@ predict_proba against LogisticRegression's, at 1,000 classes, on an idle and on 
 machine, in the same run.
 
     .venv/bin/python benchmarks/bench_serving.py [--classes 1000] [--repeats 300]
+    .venv/bin/python benchmarks/bench_serving.py --threads-sweep
 
 "Busy": another process keeps one core spinning for the length of the measurement (the
 benchmark starts and stops it), as a serving process rarely has the machine to itself.
@@ -10,7 +11,10 @@ Both models run with their libraries' default threads (torch's and NumPy's BLAS:
 core), as a user's server would. Targets (issue 24): one-sample latency at most 20x
 LogisticRegression's and bulk throughput at least 0.05x, on the busy machine. The head is
 fitted for one step only: the cost of scoring does not depend on how well it is trained.
-Rows go to benchmarks/results/serving.jsonl.
+Rows go to benchmarks/results/serving.jsonl. ``--threads-sweep`` instead times
+CandleClassifier's predict_proba on 1 to 512 rows with one and with two threads, idle and
+busy (the evidence of the thread policy for small inputs, docs/decisions/0017), into
+benchmarks/results/serving_threads.jsonl.
 """
 
 import argparse
@@ -90,14 +94,28 @@ def measure(fitted, X, repeats):
             for name, m in fitted.items()}
 
 
+def threads_sweep(candle, X):
+    for load in ("idle", "busy"):
+        with busy_core() if load == "busy" else contextlib.nullcontext():
+            for rows in (1, 16, 64, 256, 512):
+                for n_jobs in (1, 2):
+                    candle.set_params(n_jobs=n_jobs)
+                    ms = 1e3 * _latency(candle.predict_proba, X[:rows], 60 if rows < 100 else 15)
+                    record("serving_threads", dict(load=load, rows=rows, n_jobs=n_jobs, ms=ms))
+                    print(f"{load} {rows:>4} rows n_jobs={n_jobs}: {ms:.2f} ms", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--bulk", type=int, default=20_000)
+    parser.add_argument("--threads-sweep", action="store_true")
     args = parser.parse_args()
     fitted = models(args.classes)
     X = np.random.default_rng(0).standard_normal((args.bulk, DIM)).astype(np.float32)
+    if args.threads_sweep:
+        return threads_sweep(fitted["CandleClassifier"], X)
     print("| machine | method | one-sample ms | x LogReg | bulk samples/s | x LogReg |")
     print("|---|---|---|---|---|---|")
     for load in ("idle", "busy"):

@@ -27,11 +27,10 @@ import torch
 
 # Per bulk chunk: enough rows that reading the class context (keys, values, fused tokens:
 # megabytes at 1,000 classes) is shared by many samples and the Python and kernel-launch
-# overhead is amortised, few enough that a chunk's attention scores stay in cache (at
-# 1,000 classes on CPU, 128 rows scored 7,700 samples/s on one thread, 16 rows 5,600 and
-# 256 rows 4,100). Smaller inputs are one chunk of their own size. Rows are a power of two
-# between the limits, memory bounded.
-TARGET_FLOPS = {"cpu": 1e9, "cuda": 5e9}
+# overhead is amortised (at 1,000 classes on one CPU thread, with the fused attention
+# kernel: 16 rows scored 4,900 samples/s, 128 rows 8,700, 256 rows 9,800 and 512 rows
+# 10,300; docs/decisions/0017). Rows are a power of two between the limits, memory bounded.
+TARGET_FLOPS = {"cpu": 2e9, "cuda": 5e9}
 ROWS = {"cpu": (16, 256), "cuda": (256, 8192)}
 MAX_CHUNK_BYTES = 256 * 2**20
 # The bound kept between a sample's scores in a small input and in a bulk one (chunks of
