@@ -126,28 +126,30 @@ def make_base_new_scorer(metric="hm", *, protocol="reference", new_classes=None)
         raise ValueError(f"metric must be 'base', 'new' or 'hm', got {metric!r}")
     if protocol not in ("reference", "joint"):  # here, not as NaN scores in a search
         raise ValueError(f"protocol must be 'reference' or 'joint', got {protocol!r}")
-    return _BaseNewScorer(metric, protocol, new_classes)
+    return _Scorer(_base_new_score, f"{metric}_{protocol}",
+                   f"make_base_new_scorer({metric!r}, protocol={protocol!r})",
+                   metric=metric, protocol=protocol, new_classes=new_classes)
 
 
-class _BaseNewScorer:
-    """The scorer of :func:`make_base_new_scorer`: a class, not a closure, so that a
-    search holding it can be pickled."""
+class _Scorer:
+    """A scorer ``score(estimator, X, y, **params)`` with a name and a repr: a class, not
+    a closure, so that a search holding it can be pickled."""
 
-    def __init__(self, metric, protocol, new_classes):
-        self.metric, self.protocol, self.new_classes = metric, protocol, new_classes
-        self.__name__ = f"{metric}_{protocol}"
+    def __init__(self, score, name, call, **params):
+        self.score, self.__name__, self.call, self.params = score, name, call, params
 
     def __repr__(self):
-        return f"make_base_new_scorer({self.metric!r}, protocol={self.protocol!r})"
+        return self.call
 
     def __call__(self, estimator, X, y):
-        new = (_final(estimator).new_classes_ if self.new_classes is None
-               else self.new_classes)
-        _check_fold(y, estimator.classes_, new, self.metric)
-        scores = _scores(estimator, X, calibrated=self.protocol == "joint")
-        result = base_new_accuracy(y, scores, estimator.classes_, new,
-                                   protocol=self.protocol)
-        return result[self.metric]
+        return self.score(estimator, X, y, **self.params)
+
+
+def _base_new_score(estimator, X, y, metric, protocol, new_classes):
+    new = _final(estimator).new_classes_ if new_classes is None else new_classes
+    _check_fold(y, estimator.classes_, new, metric)
+    scores = _scores(estimator, X, calibrated=protocol == "joint")
+    return base_new_accuracy(y, scores, estimator.classes_, new, protocol=protocol)[metric]
 
 
 _SPLITTER_HINT = (
@@ -178,23 +180,15 @@ def make_shot_scorer(group="few", *, many=100, few=20):
     fitted estimator's (or the pipeline's last step's) ``class_counts_``."""
     if group not in ("many", "medium", "few"):
         raise ValueError(f"group must be 'many', 'medium' or 'few', got {group!r}")
-    return _ShotScorer(group, many, few)
+    return _Scorer(_shot_score, f"{group}_shot_accuracy",
+                   f"make_shot_scorer({group!r}, many={many}, few={few})",
+                   group=group, many=many, few=few)
 
 
-class _ShotScorer:
-    """The scorer of :func:`make_shot_scorer` (a class, so that it pickles)."""
-
-    def __init__(self, group, many, few):
-        self.group, self.many, self.few = group, many, few
-        self.__name__ = f"{group}_shot_accuracy"
-
-    def __repr__(self):
-        return f"make_shot_scorer({self.group!r}, many={self.many}, few={self.few})"
-
-    def __call__(self, estimator, X, y):
-        final = _final(estimator)
-        return shot_accuracy(y, estimator.predict(X), final.classes_, final.class_counts_,
-                             many=self.many, few=self.few)[self.group]
+def _shot_score(estimator, X, y, group, many, few):
+    final = _final(estimator)
+    return shot_accuracy(y, estimator.predict(X), final.classes_, final.class_counts_,
+                         many=many, few=few)[group]
 
 
 def best_new_class_bias(estimator, X, y):
