@@ -305,6 +305,14 @@ def _peer_doc(doc, name, **example_params):
                       example=_EXAMPLE.format(name=name, extra=extra))
 
 
+# The constraints of the mini-batch trainers' shared parameters.
+_MINIBATCH_CONSTRAINTS = {
+    "lr": [Interval(Real, 0, None, closed="neither")],
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+}
+
+
 class _Peer(TextClassifier):
     """A peer method: fits on unit-norm features against unit-norm class vectors (the
     class texts, or the base classes' mean features without text)."""
@@ -440,10 +448,7 @@ class ClapClassifier(_Peer):
     """, "ClapClassifier", max_epochs=20, random_state=0)
 
     _parameter_constraints: dict = {
-        **TextClassifier._parameter_constraints,
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        **TextClassifier._parameter_constraints, **_MINIBATCH_CONSTRAINTS,
     }
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
@@ -571,9 +576,7 @@ class TipAdapterClassifier(_Peer):
         "alpha": [Interval(Real, 0, None, closed="left")],
         "beta": [Interval(Real, 0, None, closed="left")],
         "fine_tune": ["boolean"],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        **_MINIBATCH_CONSTRAINTS,
     }
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
@@ -708,10 +711,8 @@ class LogitAdjustedCosineClassifier(_Peer):
         **TextClassifier._parameter_constraints,
         "scale": [Interval(Real, 0, None, closed="neither")],
         "tau": [Interval(Real, 0, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        **_MINIBATCH_CONSTRAINTS,
     }
 
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
