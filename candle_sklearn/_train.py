@@ -170,6 +170,7 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
     batches = _batches(n, cfg, torch.Generator().manual_seed(seed), device)
     history = []
     running, seen = torch.zeros((), device=device), 0
+    untrained = None  # the first step's loss: the untrained head's, on one batch
     with _tf32(device):
         for step in range(total):
             idx = next(batches)
@@ -188,11 +189,13 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
             optimizer.step()
             running += loss.detach() * len(idx)
             seen += len(idx)
+            if untrained is None:
+                untrained = loss.detach()
     if seen:
         _record(history, running, seen, head, total, on_epoch)
     head.eval()
     _check_scores(head, total)
-    _check_progress(history, X.shape[1])
+    _check_progress(history, X.shape[1], float(untrained))
     return history
 
 
@@ -205,21 +208,23 @@ def _check_scores(head, step):
                                     "that its scores are not finite")
 
 
-# A fit whose last pass's mean loss is this much above its first pass's has collapsed
-# (too large a step sends every score to about the same value); a working fit's loss falls.
-# Below MIN_COLLAPSE_DIM features the layer norm leaves too little to learn for the loss
-# to say anything (two features become two points), so the check is off there.
+# A fit whose last pass's mean loss is this much above the untrained head's loss (its first
+# step's) or its first pass's has collapsed: too large a step sends every score to about
+# the same value, and that can happen within the first pass. A working fit's loss falls
+# (docs/decisions/0018). Below MIN_COLLAPSE_DIM features the layer norm leaves too little
+# to learn for the loss to say anything (two features become two points): no check there.
 COLLAPSE_RATIO = 1.25
 MIN_COLLAPSE_DIM = 16
 
 
-def _check_progress(history, dim):
+def _check_progress(history, dim, untrained):
     if dim < MIN_COLLAPSE_DIM:
         return
-    if len(history) > 1 and history[-1] > COLLAPSE_RATIO * history[0]:
+    start = min(untrained, history[0])
+    if history[-1] > COLLAPSE_RATIO * start:
         raise TrainingDivergedError(
-            f"the training loss rose from {history[0]:.4g} in the first pass over the data "
-            f"to {history[-1]:.4g} in the last: the fit collapsed instead of learning")
+            f"the training loss rose from {start:.4g} at the start to {history[-1]:.4g} in "
+            "the last pass over the data: the fit collapsed instead of learning")
 
 
 def _record(history, running, seen, head, step, on_epoch):
