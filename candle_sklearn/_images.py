@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .exceptions import ImageInputError
 
@@ -114,6 +114,20 @@ def _pil_to_rgb(img, index):
                               f"converted to RGB ({exc})") from None
 
 
+#: The version of decoding (bumped when it changes what an image file decodes to), part
+#: of the embedding caches' key: 2 turns images by their EXIF orientation.
+DECODING_VERSION = 2
+
+
+def _upright(img):
+    """The image turned as its EXIF orientation says (a phone's portrait photo is stored
+    sideways), as image viewers and ``ImageOps.exif_transpose`` users see it."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError, TypeError):  # unreadable EXIF: as stored
+        return img
+
+
 def _load_pil(img, index):
     try:
         img.load()
@@ -133,14 +147,14 @@ def to_pil(item, index):
                 img.load()  # decode now: a truncated file fails here, not later
                 if 0 in img.size:
                     raise ValueError(f"empty image of size {img.size}")
-                return _pil_to_rgb(img, f"{index} ({os.fspath(item)!r})")
+                return _pil_to_rgb(_upright(img), f"{index} ({os.fspath(item)!r})")
         except ImageInputError:
             raise
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise ImageInputError(f"image {index} ({os.fspath(item)!r}) could not be read: "
                                   f"{exc}") from None
     if isinstance(item, Image.Image):
-        return _pil_to_rgb(_load_pil(item, index), index)
+        return _pil_to_rgb(_upright(_load_pil(item, index)), index)
     if isinstance(item, np.ndarray):
         _check_array(item, index)
         return Image.fromarray(_to_uint8(item, index)).convert("RGB")

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from . import _clip
 from ._cache import MEMORY, caches_for
 from ._devices import resolve_device
-from ._images import BatchPreprocess, as_items, item_key, iter_batches
+from ._images import DECODING_VERSION, BatchPreprocess, as_items, item_key, iter_batches
 from ._threads import torch_threads
 
 # Finished embeddings go to the caches at least this often, so that an error, an
@@ -257,7 +257,9 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         if precision == "amp":  # autocasts to fp16 on CUDA, bf16 elsewhere: not one key
             on_cuda = resolve_device(self.device).type == "cuda"
             precision = "amp-fp16" if on_cuda else "amp-bf16"
-        model_key = f"{spec.fingerprint or loaded.fingerprint}|{precision}"
+        # the decoding's version too: features cached by an older decoding stay unseen
+        model_key = (f"{spec.fingerprint or loaded.fingerprint}|{precision}"
+                     f"|decoding {DECODING_VERSION}")
         caches = caches_for(self.cache, disk=spec.fingerprint is not None)
         found = {}
         for depth, cache in enumerate(caches):

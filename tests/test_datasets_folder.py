@@ -4,6 +4,7 @@ and globs, class-name files; on generated folders."""
 import os
 
 import pytest
+from PIL import Image
 
 from candle_sklearn.datasets import DatasetError, find_images, load_image_folder, read_class_names
 
@@ -47,8 +48,9 @@ def test_image_folder_errors(tmp_path):
 
 def test_find_images(folder):
     one = os.path.join(folder, "a_class", "0.png")
-    found = find_images([one, os.path.join(folder, "b_class"),
-                         os.path.join(folder, "**", "*.PNG"), one])
+    with pytest.warns(UserWarning, match="already listed"):
+        found = find_images([one, os.path.join(folder, "b_class"),
+                             os.path.join(folder, "**", "*.PNG"), one])
     assert found[0] == one and len(found) == len(set(found)) == 4
     with pytest.raises(DatasetError, match="no such file or folder"):
         find_images([os.path.join(folder, "missing.png")])
@@ -105,5 +107,14 @@ def test_an_unreadable_sub_folder_is_an_error_not_a_silent_gap(tmp_path, monkeyp
 
 def test_find_images_takes_each_file_once_however_it_is_named(folder, monkeypatch):
     monkeypatch.chdir(folder)
-    found = find_images(["a_class/0.png", "./a_class/0.png", "a_class"])
+    with pytest.warns(UserWarning, match=r"named an image already listed .* there are 1"):
+        found = find_images(["a_class/0.png", "./a_class/0.png", "a_class"])
     assert found == ["a_class/0.png"]
+
+
+def test_find_images_counts_the_files_it_skips(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    for name in ("b.gif", "c.gif", "notes.txt", ".hidden.gif"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.warns(UserWarning, match=r"skipped 3 file\(s\) .* \(2 \.gif, 1 \.txt\)"):
+        assert find_images([tmp_path]) == [str(tmp_path / "a.png")]

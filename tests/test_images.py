@@ -431,3 +431,20 @@ def test_containers_of_mixed_items(kinds, container):
         return
     assert not bad and items
     check_embeddings(out, len(items))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A photo stored sideways with an EXIF orientation embeds as it is seen upright
+    (ImageOps.exif_transpose), whether given as a path or as an opened PIL image."""
+    rng = np.random.default_rng(0)
+    upright = Image.fromarray(rng.integers(0, 255, (40, 64, 3), dtype=np.uint8))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # as a camera stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    tagged, plain = tmp_path / "tagged.png", tmp_path / "upright.png"
+    stored.save(tagged, exif=exif)
+    upright.save(plain)
+    want = embed([str(plain)])
+    np.testing.assert_allclose(embed([str(tagged)]), want, atol=1e-6)
+    np.testing.assert_allclose(embed([Image.open(tagged)]), want, atol=1e-6)
+    assert not np.allclose(embed([stored]), want, atol=1e-3)  # the tag is what turns it

@@ -3,6 +3,7 @@ files, folders and globs to predict on, and text files of class names."""
 
 import glob
 import os
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -113,19 +114,26 @@ def find_images(inputs, extensions=IMG_EXTENSIONS):
     recursively) and glob patterns (``*``, ``?``, ``[...]``, ``**``), in input order,
     each path once.
 
+    Warns (``UserWarning``) when inputs name an image already found (``./a.jpg`` and
+    ``a.jpg``, a file inside a folder also given, a link), and when folders hold files
+    that are skipped because their extension is not in ``extensions`` (a ``.gif``, say),
+    with their count: the output then has fewer rows than the user may expect.
+
     Raises
     ------
     DatasetError
         An input that is neither a file nor a folder, or a folder or pattern that
         matches no image.
     """
-    seen, out = set(), []  # by real path: ./a.jpg, a.jpg and a link to it are one image
+    seen, out, repeated = set(), [], []  # by real path: ./a.jpg, a.jpg and a link: one
+    skipped = Counter()
     for item in inputs:
         item = os.path.expanduser(os.fspath(item))
         if os.path.isfile(item):
             found = [item]
         elif os.path.isdir(item):
             found = list_images(item, extensions)
+            _count_skipped(item, extensions, skipped)
         elif glob.has_magic(item):
             found = sorted(p for p in glob.glob(item, recursive=True)
                            if os.path.isfile(p) and _is_image(os.path.basename(p), extensions))
@@ -137,7 +145,29 @@ def find_images(inputs, extensions=IMG_EXTENSIONS):
             if (real := os.path.realpath(path)) not in seen:
                 seen.add(real)
                 out.append(path)
+            else:
+                repeated.append(path)
+    if repeated:
+        warnings.warn(f"{len(repeated)} input(s) named an image already listed (for example "
+                      f"{repeated[0]}); each image is read once, so there are "
+                      f"{len(out)} images", UserWarning, stacklevel=2)
+    if skipped:
+        kinds = ", ".join(f"{n} {ext or 'without extension'}"
+                          for ext, n in skipped.most_common())
+        warnings.warn(f"skipped {sum(skipped.values())} file(s) in the folders that are not "
+                      f"images by their extension ({kinds}); images are "
+                      f"{', '.join(extensions)}", UserWarning, stacklevel=2)
     return out
+
+
+def _count_skipped(folder, extensions, counts):
+    """Count, by extension, the visible files under ``folder`` that are not images."""
+    extensions = tuple(e.lower() for e in extensions)
+    for parent, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith(".") and not name.lower().endswith(extensions):
+                counts[os.path.splitext(name)[1].lower()] += 1
 
 
 def read_class_names(path):
