@@ -2,7 +2,7 @@
 ratio of the last epoch's mean training loss to the start's, for the default fit
 on every world of the family and for fits at learning rates that collapse.
 
-    .venv/bin/python benchmarks/bench_collapse.py [--seeds 0] [--lrs 1e-3 1e-2 0.1 1]
+    .venv/bin/python benchmarks/bench_collapse.py [--seeds 0] [--lrs auto 0.1 1]
 
 One row per fit to benchmarks/results/collapse.jsonl: world, seed, lr ("auto" for the
 default), the untrained head's loss (the first step's), the first and last epoch's loss, the ratio

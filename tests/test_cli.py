@@ -4,6 +4,7 @@ predict, evaluate, and bad inputs (one line, non-zero exit, never a traceback)."
 
 import csv
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -424,6 +425,27 @@ def test_private_baselines_follow_classes_in_any_order():
         np.testing.assert_array_equal(classes[scores.argmax(1)], y)
     with pytest.raises(ValueError, match=r"labels not in classes: \['b'\]"):
         nearest_class_mean_scores(X, y, X, np.array(["a", "c"]))
+
+
+def test_fit_shows_progress_and_a_summary_and_says_when_it_is_zero_shot(folders, tmp_path,
+                                                                        capsys):
+    """`fit` was silent for 10 to 45 s after "fitting Candle", and nothing said when the
+    model predicts as zero-shot CLIP (few images per class)."""
+    train, _, new = folders
+    model = tmp_path / "m.safetensors"
+    assert main(["fit", train, "--new-classes", new, "-o", str(model), *TINY,
+                 "--max-epochs", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "CandleClassifier.fit" in err and "epoch" in err  # the training's progress
+    assert re.search(r"fitted in \d+ steps .* last epoch's loss [\d.]+; new-class bias "
+                     r"\S+ and zero-shot weight 1 \(few images per class\)", err)
+    assert "predicts as zero-shot CLIP" in err and "--param new_class_bias=0" in err
+    assert main(["fit", train, "--new-classes", new, "-o", str(model), *TINY,
+                 "--max-epochs", "3", "--param", "new_class_bias=0"]) == 0
+    err = capsys.readouterr().err
+    assert "zero-shot weight 0 (fixed)" in err and "predicts as zero-shot" not in err
+    assert main(["fit", train, "-o", str(model), *TINY, "--max-epochs", "3", "-q"]) == 0
+    assert "fitted in" not in capsys.readouterr().err
 
 
 def test_fit_that_collapses_fails_on_the_command_line(folders, tmp_path, capsys):

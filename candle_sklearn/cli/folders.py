@@ -136,7 +136,7 @@ def fit_image_folder(train_dir, *, new_classes=(), model_name="ViT-B-16",
         model_name, pretrained, classes=classes, class_names=names, templates=templates,
         embedder_params=dict(device=device, batch_size=batch_size, num_workers=num_workers,
                              cache=True if cache_dir is None else os.fspath(cache_dir)),
-        device=device, random_state=random_state, verbose=max(verbose - 1, 0),
+        device=device, random_state=random_state, verbose=verbose,
         **(candle_params or {}))
     embedder = pipe.named_steps["clip"].fit(list(data.paths[:1]))
     # Embed first (progress, unreadable images); the pipeline then reads the cache.
@@ -150,9 +150,35 @@ def fit_image_folder(train_dir, *, new_classes=(), model_name="ViT-B-16",
               f"classes, {len(new_classes) + len(emptied)} new classes", file=sys.stderr,
               flush=True)
     pipe.fit(list(data.paths[kept]), data.labels[kept])
+    if verbose:
+        print(fit_summary(pipe.named_steps["candle"]), file=sys.stderr, flush=True)
+    _warn_if_zero_shot(pipe.named_steps["candle"])
     if output is not None:
         save_model(pipe, output)
     return pipe
+
+
+def fit_summary(clf):
+    """One line on a fitted CandleClassifier: steps, last loss, calibration."""
+    how = (clf.calibration_ or {}).get("method", "fixed" if clf.new_classes_.size else "none")
+    return (f"fitted in {clf.n_iter_} steps (lr {clf.lr_:.3g}), last epoch's loss "
+            f"{clf.history_[-1]:.4g}; new-class bias {clf.new_class_bias_:.3g} and zero-shot "
+            f"weight {clf.zero_shot_weight_:g} ({how})")
+
+
+def _warn_if_zero_shot(clf):
+    """Say so when predictions are zero-shot CLIP's: the training images changed nothing
+    that ``predict`` uses."""
+    if clf.zero_shot_weight_ == 1 and clf.new_class_bias_ == 0:
+        why = {"few images per class": "too few images per class to calibrate the trained "
+                                       "head against new classes",
+               "held-out classes": "on held-out classes zero-shot CLIP predicted better "
+                                   "than the trained head"}.get(
+            (clf.calibration_ or {}).get("method"), "the calibration chose it")
+        warnings.warn(f"the fitted model predicts as zero-shot CLIP does (zero_shot_weight_ "
+                      f"= 1: {why}); to predict with the trained head, fix the new-class "
+                      "bias (new_class_bias; --param new_class_bias=0 on the command line)",
+                      UserWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------- predict
