@@ -14,7 +14,7 @@ import threading
 
 import torch
 
-__all__ = ["effective_n_jobs", "torch_threads", "serving_n_jobs"]
+__all__ = ["effective_n_jobs", "torch_threads", "serving_n_jobs", "working_n_jobs"]
 
 # Up to this many samples, prediction with n_jobs=None runs on one thread: the work is
 # a few milliseconds, less than what waking torch's pool costs, and on a busy machine a
@@ -50,14 +50,23 @@ def free_cores():
     return max(1, cpu_count() - int(load))
 
 
-def serving_n_jobs(n_jobs, n_rows):
-    """The ``n_jobs`` to predict ``n_rows`` samples with, where the user left the count
-    to torch (None): one thread for small inputs, and no more threads than free cores
-    for the others (a pool thread waiting for a taken core stalls every product of the
-    call). An explicit ``n_jobs`` is used as it is."""
+def working_n_jobs(n_jobs):
+    """The ``n_jobs`` to fit or embed with: where the user left the count to torch (None),
+    torch's setting but no more threads than free cores (a pool thread waiting for a
+    taken core stalls every product: a fit on a busy 2-core machine ran 2 to 5 times
+    slower on both cores than on one). An explicit ``n_jobs`` is used as it is."""
     if n_jobs is not None:
         return n_jobs
-    return 1 if n_rows <= SMALL_INPUT_ROWS else min(torch.get_num_threads(), free_cores())
+    return min(torch.get_num_threads(), free_cores())
+
+
+def serving_n_jobs(n_jobs, n_rows):
+    """The ``n_jobs`` to predict ``n_rows`` samples with: :func:`working_n_jobs`, and one
+    thread for small inputs where the user left the count to torch (the work is a few
+    milliseconds, and the load average lags too much to choose for one call)."""
+    if n_jobs is None and n_rows <= SMALL_INPUT_ROWS:
+        return 1
+    return working_n_jobs(n_jobs)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from ._base import TextClassifier, as_1d, duplicates, is_text
 from ._devices import resolve_device
 from ._head import CONTEXTS, CandleHead
 from ._inference import scorer_for
-from ._threads import serving_n_jobs, torch_threads
+from ._threads import serving_n_jobs, torch_threads, working_n_jobs
 from ._train import TrainConfig, auto_lr, seeded, train_head
 from .exceptions import TrainingDivergedError
 from .templates import encode_class_names
@@ -176,9 +176,10 @@ class CandleClassifier(TextClassifier):
         bfloat16 autocast (parameters, optimizer and loss stay float32); ``"auto"`` does
         so on CUDA and uses float32 elsewhere. Prediction is float32 in every case.
     n_jobs : int, default=None
-        Torch threads for ``fit`` and prediction (None: torch's setting, one per core;
-        -1: every core). One thread is often faster when other processes share the
-        cores, for instance inside a parallel ``GridSearchCV``.
+        Torch threads for ``fit`` and prediction. None: torch's setting (one per core),
+        but no more than the cores that other processes leave free (by the load
+        average), and one thread to predict up to 64 samples; -1: every core. Set it
+        inside a parallel ``GridSearchCV``, or to pin a count.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, shuffling and dropout. On CPU, a fixed value makes
         ``fit`` deterministic.
@@ -324,7 +325,7 @@ class CandleClassifier(TextClassifier):
 
     # ----------------------------------------------------------------- fit
     def _fit_threads(self):
-        return torch_threads(self.n_jobs)
+        return torch_threads(working_n_jobs(self.n_jobs))
 
     def _check_method_input(self, X):
         if X.shape[1] < 2:

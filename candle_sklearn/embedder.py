@@ -15,7 +15,7 @@ from . import _clip
 from ._cache import MEMORY, caches_for
 from ._devices import resolve_device
 from ._images import DECODING_VERSION, BatchPreprocess, as_items, item_key, iter_batches
-from ._threads import torch_threads
+from ._threads import torch_threads, working_n_jobs
 
 # Finished embeddings go to the caches at least this often, so that an error, an
 # interrupt or a crash late in a long run loses at most this many encodings.
@@ -57,9 +57,9 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         the calling thread). Threads work everywhere processes do not: inside joblib
         workers, in scripts without a ``__main__`` guard, with images in memory.
     n_jobs : int or None, default=None
-        Torch threads for the model while this estimator computes; None leaves
-        torch's setting (one thread per core, fewer inside joblib workers), -1 means
-        every core. Lower it when other work shares the cores.
+        Torch threads for the model while this estimator computes. None: torch's
+        setting (one thread per core, fewer inside joblib workers), but no more than the
+        cores that other processes leave free (by the load average); -1: every core.
     normalize : bool, default=True
         L2-normalise the embeddings (as CLIP's zero-shot classifier does).
     cache : bool or str, default=True
@@ -218,7 +218,7 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         """
         self._validate_params()
         items = as_items(X)
-        with torch_threads(self.n_jobs):
+        with torch_threads(working_n_jobs(self.n_jobs)):
             return self._embed(items)
 
     def fit_transform(self, X, y=None):
@@ -238,7 +238,7 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         """
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError("texts must be a list of strings")
-        with torch_threads(self.n_jobs):
+        with torch_threads(working_n_jobs(self.n_jobs)):
             emb = _clip.encode_text(self._loaded(), list(texts)).numpy()
         return self._finish(emb)
 

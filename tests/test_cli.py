@@ -185,6 +185,26 @@ def test_console_script_is_declared():
     assert callable(getattr(importlib.import_module(module), func))
 
 
+def test_threads_flag_sets_torch_threads_for_the_command(model_path, folders, tmp_path,
+                                                          monkeypatch, capsys):
+    """fit, predict, evaluate and reproduce had no option for threads (issue 26, item 9)."""
+    import torch
+
+    _, test, _ = folders
+    calls, set_threads = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n) or set_threads(n))
+    before = torch.get_num_threads()
+    out = tmp_path / "p.csv"
+    assert main(["predict", model_path, test, "-o", str(out), "-q", "--threads", "3"]) == 0
+    assert calls[0] == 3 and torch.get_num_threads() == before and len(_csv(out)) == 16
+    for command in ("fit", "predict", "evaluate", "reproduce"):
+        with pytest.raises(SystemExit):
+            main([command, "-h"])
+        assert "--threads N" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["predict", model_path, test, "--threads", "0"])
+
+
 def test_predict_api_and_csv_file(model_path, folders, tmp_path, capsys):
     _, test, _ = folders
     rows = predict_images(load_model(model_path), [test], top_k=100, verbose=0)

@@ -186,6 +186,9 @@ def _add_common(p):
                    help="an unreadable image stops the run (default) or is skipped with a "
                         "warning")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--threads", type=_positive, metavar="N",
+                   help="at most N CPU threads for the model and the classifier (default: "
+                        "one per core; fewer where other processes keep cores busy)")
 
 
 def _add_candle_options(p):
@@ -528,6 +531,16 @@ def _check_usage(parser, args):
             parser.error(str(exc))
 
 
+def _run(args):
+    """The command, with torch's thread count set by ``--threads`` for its length."""
+    if getattr(args, "threads", None) is None:
+        return args.func(args)  # torch is imported only by commands that need it
+    from .._threads import torch_threads
+
+    with torch_threads(args.threads):
+        return args.func(args)
+
+
 def main(argv=None):
     """Run the command line; returns the exit status."""
     prog = _prog()
@@ -538,7 +551,7 @@ def main(argv=None):
         warnings.showwarning = lambda message, category, *a, **k: print(
             f"{prog}: warning: {message}", file=sys.stderr, flush=True)
         try:
-            args.func(args)
+            _run(args)
         except KeyboardInterrupt:
             print(f"{prog}: interrupted", file=sys.stderr)
             return 130
