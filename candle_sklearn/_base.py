@@ -25,8 +25,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from ._calibration import (CALIBRATION_TOLERANCE, ZERO_SHOT_WEIGHTS, choose_calibration,
-                           class_balanced_weights, draw_held_out, few_images_median, held_back,
-                           rate_matched_bias)
+                           class_balanced_weights, draw_held_out, few_images_median, fit_temperature,
+                           held_back, rate_matched_bias)
 from ._zero_shot import zero_shot_scores
 from .templates import encode_class_names
 
@@ -149,14 +149,20 @@ class ScoresPredictionMixin:
         return as_decision(self._scores(X, calibrated))
 
     def predict_proba(self, X, *, calibrated=True):
-        """Softmax of the class scores; columns follow ``classes_``. See
+        """Softmax of the class scores; columns follow ``classes_``. Calibrated, the
+        scores are divided by the fitted ``temperature_`` where the method has one, so
+        that probabilities match accuracy on held-out classes. See
         :meth:`decision_function` for ``calibrated``."""
-        return softmax(self._scores(X, calibrated))
+        return softmax(self._probability_scores(X, calibrated))
 
     def predict_log_proba(self, X, *, calibrated=True):
         """Log of :meth:`predict_proba`, computed stably from the class scores."""
-        scores = self._scores(X, calibrated)
+        scores = self._probability_scores(X, calibrated)
         return scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
+
+    def _probability_scores(self, X, calibrated):
+        """The scores whose softmax is :meth:`predict_proba`."""
+        return self._scores(X, calibrated)
 
     def predict(self, X):
         """Label of the highest (calibrated) score for each sample."""
@@ -178,7 +184,7 @@ class TextClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, Ba
 
     Fitted attributes set here: ``classes_``, ``class_counts_``, ``base_classes_``,
     ``new_classes_``, ``class_names_``, ``text_features_``, ``new_class_bias_``,
-    ``zero_shot_weight_``, ``calibration_`` and ``n_features_in_``.
+    ``zero_shot_weight_``, ``temperature_``, ``calibration_`` and ``n_features_in_``.
     """
 
     _parameter_constraints: dict = {**CLASS_TABLE_CONSTRAINTS, **CALIBRATION_CONSTRAINTS}
@@ -242,8 +248,8 @@ class TextClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, Ba
         self.class_names_ = names
         self.text_features_ = text
         self._fit_method(X, y_idx, counts, text, seed)
-        self.zero_shot_weight_, self.new_class_bias_, self.calibration_ = self._calibrate(
-            X, y_idx, classes, counts, text, seed)
+        (self.zero_shot_weight_, self.new_class_bias_, self.temperature_,
+         self.calibration_) = self._calibrate(X, y_idx, classes, counts, text, seed)
         return self
 
     def _check_method_input(self, X):
@@ -255,23 +261,25 @@ class TextClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, Ba
 
     # ---------------------------------------------------- joint calibration
     def _calibrate(self, X, y_idx, classes, counts, text, seed):
-        """``(zero-shot weight, bias, calibration record)`` of the calibrated scores."""
+        """``(zero-shot weight, bias, temperature, calibration record)`` of the calibrated
+        scores. The temperature is fitted on the held-out draws; without them it is 1."""
         fixed = None if self.zero_shot_weight == "auto" else float(self.zero_shot_weight)
         if fixed and text is None:
             raise ValueError(f"zero_shot_weight={fixed} needs text features to score "
                              "zero-shot; pass text_features, or an encoder and class names")
         if self.new_class_bias != "auto":
-            return fixed or 0.0, float(self.new_class_bias), None
+            return fixed or 0.0, float(self.new_class_bias), 1.0, None
         if text is None or counts.min() > 0:
-            return fixed or 0.0, 0.0, None  # no new classes: nothing to balance
+            return fixed or 0.0, 0.0, 1.0, None  # no new classes: nothing to balance
         median = few_images_median(counts)
         if fixed is None and (counts > 0).sum() >= 2 and median is not None:
-            return 1.0, 0.0, {"method": "few images per class", "median_images": median}
+            return 1.0, 0.0, 1.0, {"method": "few images per class", "median_images": median}
         draws = self._calibration_draws(X, y_idx, classes, counts, text, seed)
         if draws:
             weight, bias, table = choose_calibration(
                 draws, CALIBRATION_TOLERANCE, ZERO_SHOT_WEIGHTS if fixed is None else (fixed,))
-            return weight, bias, {
+            temperature = fit_temperature(draws, weight, bias)
+            return weight, bias, temperature, {
                 "method": "held-out classes", "n_held_out_classes": len(draws[0]["held_out"]),
                 "held_out": [d["held_out"] for d in draws],
                 "by_zero_shot_weight": {f"{w:g}": {"bias": b, "held_out_hm": h,
@@ -293,7 +301,7 @@ class TextClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, Ba
                           f"{bias:.3g}, zero_shot_weight_ {weight:g}). Pass "
                           "new_class_bias=<float> to choose it yourself.",
                           UserWarning, stacklevel=4)
-        return weight, bias, {"method": "zero-shot rate", "zero_shot_new_rate": rate}
+        return weight, bias, 1.0, {"method": "zero-shot rate", "zero_shot_new_rate": rate}
 
     def _calibration_draws(self, X, y_idx, classes, counts, text, seed):
         """Held-out-class refits for ``new_class_bias="auto"``: in each, some base classes
@@ -347,6 +355,10 @@ class TextClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, Ba
         if calibrated:
             scores[:, self.class_counts_ == 0] += self.new_class_bias_
         return scores
+
+    def _probability_scores(self, X, calibrated):
+        scores = self._scores(X, calibrated)
+        return scores / self.temperature_ if calibrated else scores
 
     def _blended_scores(self, X, weight):
         """``(1 - weight) * method scores + weight * zero-shot CLIP's``, float64."""

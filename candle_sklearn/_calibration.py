@@ -161,3 +161,34 @@ def choose_calibration(draws, tolerance, weights=ZERO_SHOT_WEIGHTS, merit="best"
         table[w] = (bias, at_bias if w == 1 or merit == "used" else float(best), at_bias)
     chosen = max(weights, key=lambda w: table[w][1])  # the first of equal merits
     return chosen, table[chosen][0], table
+
+
+def fit_temperature(draws, weight, bias):
+    """The temperature T of calibrated probabilities, ``softmax(scores / T)``: the one that
+    minimises the class-balanced log loss of the held-out draws' calibrated scores (the
+    zero-shot blend ``weight`` and the new-class ``bias`` applied), as temperature scaling
+    does on a validation set. Logit-scale-100 cosines make a softmax that is near 1 on
+    wrong answers too; the draws' images were not trained on, so their log loss measures
+    that overconfidence. The log loss is convex in 1 / T: a golden-section search on its
+    logarithm finds the minimum."""
+    rows = []
+    for d in draws:
+        s = d["zero_shot"] if weight == 1 else (1 - weight) * d["scores"] + weight * d["zero_shot"]
+        s = s + np.where(d["new_col"], bias, 0.0)
+        s = s - s.max(axis=1, keepdims=True)
+        rows.append((s, s[np.arange(len(d["y"])), d["y"]], d["weights"] / d["weights"].sum()))
+
+    def log_loss(log_beta):
+        beta = np.exp(log_beta)
+        return sum(w @ (np.logaddexp.reduce(beta * s, axis=1) - beta * true)
+                   for s, true, w in rows)
+
+    lo, hi = np.log(1e-4), np.log(10.0)  # T from 0.1 to 10,000
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(60):  # the bracket shrinks by 0.618 a step: 1e-12 of it is left
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if log_loss(a) <= log_loss(b):
+            hi = b
+        else:
+            lo = a
+    return float(np.exp(-(lo + hi) / 2))

@@ -275,9 +275,10 @@ _SHARED_ATTRIBUTES = """\
     class_names_ : ndarray of str or None
     text_features_ : ndarray of shape (n_classes, n_features) or None
         The text features used, aligned with ``classes_``.
-    new_class_bias_, zero_shot_weight_ : float
-        The joint calibration (see ``new_class_bias``); ``calibration_`` (dict or None)
-        records how it was chosen.
+    new_class_bias_, zero_shot_weight_, temperature_ : float
+        The joint calibration (see ``new_class_bias``), and the temperature of
+        calibrated probabilities (fitted on the held-out classes; 1 without them);
+        ``calibration_`` (dict or None) records how they were chosen.
     class_vectors_ : ndarray of shape (n_classes, n_features)
         Unit class vectors the method scores against: the class texts, or the base
         classes' mean features without text.

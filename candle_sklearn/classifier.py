@@ -212,6 +212,10 @@ class CandleClassifier(TextClassifier):
         Bias added to the scores of ``new_classes_`` at prediction.
     zero_shot_weight_ : float
         Weight of zero-shot CLIP's scores in the calibrated scores.
+    temperature_ : float
+        Calibrated probabilities are ``softmax(scores / temperature_)``: the temperature
+        that minimises the log loss on the held-out classes of ``new_class_bias="auto"``
+        (1 without them). It changes probabilities, never predictions.
     calibration_ : dict or None
         With ``new_class_bias="auto"``: how they were chosen. ``"method"`` says which
         way: ``"held-out classes"`` (the refits; with the held-out classes of each draw,

@@ -69,7 +69,7 @@ _CLASSES: dict[str, type] = {
 # What every classifier of the shared base (candle_sklearn._base.TextClassifier) fits.
 _TEXT_CLASSIFIER = ("classes_", "class_counts_", "base_classes_", "new_classes_",
                     "class_names_", "text_features_", "new_class_bias_", "zero_shot_weight_",
-                    "calibration_", "n_features_in_", "feature_names_in_")
+                    "temperature_", "calibration_", "n_features_in_", "feature_names_in_")
 _PEER_FITTED = {"LinearAdapterClassifier": ("adapter_", "reg_", "n_iter_"),
                 "ClapClassifier": ("weights_", "multipliers_"),
                 "GDAClassifier": ("coef_", "intercept_"),
@@ -384,6 +384,7 @@ _CHECKS: dict[str, Any] = {
     "text_features_": _optional(_array("f", ("n", "d"), dtypes=_F32, nonzero_rows=True)),
     "new_class_bias_": _number(-MAX_NEW_CLASS_BIAS, MAX_NEW_CLASS_BIAS),
     "zero_shot_weight_": _number(0, 1),
+    "temperature_": _number(0, low_open=True),
     "calibration_": _calibration,
     "feature_names_in_": _strings(("d",), unique=True),
     # CandleClassifier
@@ -417,7 +418,8 @@ _CHECKS_OF: dict[str, dict[str, Any]] = {
 }
 # Fitted attributes a file may lack, with the value they then take (None: left unset).
 _OPTIONAL = {"feature_names_in_": None, "_sklearn_output_config": None,
-             "zero_shot_weight_": 0.0}  # written before the zero-shot blend: none
+             "zero_shot_weight_": 0.0,  # written before the zero-shot blend: none
+             "temperature_": 1.0}  # written before calibrated probabilities: softmax
 
 
 def _same_labels(a, b):

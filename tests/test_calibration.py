@@ -89,6 +89,31 @@ def test_auto_bias_is_deterministic_and_lifts_joint_hm(data):
     assert scorer(auto, data.X_test, data.y_test) == scorer(plain, data.X_test, data.y_test)
 
 
+def test_calibrated_probabilities_match_accuracy_better(data):
+    """predict_proba was badly overconfident (issue 26, item 2: 61 % of probabilities
+    above 0.999, 17 % of those wrong): calibrated probabilities divide the scores by a
+    temperature fitted on the held-out classes. Predictions do not change."""
+    from scipy.special import softmax
+    from sklearn.metrics import log_loss
+
+    auto = _fit(data)
+    assert auto.temperature_ > 1
+    scores = auto.decision_function(data.X_test)
+    proba = auto.predict_proba(data.X_test)
+    np.testing.assert_allclose(proba, softmax(scores / auto.temperature_, axis=1),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(auto.predict_log_proba(data.X_test), np.log(proba),
+                               rtol=1e-6, atol=1e-10)
+    np.testing.assert_array_equal(auto.classes_[proba.argmax(1)], auto.predict(data.X_test))
+    raw = softmax(scores, axis=1)
+    assert log_loss(data.y_test, proba, labels=auto.classes_) < log_loss(
+        data.y_test, raw, labels=auto.classes_)
+    np.testing.assert_allclose(auto.predict_proba(data.X_test, calibrated=False),
+                               softmax(auto.decision_function(data.X_test, calibrated=False),
+                                       axis=1), rtol=1e-10, atol=1e-12)
+    assert _fit(data, new_class_bias=0.0).temperature_ == 1.0  # nothing held out
+
+
 def test_auto_without_new_classes_is_zero(data):
     base = np.isin(data.y_train, data.base_classes)
     clf = CandleClassifier(**FAST).fit(data.X_train[base], data.y_train[base])
@@ -403,3 +428,23 @@ def test_merits_at_each_draws_best_bias_and_at_the_bias_used():
         assert merit >= at_bias
     assert best[1.0][1] == best[1.0][2]
     assert all(best[w][1] > best[w][2] for w in best if w != 1)
+
+
+def test_fit_temperature_undoes_overconfidence():
+    """Labels drawn from softmax(logits) and scores of 8 times those logits: the fitted
+    temperature is about 8, whatever the zero-shot blend and the bias do to the rows."""
+    from candle_sklearn._calibration import fit_temperature
+
+    rng = np.random.default_rng(0)
+    n, c = 4000, 6
+    logits = rng.normal(0, 2, (n, c))
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    y = np.array([rng.choice(c, p=row) for row in p])
+    new_col = np.arange(c) >= 4
+    draw = {"scores": 8 * logits - np.where(new_col, 3.0, 0.0), "zero_shot": 8 * logits,
+            "y": y, "new_col": new_col, "weights": np.ones(n)}
+    assert fit_temperature([draw], 0.0, 3.0) == pytest.approx(8, rel=0.1)  # bias undone
+    assert fit_temperature([draw], 1.0, 0.0) == pytest.approx(8, rel=0.1)  # zero-shot rows
+    assert fit_temperature([{**draw, "zero_shot": logits}], 1.0, 0.0) == pytest.approx(
+        1, rel=0.1)

@@ -64,6 +64,7 @@ def test_classifier_roundtrip_predicts_identically(fitted, small_data, tmp_path)
     assert loaded.calibration_["by_zero_shot_weight"] == fitted.calibration_[
         "by_zero_shot_weight"]
     assert loaded.zero_shot_weight_ == fitted.zero_shot_weight_
+    assert loaded.temperature_ == fitted.temperature_
     # open_clip's template lambdas are stored as the format strings they equal
     assert loaded.templates == tuple(t("{}") for t in ocm.SIMPLE_IMAGENET_TEMPLATES)
     assert loaded.get_params()["tau"] == fitted.tau
@@ -131,6 +132,20 @@ def test_a_file_from_before_the_zero_shot_blend_predicts_as_it_did(fitted, small
     candle_sklearn.save(old, tmp_path / "old.safetensors")
     loaded = candle_sklearn.load(tmp_path / "old.safetensors")
     assert loaded.zero_shot_weight_ == 0.0
+    np.testing.assert_array_equal(loaded.predict_proba(small_data.X_test), expected)
+
+
+def test_a_file_from_before_the_temperature_gives_the_softmax_it_did(fitted, small_data,
+                                                                      tmp_path):
+    """Files written before ``temperature_`` existed (same format) take temperature 1."""
+    old = clone(fitted)
+    old.__dict__.update({k: v for k, v in vars(fitted).items() if k.endswith("_")})
+    old.temperature_ = 1.0
+    expected = old.predict_proba(small_data.X_test)
+    del old.temperature_
+    candle_sklearn.save(old, tmp_path / "old.safetensors")
+    loaded = candle_sklearn.load(tmp_path / "old.safetensors")
+    assert loaded.temperature_ == 1.0
     np.testing.assert_array_equal(loaded.predict_proba(small_data.X_test), expected)
 
 
@@ -418,8 +433,8 @@ def test_save_refuses_what_it_cannot_store(fitted, small_data, tmp_path):
         candle_sklearn.save(clone(fitted).set_params(random_state=np.random.RandomState(0)),
                             path)
     new_attr = copy.copy(fitted)
-    new_attr.temperature_ = 2.0  # a fitted attribute io was not taught about
-    with pytest.raises(TypeError, match=r"attribute\(s\) \['temperature_'\]; add them to "
+    new_attr.margin_ = 2.0  # a fitted attribute io was not taught about
+    with pytest.raises(TypeError, match=r"attribute\(s\) \['margin_'\]; add them to "
                                         r"io._FITTED"):
         candle_sklearn.save(new_attr, path)
     assert not path.exists() and not list(tmp_path.glob("*.tmp"))

@@ -102,3 +102,17 @@ def test_metrics_refuse_inputs_that_would_score_garbage():
         shot_accuracy([0, 1], [0, 7], [0, 1], [5, 50])
     with pytest.raises(ValueError, match="protocol must be 'reference' or 'joint'"):
         make_base_new_scorer("hm", protocol="Joint")
+
+
+def test_expected_calibration_error_by_hand():
+    from candle_sklearn.metrics import expected_calibration_error
+
+    classes = np.array(["a", "b"])
+    proba = np.array([[0.95, 0.05], [0.95, 0.05], [0.3, 0.7], [0.3, 0.7]])
+    y = np.array(["a", "b", "b", "b"])
+    # bin of 0.95: accuracy 1/2, confidence 0.95; bin of 0.7: accuracy 1, confidence 0.7
+    assert expected_calibration_error(y, proba, classes) == pytest.approx(
+        0.5 * 0.45 + 0.5 * 0.3)
+    assert expected_calibration_error(["a", "b"], [[1.0, 0.0], [0.0, 1.0]], classes) == 0
+    with pytest.raises(ValueError, match="shape"):
+        expected_calibration_error(y, proba[:, :1], classes)
