@@ -123,6 +123,25 @@ def test_reproduce_all_datasets(data_root, tmp_path, capsys):
     assert "average over 3 datasets" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("case", ["one base class", "no test image"])
+def test_reproduce_refuses_a_split_it_cannot_score_before_any_work(tmp_path, capsys, case):
+    """With one base class `reproduce` died in the linear probe after Candle was fitted;
+    with an empty test split it said only "the input is empty", after run.json was
+    written."""
+    root = str(tmp_path / "data")
+    if case == "one base class":
+        write_split_dataset(root, names=WORLD8[:2], n_train=(3, 3))
+        match = r"oxford_pets, seed 1: the base-to-new split has 1 base class"
+    else:
+        write_split_dataset(root, n_test=0)
+        match = "oxford_pets: the test split lists no image"
+    out = tmp_path / "out"
+    assert main(["reproduce", "--dataset", "oxford_pets", "--root", root, *TINY, *FAST,
+                 "--seeds", "1", "--output", str(out), "-q"]) == 1
+    assert re.search(match, capsys.readouterr().err)
+    assert not (out / "run.json").exists() and not (out / "cache").exists()
+
+
 def test_transfer_through_the_python_api(data_root, tmp_path):
     report = reproduce(train="imagenet", test=["imagenet_a", "oxford_pets"], root=data_root,
                        output=str(tmp_path / "xd"), seeds=(1,),
@@ -532,3 +551,15 @@ def test_two_predictions_at_once_share_one_cache_folder(folders, tmp_path,
         assert row["label"] == by_path[row["path"]]["label"]
         assert float(row["proba_1"]) == pytest.approx(float(by_path[row["path"]]["proba_1"]))
     assert cached() == trained + 20 * len(WORLD8)
+
+
+def test_mean_std_table_keeps_its_columns_apart():
+    """`reproduce`'s mean ± std table ran columns together: 0.587±0.02518.746±20.329."""
+    from candle_sklearn.cli.tables import format_table
+
+    rows = {"Candle": {"hm": (0.587, 0.025), "seconds": (18.746, 20.329)},
+            "zero-shot CLIP": {"hm": (0.5, 0.0), "seconds": float("nan")}}
+    lines = format_table(rows, columns=("hm", "seconds")).splitlines()
+    assert lines[2].split()[-2:] == ["0.587±0.025", "18.746±20.329"]
+    assert lines[3].split()[-2:] == ["0.500±0.000", "--"]
+    assert len({len(line) for line in lines}) == 1  # aligned

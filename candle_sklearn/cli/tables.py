@@ -49,27 +49,26 @@ def fitted_scores(estimator, X_train, y_train, X_test):
     return scores
 
 
-def _cell(value, width):
+def _cell(value):
     if isinstance(value, tuple):  # (mean, std)
         mean, std = value
-        text = "--" if np.isnan(mean) else f"{mean:.3f}±{std:.3f}"
-    else:
-        text = "--" if value is None or np.isnan(value) else f"{value:.3f}"
-    return f"{text:>{width}}"
+        return "--" if np.isnan(mean) else f"{mean:.3f}±{std:.3f}"
+    return "--" if value is None or np.isnan(value) else f"{value:.3f}"
 
 
 def format_table(rows, columns=COLUMNS, label="method"):
     """Text table of ``rows`` ({row name: {column: value}}); a value is a float, NaN
-    (printed ``--``: the method cannot score that column) or a ``(mean, std)`` pair."""
-    rows = dict(rows)
-    width = {c: max(13 if any(isinstance(r.get(c), tuple) for r in rows.values()) else 9,
-                    len(str(c)) + 1) for c in columns}
-    name_width = max([27, len(label) + 2, *(len(n) + 2 for n in rows)])
-    head = f"{label:<{name_width}}" + "".join(f"{c:>{width[c]}}" for c in columns)
+    (printed ``--``: the method cannot score that column) or a ``(mean, std)`` pair.
+    Every column is as wide as its widest cell plus two spaces, so that cells never run
+    together (seconds of ``18.746±20.329``, say)."""
+    cells = {name: [_cell(r.get(c, float("nan"))) for c in columns] for name, r in rows.items()}
+    width = [max([9, len(str(c)) + 1, *(len(row[i]) + 2 for row in cells.values())])
+             for i, c in enumerate(columns)]
+    name_width = max([27, len(label) + 2, *(len(n) + 2 for n in cells)])
+    head = f"{label:<{name_width}}" + "".join(f"{c:>{w}}" for c, w in zip(columns, width))
     lines = [head, "-" * len(head)]
-    for name, r in rows.items():
-        lines.append(f"{name:<{name_width}}"
-                     + "".join(_cell(r.get(c, float("nan")), width[c]) for c in columns))
+    for name, row in cells.items():
+        lines.append(f"{name:<{name_width}}" + "".join(f"{t:>{w}}" for t, w in zip(row, width)))
     return "\n".join(lines)
 
 
