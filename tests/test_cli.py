@@ -553,6 +553,21 @@ def test_two_predictions_at_once_share_one_cache_folder(folders, tmp_path,
     assert cached() == trained + 20 * len(WORLD8)
 
 
+@pytest.mark.parametrize("pretrained", ["bogus-tag", "openai", "missing.pt"])
+def test_a_bad_pretrained_is_named_in_the_command_line_s_words(folders, tmp_path, capsys,
+                                                               pretrained, monkeypatch):
+    """A bad --pretrained with the bundled model reported "unknown open_clip model
+    'candle-tiny'", and the errors gave Python advice (ClipEmbedder(pretrained=...))."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    train, _, _ = folders
+    args = ["fit", train, "-o", str(tmp_path / "m.safetensors"), "--model", "candle-tiny",
+            "--pretrained", pretrained, "--device", "cpu", "-q"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert pretrained in err and "unknown open_clip model" not in err
+    assert "pretrained=" not in err and "ClipEmbedder(" not in err
+
+
 def test_mean_std_table_keeps_its_columns_apart():
     """`reproduce`'s mean ± std table ran columns together: 0.587±0.02518.746±20.329."""
     from candle_sklearn.cli.tables import format_table

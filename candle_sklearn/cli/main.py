@@ -6,6 +6,7 @@ import argparse
 import ast
 import csv
 import os
+import re
 import sys
 import warnings
 
@@ -477,13 +478,31 @@ def _expected_errors():
             EmbeddingCacheError, TrainingDivergedError, OSError, ValueError)
 
 
+# The library's errors give Python advice (ClipEmbedder(pretrained=...)); on the command
+# line the same advice names the flags.
+_AS_FLAGS = (
+    (re.compile(r"ClipEmbedder\(model_name=('?)([^',)]+)\1, ?"), r"--model \2 "),
+    (re.compile(r"\bpretrained=None (means|gives) random weights[^.;]*[.;]?"), ""),
+    (re.compile(r"\bpretrained=('?)([^',)\s]+)\1\)?"), r"--pretrained \2"),
+    (re.compile(r"\bdevice=('?)([^',)\s]+)\1"), r"--device \2"),
+    (re.compile(r"\bcache="), "--cache-dir"),
+)
+
+
+def _as_flags(text):
+    for pattern, flags in _AS_FLAGS:
+        text = pattern.sub(flags, text)
+    return text
+
+
 def _one_line(exc):
-    """The message of ``exc`` on one line; a system error names its file first."""
+    """The message of ``exc`` on one line, in the command line's words; a system error
+    names its file first."""
     if isinstance(exc, OSError) and exc.filename and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}"
     else:
-        text = str(exc).split("\n")[0]
-    return " ".join(text.split()) or type(exc).__name__
+        text = _as_flags(str(exc).split("\n")[0])
+    return " ".join(text.split()).rstrip(" ;") or type(exc).__name__
 
 
 def _output_file(path):
