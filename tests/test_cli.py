@@ -568,6 +568,44 @@ def test_a_bad_pretrained_is_named_in_the_command_line_s_words(folders, tmp_path
     assert "pretrained=" not in err and "ClipEmbedder(" not in err
 
 
+def test_a_model_file_works_from_another_directory_and_machine(folders, tmp_path,
+                                                                monkeypatch, capsys):
+    """A model fitted with a relative --cache-dir made every later predict create that
+    folder under its working directory, a relative --pretrained local-dir: broke from
+    another directory, and predict could override neither (issue 26, item 3)."""
+    train, test, _ = folders
+    fit_dir, weights = tmp_path / "fit", tmp_path / "fit" / "ckpt"
+    fit_dir.mkdir()
+    import candle_sklearn
+
+    shutil.copytree(os.path.join(os.path.dirname(candle_sklearn.__file__), "weights",
+                                 "candle-tiny"), weights)
+    monkeypatch.chdir(fit_dir)
+    assert main(["fit", train, "-o", "m.safetensors", "--model", "candle-tiny",
+                 "--pretrained", "local-dir:ckpt", "--cache-dir", "cache", "--device", "cpu",
+                 "--num-workers", "0", "--max-epochs", "3", "-q"]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model = str(fit_dir / "m.safetensors")
+    assert main(["predict", model, test, "-o", "p.csv", "-q"]) == 0  # weights found
+    assert sorted(os.listdir(elsewhere)) == ["p.csv"]  # and no cache folder made here
+    assert len(_csv(elsewhere / "p.csv")) == 16
+    shutil.rmtree(fit_dir / "cache")  # as on another machine: the saved cache is not there
+    moved = tmp_path / "moved"
+    shutil.move(str(weights), moved)
+    assert main(["predict", model, test, "-o", "q.csv", "-q"]) == 1  # weights not found
+    assert main(["predict", model, test, "-o", "q.csv", "-q", "--pretrained",
+                 f"local-dir:{moved}", "--cache-dir", "here"]) == 0
+    assert not (fit_dir / "cache").exists()
+    loaded = load_model(model, pretrained=f"local-dir:{moved}", cache_dir="here")
+    assert loaded.named_steps["clip"].cache == str(elsewhere / "here")
+    assert main(["predict", model, test, "-o", "r.csv", "-q", "--pretrained",
+                 f"local-dir:{moved}"]) == 0
+    assert "is not here: embeddings are cached in memory" in capsys.readouterr().err
+    assert not (fit_dir / "cache").exists()
+
+
 def test_mean_std_table_keeps_its_columns_apart():
     """`reproduce`'s mean ± std table ran columns together: 0.587±0.02518.746±20.329."""
     from candle_sklearn.cli.tables import format_table

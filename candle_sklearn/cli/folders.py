@@ -28,18 +28,47 @@ def save_model(model, path):
     save(model, path)
 
 
-def load_model(path, device=None):
+def load_model(path, device=None, pretrained=None, cache_dir=None):
     """Load a pipeline saved by :func:`save_model` (or ``candle-sklearn fit``);
-    ``device`` overrides the saved one. Never executes code from the file."""
+    ``device`` overrides the saved one, ``pretrained`` where the CLIP weights are on this
+    machine (:func:`candle_sklearn.load`), ``cache_dir`` the on-disk embedding cache.
+    Without ``cache_dir``, a cache folder saved with the model that does not exist here
+    becomes a cache in memory, with a warning: the model never creates the folders of the
+    machine that fitted it. Never executes code from the file."""
     from ..io import load
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFileError(f"model file {path} not found")
-    model = load(path, device=device)
+    model = load(path, device=device, pretrained=pretrained)
     if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
         raise ModelFileError(f"{path} holds a {type(model).__name__}, not a fitted classifier")
+    embedder, _ = _steps(model)
+    if embedder is not None:
+        if cache_dir is not None:
+            embedder.set_params(cache=os.path.abspath(os.path.expanduser(cache_dir)))
+        elif isinstance(embedder.cache, str) and not os.path.isdir(embedder.cache):
+            warnings.warn(f"the embedding cache {embedder.cache} that the model was fitted "
+                          "with is not here: embeddings are cached in memory only (pass "
+                          "--cache-dir to keep them on disk)", UserWarning, stacklevel=2)
+            embedder.set_params(cache=True)
     return model
+
+
+LOCAL_DIR = "local-dir:"  # the prefix of a folder of open_clip weights (ClipEmbedder's)
+
+
+def _absolute(pretrained):
+    """``pretrained`` with a relative file or ``local-dir:`` folder made absolute, so
+    that a saved model finds its weights from any working directory."""
+    text = os.fspath(pretrained) if isinstance(pretrained, os.PathLike) else pretrained
+    if not isinstance(text, str):
+        return pretrained
+    if text.startswith(LOCAL_DIR):
+        return LOCAL_DIR + os.path.abspath(os.path.expanduser(text[len(LOCAL_DIR):]))
+    if os.path.isfile(os.path.expanduser(text)):
+        return os.path.abspath(os.path.expanduser(text))
+    return pretrained
 
 
 # --------------------------------------------------------------- fit
@@ -132,10 +161,13 @@ def fit_image_folder(train_dir, *, new_classes=(), model_name="ViT-B-16",
     if isinstance(new_classes, (str, os.PathLike)):
         new_classes = read_class_names(new_classes)
     classes, names = _class_table(list(data.classes), list(new_classes))
+    # absolute paths: the saved model is used from other working directories
+    cache = True if cache_dir is None else os.path.abspath(os.path.expanduser(cache_dir))
     pipe = make_candle_pipeline(
-        model_name, pretrained, classes=classes, class_names=names, templates=templates,
+        model_name, _absolute(pretrained), classes=classes, class_names=names,
+        templates=templates,
         embedder_params=dict(device=device, batch_size=batch_size, num_workers=num_workers,
-                             cache=True if cache_dir is None else os.fspath(cache_dir)),
+                             cache=cache),
         device=device, random_state=random_state, verbose=verbose,
         **(candle_params or {}))
     embedder = pipe.named_steps["clip"].fit(list(data.paths[:1]))

@@ -192,6 +192,17 @@ def _add_common(p):
                         "one per core; fewer where other processes keep cores busy)")
 
 
+def _add_load_options(p):
+    p.add_argument("--device", help="override the saved pipeline's device")
+    p.add_argument("--pretrained", metavar="TAG",
+                   help="where the CLIP weights are on this machine (a checkpoint file, "
+                        "local-dir:FOLDER, an open_clip tag or bundled), where they are not "
+                        "where fit found them; they must be the same weights")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="the on-disk embedding cache to use (default: the one fit used, "
+                        "where it exists; else a cache in memory)")
+
+
 def _add_candle_options(p):
     g = p.add_argument_group("Candle")
     g.add_argument("--max-epochs", type=_positive, metavar="N",
@@ -250,7 +261,7 @@ def build_parser(prog=PROG):
     p.add_argument("-o", "--output", metavar="CSV", help="write the CSV here (default: stdout)")
     p.add_argument("--top-k", type=_positive, default=5, metavar="K",
                    help="most probable classes listed per image (default: %(default)s)")
-    p.add_argument("--device", help="override the saved pipeline's device")
+    _add_load_options(p)
     _add_common(p)
     p.set_defaults(func=_predict)
 
@@ -266,7 +277,7 @@ def build_parser(prog=PROG):
                    help="long-tail plot (PNG; needs matplotlib; '' for none; default: "
                         "%(default)s)")
     p.add_argument("-o", "--output", metavar="CSV", help="write the per-class table as CSV")
-    p.add_argument("--device", help="override the saved pipeline's device")
+    _add_load_options(p)
     _add_common(p)
     p.set_defaults(func=_evaluate)
 
@@ -360,7 +371,8 @@ def _fit(args):
 def _load(args):
     from .folders import load_model
 
-    return load_model(args.model, device=args.device)
+    return load_model(args.model, device=args.device, pretrained=args.pretrained,
+                      cache_dir=args.cache_dir)
 
 
 def _predict(args):
