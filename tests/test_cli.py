@@ -591,7 +591,7 @@ def test_a_model_file_works_from_another_directory_and_machine(folders, tmp_path
     assert main(["predict", model, test, "-o", "p.csv", "-q"]) == 0  # weights found
     assert sorted(os.listdir(elsewhere)) == ["p.csv"]  # and no cache folder made here
     assert len(_csv(elsewhere / "p.csv")) == 16
-    shutil.rmtree(fit_dir / "cache")  # as on another machine: the saved cache is not there
+    shutil.rmtree(fit_dir / "cache", ignore_errors=True)  # as on another machine
     moved = tmp_path / "moved"
     shutil.move(str(weights), moved)
     assert main(["predict", model, test, "-o", "q.csv", "-q"]) == 1  # weights not found
