@@ -121,6 +121,41 @@ def accuracy_section():
     return out
 
 
+def probabilities_section():
+    records = rows("probabilities")
+    out = ["### Probabilities", ""]
+    if not records:
+        return out + _missing("probabilities", "benchmarks/bench_probabilities.py")
+    methods = ("candle", "linear-adapter", "zero-shot")
+    ece, ece_t1, loss, loss_t1, hm = (_by_world(records, methods, k) for k in
+                                      ("ece", "ece_t1", "log_loss", "log_loss_t1", "joint_hm"))
+    out += ["How far `predict_proba` is from the accuracy it claims: expected calibration "
+            "error (ECE, 15 bins; 0 is perfect) and log loss of every test image among all "
+            "classes, beside joint HM. Calibrated probabilities divide the scores by "
+            "`temperature_`, fitted on the held-out classes that `new_class_bias=\"auto\"` "
+            "already draws (decision 0020); \"T = 1\" is the softmax of the scores as before. "
+            "The linear adapter gets the same temperature; zero-shot CLIP has none.", "",
+            "| world | Candle joint HM | Candle ECE | T = 1 | Candle log loss | T = 1 | "
+            "linear adapter ECE | T = 1 | zero-shot CLIP ECE |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for world in ece:
+        e, e1, l, l1 = ece[world], ece_t1[world], loss[world], loss_t1[world]
+        out.append(f"| {world} | {hm[world]['candle']:.3f} | {e['candle']:.3f} | "
+                   f"{e1['candle']:.3f} | {l['candle']:.2f} | {l1['candle']:.2f} | "
+                   f"{e['linear-adapter']:.3f} | {e1['linear-adapter']:.3f} | "
+                   f"{e['zero-shot']:.3f} |")
+    mean = {k: {m: np.mean([t[w][m] for w in t]) for m in methods}
+            for k, t in (("e", ece), ("e1", ece_t1), ("l", loss), ("l1", loss_t1), ("h", hm))}
+    out.append(f"| **mean of {len(ece)} worlds** | {mean['h']['candle']:.3f} | "
+               f"{mean['e']['candle']:.3f} | {mean['e1']['candle']:.3f} | "
+               f"{mean['l']['candle']:.2f} | {mean['l1']['candle']:.2f} | "
+               f"{mean['e']['linear-adapter']:.3f} | {mean['e1']['linear-adapter']:.3f} | "
+               f"{mean['e']['zero-shot']:.3f} |")
+    out += ["", f"Measured on: {_env(records)}, seed 0. Reproduce: `.venv/bin/python "
+            "benchmarks/bench_probabilities.py`.", ""]
+    return out
+
+
 def _missing(name, command):
     return [f"No figures kept yet (`benchmarks/results/{name}.jsonl`): run `{command}`.", ""]
 
@@ -230,7 +265,8 @@ def gpu_section():
 
 
 def page():
-    return "\n".join([HEADER, *accuracy_section(), *cost_section(), *serving_section(),
+    return "\n".join([HEADER, *accuracy_section(), *probabilities_section(), *cost_section(),
+                      *serving_section(),
                       *scale_section(), *gpu_section()]).rstrip() + "\n"
 
 
