@@ -23,6 +23,7 @@ half-way resumes where it stopped.
 import json
 import math
 import os
+import re
 import tempfile
 from numbers import Integral, Real
 from pathlib import Path
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .embedder import ClipEmbedder, release_memory_cache
+from .exceptions import ImageInputError
 
 __all__ = ["EmbedBatch", "embed_dataset", "embed_paths"]
 
@@ -286,7 +288,23 @@ def embed_paths(paths, embedder, *, num_actors=None, num_gpus=None, num_cpus=Non
     ds = embed_dataset(paths, embedder, column="path", num_actors=num_actors,
                        num_gpus=num_gpus, num_cpus=num_cpus, batch_size=batch_size,
                        **ray_remote_args)
-    return _gather(ds, len(paths))
+    try:
+        return _gather(ds, len(paths))
+    except Exception as exc:
+        message = _image_input_error(exc)
+        if message is None:
+            raise
+        # the actor's own error, without Ray's 30 to 50 lines of task wrapping
+        raise ImageInputError(message) from None
+
+
+def _image_input_error(exc):
+    """The message of an ImageInputError that an actor raised, from the Ray error that
+    reports it (Ray keeps the actor's traceback as text, not the exception), or None."""
+    if isinstance(exc, ImageInputError) and type(exc) is ImageInputError:
+        return str(exc)
+    found = re.findall(r"ImageInputError: (.+)", str(exc))
+    return found[-1].strip() if found else None
 
 
 def _gather(ds, n):

@@ -10,7 +10,7 @@ import pytest
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from candle_sklearn import ClipEmbedder, _cache, _clip  # noqa: E402
+from candle_sklearn import ClipEmbedder, ImageInputError, _cache, _clip  # noqa: E402
 from candle_sklearn import distributed  # noqa: E402
 from candle_sklearn.distributed import embed_dataset, embed_paths  # noqa: E402
 
@@ -134,3 +134,19 @@ def test_a_relative_cache_folder_reaches_the_actors_absolute(ray_cluster, tmp_pa
                         lambda self, fn, **kwargs: seen.update(kwargs["fn_constructor_kwargs"]))
     embed_dataset(data, _embedder(cache="clip-cache"), num_actors=1, num_gpus=0, num_cpus=1)
     assert seen["params"]["cache"] == str(tmp_path / "clip-cache")
+
+
+def test_an_unreadable_image_is_an_image_input_error_naming_it(ray_cluster, image_dir,
+                                                               tmp_path):
+    """One unreadable image raised a RayTaskError of 34 to 51 lines that ended in Ray's
+    retry advice (issue 26, item 7)."""
+    paths, _ = image_dir
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageInputError) as info:
+        embed_paths([paths[0], str(broken)], _embedder(cache=False), num_actors=1, num_gpus=0,
+                    num_cpus=1)
+    message = str(info.value)
+    assert str(broken) in message and "could not be read" in message
+    assert len(message.splitlines()) == 1 and "Ray" not in message
+    assert type(info.value) is ImageInputError
