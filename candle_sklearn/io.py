@@ -959,12 +959,28 @@ def save(estimator: BaseEstimator, path: str | os.PathLike) -> None:
     try:
         safetensors.numpy.save_file(writer.tensors, tmp,
                                     metadata={_METADATA_KEY: json.dumps(doc, allow_nan=False)})
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 is not what open() would give
         os.replace(tmp, path)
     except OSError as exc:
         raise type(exc)(f"cannot save to {given}: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask():
+    """The process's umask: from /proc on Linux, else read by setting it and setting it
+    back at once (a moment in which another thread's new files would get 022)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _save_target(path):

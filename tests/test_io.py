@@ -879,3 +879,17 @@ def test_fuzzed_model_files_load_correctly_or_are_refused_naming_the_field(model
 @given(data=st.data())
 def test_fuzzed_model_files_many(model_files, data):
     _load_or_refuse_clearly(model_files, data)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_saved_files_follow_the_umask(fitted, tmp_path):
+    """Saved models were mode 0600 whatever the umask (the temporary file's mode)."""
+    old = os.umask(0o022)
+    try:
+        candle_sklearn.save(fitted, tmp_path / "a.safetensors")
+        os.umask(0o077)
+        candle_sklearn.save(fitted, tmp_path / "b.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.safetensors").stat().st_mode & 0o777 == 0o600
