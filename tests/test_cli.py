@@ -265,6 +265,21 @@ def test_evaluate(model_path, folders, tmp_path, capsys):
     assert plot is None or plot.stat().st_size > 0
 
 
+def test_evaluate_writes_a_plot_only_where_asked_and_names_it(model_path, folders, tmp_path,
+                                                               monkeypatch, capsys):
+    """`evaluate` always wrote long_tail.png into the working directory, and `--plot X`
+    saved X.png but reported X."""
+    pytest.importorskip("matplotlib")
+    _, test, _ = folders
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", model_path, test]) == 0
+    assert os.listdir(tmp_path) == []
+    capsys.readouterr()
+    assert main(["evaluate", model_path, test, "--plot", "lt"]) == 0
+    assert os.listdir(tmp_path) == ["lt.png"]
+    assert "long-tail plot: lt.png" in capsys.readouterr().err
+
+
 def test_evaluate_a_folder_of_some_classes(model_path, tmp_path):
     """Images predicted as a class that has no folder in the test set (here a folder of
     one class holding another class's images): the plot shows every class of the model."""

@@ -299,6 +299,9 @@ def evaluate_image_folder(model, test_dir, *, on_error="stop", plot=None, verbos
                  for c, n in zip(classes[present], counts[present])]
     per_class.sort(key=lambda r: (-r["n_train"], str(r["class"])))
     if plot:  # every class of the model: images may be predicted as a class not in the folder
+        plot = os.fspath(plot)
+        if not os.path.splitext(plot)[1]:
+            plot += ".png"  # as matplotlib would save it: say the file it wrote
         _plot_long_tail(y, predicted, classes, counts, plot)
     return Bunch(summary=summary, per_class=per_class, plot=plot or None,
                  methods=list(scores))

@@ -273,9 +273,8 @@ def build_parser(prog=PROG):
                            "plot."))
     p.add_argument("model", metavar="MODEL", help="a pipeline saved by fit")
     p.add_argument("test_dir", metavar="TEST_DIR", help="one sub-folder of images per class")
-    p.add_argument("--plot", default="long_tail.png", metavar="FILE",
-                   help="long-tail plot (PNG; needs matplotlib; '' for none; default: "
-                        "%(default)s)")
+    p.add_argument("--plot", metavar="FILE",
+                   help="save the long-tail plot here (PNG; needs matplotlib; default: none)")
     p.add_argument("-o", "--output", metavar="CSV", help="write the per-class table as CSV")
     _add_load_options(p)
     _add_common(p)
@@ -409,7 +408,7 @@ def _evaluate(args):
 
     model = _load(args)
     _output_file(args.output)
-    plot = _output_file(args.plot) or None
+    plot = _output_file(args.plot) if args.plot else None
     if plot:
         try:
             import matplotlib  # noqa: F401
@@ -540,8 +539,8 @@ def _check_usage(parser, args):
     """Usage errors that argparse cannot see option by option: exit status 2."""
     if getattr(args, "func", None) in (_fit, _predict, _evaluate):
         _check_output_file(parser, "-o", getattr(args, "output", None))
-    if getattr(args, "func", None) is _evaluate:
-        _check_output_file(parser, "--plot", getattr(args, "plot", None))
+    if getattr(args, "func", None) is _evaluate and args.plot != "":  # '': none, as before
+        _check_output_file(parser, "--plot", args.plot)
     if getattr(args, "dataset", None) and getattr(args, "test", None):
         parser.error("--test goes with --train (transfer), not with --dataset")
     if getattr(args, "features", False) and args.plot is not None:
