@@ -42,6 +42,17 @@ class CandlePipeline(Pipeline):
         self._share_encoder()
         return super().fit(X, y, **params)
 
+    def add_classes(self, classes, class_names=None, text_features=None):
+        """Add classes known only by name to the fitted classifier, without retraining:
+        :meth:`CandleClassifier.add_classes`, their names embedded by the pipeline's own
+        CLIP model. Returns the pipeline."""
+        self._share_encoder()
+        final = self.steps[-1][1]
+        if not hasattr(final, "add_classes"):
+            raise TypeError(f"the final step, {type(final).__name__}, cannot add classes")
+        final.add_classes(classes, class_names=class_names, text_features=text_features)
+        return self
+
 
 def make_candle_pipeline(model_name="ViT-B-16", pretrained="openai", *, embedder_params=None,
                          **classifier_params):

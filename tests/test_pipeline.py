@@ -45,6 +45,30 @@ def test_pipeline_with_new_class_by_name_and_pickle(image_dir):
     np.testing.assert_array_equal(loaded.predict(paths), pipe.predict(paths))
 
 
+def test_add_classes_on_a_fitted_pipeline(image_dir):
+    """A fitted pipeline had no add_classes: the names go through the pipeline's own CLIP,
+    also after a clone-and-fit (as a grid search makes it) or a pickle."""
+    paths, labels = image_dir
+    pipe = make_candle_pipeline(TINY, conftest.TINY_WEIGHTS, embedder_params={"device": "cpu"},
+                                max_epochs=3, device="cpu", random_state=0)
+    pipe = joblib.load(_pickled(clone(pipe).fit(paths, labels)))
+    assert pipe.add_classes(["purple"]) is pipe
+    candle = pipe.named_steps["candle"]
+    assert candle.classes_.tolist() == ["blue", "green", "purple", "red", "yellow"]
+    want = prompts_text_features(pipe.named_steps["clip"], ["purple"], None)[0]
+    got = candle.text_features_[candle.classes_.tolist().index("purple")]
+    np.testing.assert_allclose(got / np.linalg.norm(got), want / np.linalg.norm(want),
+                               atol=1e-6)
+    assert pipe.predict_proba(paths).shape == (len(paths), 5)
+
+
+def _pickled(obj):
+    buf = io.BytesIO()
+    joblib.dump(obj, buf)
+    buf.seek(0)
+    return buf
+
+
 # ===================================================== silent garbage, item 8
 def test_grid_over_clip_model_name_keeps_text_and_images_in_step(image_dir, tmp_path):
     import open_clip
