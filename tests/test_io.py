@@ -121,31 +121,20 @@ def test_fitted_on_another_device_loads_on_cpu(fitted, small_data, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
 
 
-def test_a_file_from_before_the_zero_shot_blend_predicts_as_it_did(fitted, small_data,
-                                                                      tmp_path):
-    """Files written before ``zero_shot_weight_`` existed (same format) blend nothing."""
+@pytest.mark.parametrize("name, value", [("zero_shot_weight_", 0.0), ("temperature_", 1.0)])
+def test_a_file_from_before_an_optional_attribute_predicts_as_it_did(fitted, small_data,
+                                                                     tmp_path, name, value):
+    """Files written before ``zero_shot_weight_`` (blend nothing) or ``temperature_`` (the
+    plain softmax) existed, in the same format, load with the value that predicts as they
+    did."""
     old = clone(fitted)
     old.__dict__.update({k: v for k, v in vars(fitted).items() if k.endswith("_")})
-    old.zero_shot_weight_ = 0.0
+    setattr(old, name, value)
     expected = old.predict_proba(small_data.X_test)
-    del old.zero_shot_weight_
+    delattr(old, name)
     candle_sklearn.save(old, tmp_path / "old.safetensors")
     loaded = candle_sklearn.load(tmp_path / "old.safetensors")
-    assert loaded.zero_shot_weight_ == 0.0
-    np.testing.assert_array_equal(loaded.predict_proba(small_data.X_test), expected)
-
-
-def test_a_file_from_before_the_temperature_gives_the_softmax_it_did(fitted, small_data,
-                                                                      tmp_path):
-    """Files written before ``temperature_`` existed (same format) take temperature 1."""
-    old = clone(fitted)
-    old.__dict__.update({k: v for k, v in vars(fitted).items() if k.endswith("_")})
-    old.temperature_ = 1.0
-    expected = old.predict_proba(small_data.X_test)
-    del old.temperature_
-    candle_sklearn.save(old, tmp_path / "old.safetensors")
-    loaded = candle_sklearn.load(tmp_path / "old.safetensors")
-    assert loaded.temperature_ == 1.0
+    assert getattr(loaded, name) == value
     np.testing.assert_array_equal(loaded.predict_proba(small_data.X_test), expected)
 
 
