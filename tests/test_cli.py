@@ -631,3 +631,21 @@ def test_mean_std_table_keeps_its_columns_apart():
     assert lines[2].split()[-2:] == ["0.587±0.025", "18.746±20.329"]
     assert lines[3].split()[-2:] == ["0.500±0.000", "--"]
     assert len({len(line) for line in lines}) == 1  # aligned
+
+
+def test_help_and_the_package_import_load_no_heavy_library():
+    """`candle-sklearn --help` took 5.2 s (issue 26, item 10): neither it nor
+    `import candle_sklearn` may import torch, open_clip or scikit-learn."""
+    code = ("import sys, contextlib, io\n"
+            "import candle_sklearn\n"
+            "from candle_sklearn.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n"
+            "        main(['--help'])\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print(sorted(m for m in ('torch', 'open_clip', 'sklearn', 'torchvision')\n"
+            "             if m in sys.modules))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert run.stdout.strip() == "[]"
