@@ -649,3 +649,57 @@ def test_help_and_the_package_import_load_no_heavy_library():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert run.stdout.strip() == "[]"
+
+
+def test_predict_csv_probabilities_are_calibrated(folders, tmp_path):
+    """The CSV's proba_1 printed 1.000000 on wrong labels (issue 26, item 2): with enough
+    images a class for the held-out calibration, the command line's probabilities are
+    divided by the fitted temperature."""
+    train = write_image_folder(str(tmp_path / "train"), names=WORLD8[:6], n=(8,) * 6, seed=3)
+    _, test, new = folders
+    model = tmp_path / "m.safetensors"
+    assert main(["fit", train, "--new-classes", new, "-o", str(model), *TINY, *FAST,
+                 "-q"]) == 0
+    loaded = load_model(model)
+    candle = loaded.named_steps["candle"]
+    assert candle.calibration_["method"] == "held-out classes" and candle.temperature_ != 1
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(model), test, "-o", str(out), "-q", "--top-k", "1"]) == 0
+    rows = _csv(out)
+    paths = [r["path"] for r in rows]
+    np.testing.assert_allclose([float(r["proba_1"]) for r in rows],
+                               loaded.predict_proba(paths).max(axis=1), atol=1e-6)
+
+
+def test_predict_says_what_it_skipped_and_what_it_read_once(model_path, folders, tmp_path,
+                                                            capsys):
+    """`.gif` files were skipped with no count, and duplicate inputs gave fewer rows than
+    inputs without a word (issue 26, item 4)."""
+    _, test, _ = folders
+    inbox = tmp_path / "inbox"
+    shutil.copytree(test, inbox)
+    (inbox / WORLD8[0] / "anim.gif").write_bytes(b"GIF89a")
+    one = str(inbox / WORLD8[0] / "0.png")
+    out = tmp_path / "p.csv"
+    assert main(["predict", model_path, str(inbox), one, "-o", str(out), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 file(s)" in err and "1 .gif" in err
+    assert "1 input(s) named an image already listed" in err and "there are 16 images" in err
+    assert len(_csv(out)) == 16
+
+
+def test_reproduce_warms_every_method_up_before_the_timed_seeds(data_root, monkeypatch):
+    """The first seed's seconds included a one-off start-up (47 s against 2 to 6 s): every
+    method now runs once, untimed and quiet, on two images a class before the seeds."""
+    from candle_sklearn.cli import reproduce as rep
+
+    calls = []
+    monkeypatch.setattr(rep, "_run_seed", lambda name, data, split, train, X, y, text, seed,
+                        device, params, verbose, methods: calls.append(
+                            (seed, verbose, np.bincount(data.train.labels[split.train]))) or [])
+    rep.base_to_new("oxford_pets", data_root, model_name="candle-tiny", pretrained="bundled",
+                    device="cpu", num_workers=0, seeds=(1, 2), methods=("zero-shot",),
+                    verbose=1)
+    assert [(seed, verbose) for seed, verbose, _ in calls] == [(1, 0), (1, 1), (2, 1)]
+    warm, first = calls[0][2], calls[1][2]
+    assert warm.max() <= 2 and (warm > 0).sum() == (first > 0).sum() and first.max() > 2
