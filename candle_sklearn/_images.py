@@ -117,12 +117,15 @@ def _pil_to_rgb(img, index):
 #: The version of decoding (bumped when it changes what an image file decodes to), part
 #: of the embedding caches' key: 2 turns images by their EXIF orientation.
 DECODING_VERSION = 2
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def _upright(img):
     """The image turned as its EXIF orientation says (a phone's portrait photo is stored
     sideways), as image viewers and ``ImageOps.exif_transpose`` users see it."""
     try:
+        if img.getexif().get(_ORIENTATION, 1) == 1:  # upright: exif_transpose would copy
+            return img
         return ImageOps.exif_transpose(img)
     except (OSError, ValueError, SyntaxError, TypeError):  # unreadable EXIF: as stored
         return img
