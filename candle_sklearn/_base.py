@@ -358,7 +358,8 @@ class TextClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, Ba
 
     def _probability_scores(self, X, calibrated):
         scores = self._scores(X, calibrated)
-        return scores / self.temperature_ if calibrated else scores
+        # a model pickled before temperature_ existed predicts its plain softmax
+        return scores / getattr(self, "temperature_", 1.0) if calibrated else scores
 
     def _blended_scores(self, X, weight):
         """``(1 - weight) * method scores + weight * zero-shot CLIP's``, float64."""

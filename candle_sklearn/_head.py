@@ -52,8 +52,10 @@ class ClassContext(NamedTuple):
 
 
 def _fused_cpu(q):
-    """Whether inference attention of queries ``q`` takes the fused CPU kernel."""
-    return _CPU_FLASH is not None and q.device.type == "cpu" and q.dtype == torch.float32
+    """Whether inference attention of queries ``q`` takes the fused CPU kernel (not where
+    autograd records: the kernel's log-sum-exp output carries no gradient)."""
+    return (_CPU_FLASH is not None and q.device.type == "cpu" and q.dtype == torch.float32
+            and not torch.is_grad_enabled())
 
 
 class CrossModalFusion(nn.Module):

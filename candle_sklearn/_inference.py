@@ -6,8 +6,9 @@ closed form. A :class:`HeadScorer` computes it once and then costs each sample o
 own projections and its products with that context (O(C·D) beyond O(D²)).
 
 Samples are scored in float32, in chunks of a fixed number of rows: ``rows`` for bulk input,
-and, for fewer samples than that, one chunk of exactly the input, so that one sample is
-not padded to a whole chunk (padded to four rows, it cost 70 % more). A BLAS kernel's
+and, for fewer samples than that, one chunk of the input's size rounded up to a multiple of
+four (one to three samples: exactly their size), so that one sample is not padded to a
+whole chunk (padded to four rows, it cost 70 % more). A BLAS kernel's
 arithmetic for a row depends on the shape of the product it takes part in (one to three rows take other kernels than four or more,
 and small products other blocking than large ones), never on the other rows of a product
 of the same shape: so a sample's scores are bitwise the same whatever it is predicted with
@@ -36,6 +37,14 @@ MAX_CHUNK_BYTES = 256 * 2**20
 # The bound kept between a sample's scores in a small input and in a bulk one (chunks of
 # different shapes; within one shape they are bitwise the same): float32 rounding.
 BATCH_TOLERANCE = dict(rtol=2e-5, atol=1e-4)
+
+
+def _small_chunk(rows):
+    """Rows of the one chunk of a small input: the input itself up to three rows, else
+    the next multiple of four, so that no product of the chunk (BLAS splitting rows among
+    threads, the fused attention kernel's blocks of 32 or 64 queries) ends in a part of
+    one to three rows, which takes other kernels than the rest of the chunk."""
+    return rows if rows < 4 else -(-rows // 4) * 4
 
 
 def chunk_rows(head, device_type):
@@ -85,7 +94,7 @@ class HeadScorer:
         blended as ``(1 - w) * scores + w * zero-shot CLIP's`` for a weight w > 0."""
         X = torch.as_tensor(X, dtype=torch.float32)
         n, every = X.shape[0], self.spacing
-        rows = min(self.rows, n * every)  # spacing divides self.rows
+        rows = min(self.rows, _small_chunk(n * every))  # spacing divides self.rows
         # padding rows repeat the first sample: zero rows would be layer-normed into
         # denormal floats, which cost a one-sample call 40 % more on x86 CPUs
         padded = X[:1].expand(-(-n * every // rows) * rows, X.shape[1]).clone()

@@ -959,7 +959,10 @@ def save(estimator: BaseEstimator, path: str | os.PathLike) -> None:
     try:
         safetensors.numpy.save_file(writer.tensors, tmp,
                                     metadata={_METADATA_KEY: json.dumps(doc, allow_nan=False)})
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 is not what open() would give
+        # the mode open() would give: an existing file's own, else the umask's (mkstemp
+        # makes 0600)
+        os.chmod(tmp, (os.stat(path).st_mode & 0o777) if path.exists()
+                 else 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as exc:
         raise type(exc)(f"cannot save to {given}: {exc.strerror or exc}") from None

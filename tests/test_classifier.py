@@ -1353,3 +1353,19 @@ def test_add_classes_inputs_give_the_model_or_a_clean_error(data, context, kind)
        kind=st.sampled_from(["int", "str", "object str", "integral float", "bool"]))
 def test_add_classes_inputs_many(data, context, kind):
     _add_classes_or_refuse_clearly(data, context, kind)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_scores_bitwise_among_inputs_of_one_size_at_block_edges(n_jobs):
+    """Unpadded inputs of 5 or 33 rows ended in a part of one to three rows (BLAS splits
+    rows among threads; the fused attention works in blocks of 32 queries), which takes
+    other kernels: a sample's scores then depended on its place in the input."""
+    data = make_clip_like_features(n_base=6, n_new=2, dim=512, max_per_class=4,
+                                   imbalance_ratio=1.0, n_test_per_class=10, random_state=0)
+    clf = _fit(data, max_steps=2, n_jobs=n_jobs)
+    X = data.X_test
+    for n in (5, 6, 7, 33, 34, 35, 66):
+        first = clf.decision_function(X[:n])
+        moved = clf.decision_function(np.roll(X[:n], -1, axis=0))
+        np.testing.assert_array_equal(moved[-1], first[0])
+        np.testing.assert_array_equal(moved[:-1], first[1:])

@@ -374,3 +374,15 @@ def test_tied_text_needs_text_initialised_virtual_prototypes():
     with pytest.raises(ValueError, match="tied_text"):
         CandleHead(torch.randn(2, D), torch.randn(3, D), 1, virtual_init="visual",
                    tied_text=True)
+
+
+def test_scores_differentiate_correctly_in_eval_mode():
+    """The fused kernel's log-sum-exp carries no gradient: where autograd records, the
+    unfused path runs, so gradients through head.scores are right in float32 too."""
+    head = _head("isolated")
+    X = torch.randn(5, D, dtype=torch.double, requires_grad=True)
+    head.scores(X).sum().backward()
+    want = X.grad.clone()
+    X32 = X.detach().float().requires_grad_()
+    head.float().scores(X32).sum().backward()
+    torch.testing.assert_close(X32.grad.double(), want, atol=1e-3, rtol=1e-3)

@@ -882,3 +882,15 @@ def test_saved_files_follow_the_umask(fitted, tmp_path):
         os.umask(old)
     assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.safetensors").stat().st_mode & 0o777 == 0o600
+    os.chmod(tmp_path / "a.safetensors", 0o600)  # a file saved over keeps its mode
+    candle_sklearn.save(fitted, tmp_path / "a.safetensors")
+    assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_model_pickled_before_the_temperature_predicts_probabilities(fitted, small_data):
+    """A pickle from before temperature_ existed gives its plain softmax, not an error."""
+    old = copy.deepcopy(fitted)
+    old.temperature_ = 1.0
+    expected = old.predict_proba(small_data.X_test)
+    del old.temperature_
+    np.testing.assert_array_equal(old.predict_proba(small_data.X_test), expected)

@@ -201,7 +201,7 @@ def fit_summary(clf):
 def _warn_if_zero_shot(clf):
     """Say so when predictions are zero-shot CLIP's: the training images changed nothing
     that ``predict`` uses."""
-    if clf.zero_shot_weight_ == 1 and clf.new_class_bias_ == 0:
+    if clf.zero_shot_weight_ == 1:
         why = {"few images per class": "too few images per class to calibrate the trained "
                                        "head against new classes",
                "held-out classes": "on held-out classes zero-shot CLIP predicted better "
