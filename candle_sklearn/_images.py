@@ -115,19 +115,21 @@ def _pil_to_rgb(img, index):
 
 
 #: The version of decoding (bumped when it changes what an image file decodes to), part
-#: of the embedding caches' key: 2 turns images by their EXIF orientation.
+#: of the embedding caches' key: 2 turns image files by their EXIF orientation.
 DECODING_VERSION = 2
 _ORIENTATION = 0x0112  # the EXIF tag
 
 
 def _upright(img):
-    """The image turned as its EXIF orientation says (a phone's portrait photo is stored
-    sideways), as image viewers and ``ImageOps.exif_transpose`` users see it."""
+    """An image file's pixels turned as its EXIF orientation says (a phone's portrait
+    photo is stored sideways), as image viewers and ``ImageOps.exif_transpose`` users see
+    it. Only for files the package opens: a PIL image given in memory is used as given
+    (its owner may have turned it already, and its tag would turn it twice)."""
     try:
         if img.getexif().get(_ORIENTATION, 1) == 1:  # upright: exif_transpose would copy
             return img
         return ImageOps.exif_transpose(img)
-    except (OSError, ValueError, SyntaxError, TypeError):  # unreadable EXIF: as stored
+    except Exception:  # noqa: BLE001 - malformed EXIF (struct.error, ...): as stored
         return img
 
 
@@ -157,7 +159,7 @@ def to_pil(item, index):
             raise ImageInputError(f"image {index} ({os.fspath(item)!r}) could not be read: "
                                   f"{exc}") from None
     if isinstance(item, Image.Image):
-        return _pil_to_rgb(_upright(_load_pil(item, index)), index)
+        return _pil_to_rgb(_load_pil(item, index), index)
     if isinstance(item, np.ndarray):
         _check_array(item, index)
         return Image.fromarray(_to_uint8(item, index)).convert("RGB")

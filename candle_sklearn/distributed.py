@@ -300,11 +300,17 @@ def embed_paths(paths, embedder, *, num_actors=None, num_gpus=None, num_cpus=Non
 
 def _image_input_error(exc):
     """The message of an ImageInputError that an actor raised, from the Ray error that
-    reports it (Ray keeps the actor's traceback as text, not the exception), or None."""
-    if isinstance(exc, ImageInputError) and type(exc) is ImageInputError:
+    reports it (Ray keeps the actor's traceback as text, not the exception), or None.
+    Only the last exception of the traceback that is not Ray's own wrapping counts: an
+    ImageInputError that another error followed ("During handling of the above
+    exception...") did not end the task."""
+    if type(exc) is ImageInputError:
         return str(exc)
-    found = re.findall(r"ImageInputError: (.+)", str(exc))
-    return found[-1].strip() if found else None
+    lines = [line for line in re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$",
+                                         str(exc), re.M) if not line[0].startswith("ray.")]
+    if lines and lines[-1][0].rsplit(".", 1)[-1] == "ImageInputError":
+        return lines[-1][1].strip()
+    return None
 
 
 def _gather(ds, n):

@@ -703,3 +703,21 @@ def test_reproduce_warms_every_method_up_before_the_timed_seeds(data_root, monke
     assert [(seed, verbose) for seed, verbose, _ in calls] == [(1, 0), (1, 1), (2, 1)]
     warm, first = calls[0][2], calls[1][2]
     assert warm.max() <= 2 and (warm > 0).sum() == (first > 0).sum() and first.max() > 2
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("Pass a writable folder as cache=, or cache=True to keep embeddings in memory only",
+     "Pass a writable folder as --cache-dir, or no --cache-dir to keep embeddings in memory "
+     "only"),
+    ("image 3 ('/data/device=phone/IMG_1.jpg') could not be read",
+     "image 3 ('/data/device=phone/IMG_1.jpg') could not be read"),
+    ("runs/pretrained=openai/cat: no such file", "runs/pretrained=openai/cat: no such file"),
+    ("saved with ClipEmbedder(model_name='ViT-B-16', pretrained='/home/me/my weights.pt') here",
+     "saved with --model ViT-B-16 --pretrained '/home/me/my weights.pt' here"),
+    ("device='cuda' was requested; use device='auto' or 'cpu'",
+     "--device cuda was requested; use --device auto or 'cpu'"),
+])
+def test_python_advice_becomes_flags_and_nothing_else_changes(message, expected):
+    from candle_sklearn.cli.main import _as_flags
+
+    assert _as_flags(message) == expected

@@ -150,3 +150,17 @@ def test_an_unreadable_image_is_an_image_input_error_naming_it(ray_cluster, imag
     assert str(broken) in message and "could not be read" in message
     assert len(message.splitlines()) == 1 and "Ray" not in message
     assert type(info.value) is ImageInputError
+
+
+def test_only_an_image_error_that_ended_the_task_is_reported_as_one():
+    from candle_sklearn.distributed import _image_input_error
+
+    ended = ("ray.exceptions.RayTaskError(UserCodeException): ray::MapWorker\nTraceback\n"
+             "candle_sklearn.exceptions.ImageInputError: image 1 ('/a b.jpg') could not be "
+             "read: bad\n\nThe above exception was the direct cause of the following "
+             "exception:\n\nray.exceptions.UserCodeException: UDF failed to process a block.")
+    followed = ("Traceback\ncandle_sklearn.exceptions.ImageInputError: image 1 ('/a.jpg') "
+                "could not be read\n\nDuring handling of the above exception, another "
+                "exception occurred:\n\nMemoryError: out of memory")
+    assert _image_input_error(Exception(ended)) == "image 1 ('/a b.jpg') could not be read: bad"
+    assert _image_input_error(Exception(followed)) is None

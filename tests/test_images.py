@@ -22,7 +22,7 @@ from candle_sklearn import ImageInputError
 from candle_sklearn._cache import MEMORY
 
 from ._fuzz import fuzz, given, st
-from .conftest import embed, tiny
+from .conftest import ASSETS, embed, tiny
 
 pytestmark = pytest.mark.usefixtures("fresh_embedding_cache")
 
@@ -434,8 +434,9 @@ def test_containers_of_mixed_items(kinds, container):
 
 
 def test_exif_orientation_is_applied(tmp_path):
-    """A photo stored sideways with an EXIF orientation embeds as it is seen upright
-    (ImageOps.exif_transpose), whether given as a path or as an opened PIL image."""
+    """A photo file stored sideways with an EXIF orientation embeds as it is seen upright
+    (ImageOps.exif_transpose); a PIL image in memory is used as given (its owner may
+    have turned it already); a malformed EXIF block leaves the file as stored."""
     rng = np.random.default_rng(0)
     upright = Image.fromarray(rng.integers(0, 255, (40, 64, 3), dtype=np.uint8))
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # as a camera stores it
@@ -446,5 +447,8 @@ def test_exif_orientation_is_applied(tmp_path):
     upright.save(plain)
     want = embed([str(plain)])
     np.testing.assert_allclose(embed([str(tagged)]), want, atol=1e-6)
-    np.testing.assert_allclose(embed([Image.open(tagged)]), want, atol=1e-6)
-    assert not np.allclose(embed([stored]), want, atol=1e-3)  # the tag is what turns it
+    as_given = embed([stored])
+    assert not np.allclose(as_given, want, atol=1e-3)  # the tag is what turns it
+    np.testing.assert_allclose(embed([Image.open(tagged)]), as_given, atol=1e-6)
+    # orientation 6 and a tag 332 of the wrong type: exif_transpose raised struct.error
+    assert embed([str(ASSETS / "malformed_exif.jpg")]).shape == (1, 32)

@@ -7,6 +7,7 @@ import ast
 import csv
 import os
 import re
+import shlex
 import sys
 import warnings
 
@@ -490,13 +491,27 @@ def _expected_errors():
 
 
 # The library's errors give Python advice (ClipEmbedder(pretrained=...)); on the command
-# line the same advice names the flags.
+# line the same advice names the flags. A keyword counts only where advice starts (after
+# a space, an opening parenthesis or the start), never inside a path or a quoted value.
+_WORD = r"(?:(?<=[\s(])|^)"
+_VALUE = r"(?:'([^']*)'|([^\s',;)]+))"
+
+
+def _flag(name, end=""):
+    """A substitution that writes ``name VALUE`` (quoted as a shell would need it)."""
+    def write(match):
+        value = match.group(1) if match.group(1) is not None else match.group(2)
+        return f"{name} {shlex.quote(value)}{end}"
+    return write
+
+
 _AS_FLAGS = (
-    (re.compile(r"ClipEmbedder\(model_name=('?)([^',)]+)\1, ?"), r"--model \2 "),
-    (re.compile(r"\bpretrained=None (means|gives) random weights[^.;]*[.;]?"), ""),
-    (re.compile(r"\bpretrained=('?)([^',)\s]+)\1\)?"), r"--pretrained \2"),
-    (re.compile(r"\bdevice=('?)([^',)\s]+)\1"), r"--device \2"),
-    (re.compile(r"\bcache="), "--cache-dir"),
+    (re.compile(_WORD + r"ClipEmbedder\(model_name=" + _VALUE + r", ?"), _flag("--model", " ")),
+    (re.compile(_WORD + r"pretrained=None (?:means|gives) random weights[^.;]*[.;]?"), ""),
+    (re.compile(_WORD + r"pretrained=" + _VALUE + r"\)?"), _flag("--pretrained")),
+    (re.compile(_WORD + r"device=" + _VALUE), _flag("--device")),
+    (re.compile(_WORD + r"cache=True"), "no --cache-dir"),
+    (re.compile(_WORD + r"cache=(?=[\s,;.]|$)"), "--cache-dir"),
 )
 
 
