@@ -170,7 +170,7 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
     batches = _batches(n, cfg, torch.Generator().manual_seed(seed), device)
     history = []
     running, seen = torch.zeros((), device=device), 0
-    untrained = None  # the first step's loss: the untrained head's, on one batch
+    untrained = _untrained_loss(head, X, y, class_rows, log_prior, cfg, device)
     with _tf32(device):
         for step in range(total):
             idx = next(batches)
@@ -189,14 +189,38 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
             optimizer.step()
             running += loss.detach() * len(idx)
             seen += len(idx)
-            if untrained is None:
-                untrained = loss.detach()
     if seen:
         _record(history, running, seen, head, total, on_epoch)
     head.eval()
     _check_scores(head, total)
     _check_progress(history, X.shape[1], float(untrained))
     return history
+
+
+# Images the untrained head's loss is measured on (spread over the data), for the
+# collapse check: one batch's loss varied too much to compare a pass's mean with.
+UNTRAINED_SAMPLE = 1024
+
+
+@torch.no_grad()
+def _untrained_loss(head, X, y, class_rows, log_prior, cfg, device):
+    """The mean training loss of the head before any step, over at most
+    ``UNTRAINED_SAMPLE`` images spread over the data, in batches and in training mode as
+    a pass computes it; the random state is left as it was, so that the fit draws the same
+    dropout masks as without this measurement."""
+    idx = torch.linspace(0, X.shape[0] - 1, min(X.shape[0], UNTRAINED_SAMPLE),
+                         device=X.device).long()
+    accelerator = device.type in ("cuda", "mps")
+    total = torch.zeros((), device=device)
+    fork = torch.random.fork_rng(devices=[device] if accelerator else [],
+                                 device_type=device.type if accelerator else None)
+    with fork, _tf32(device):
+        for part in idx.split(cfg.batch_size):
+            target = torch.cat([y[part], class_rows])
+            with _precision(device, cfg.precision):
+                logits = [z.float() for z in head.training_logits(X[part]) if z is not None]
+            total += sum(cla_loss(z, target, log_prior, cfg.tau) for z in logits) * len(part)
+    return total / len(idx)
 
 
 @torch.no_grad()
@@ -208,8 +232,8 @@ def _check_scores(head, step):
                                     "that its scores are not finite")
 
 
-# A fit whose last pass's mean loss is this much above the untrained head's loss (its first
-# step's) or its first pass's has collapsed: too large a step sends every score to about
+# A fit whose last pass's mean loss is this much above the untrained head's loss
+# (_untrained_loss) or its first pass's has collapsed: too large a step sends every score to about
 # the same value, and that can happen within the first pass. A working fit's loss falls
 # (docs/decisions/0018). Below MIN_COLLAPSE_DIM features the layer norm leaves too little
 # to learn for the loss to say anything (two features become two points): no check there.

@@ -1,6 +1,7 @@
 """Training (candle_sklearn._train): seeding and the step budget."""
 
 import numpy as np
+import pytest
 
 
 def test_seeded_seeds_and_restores_the_mps_generator(monkeypatch):
@@ -81,3 +82,24 @@ def test_progress_check_compares_with_the_lower_start():
     with pytest.raises(TrainingDivergedError):
         _check_progress([1.0, 2.0], 64, untrained=3.0)  # rose after the first pass
     _check_progress([20.0, 10.0, 9.0], 8, untrained=1.0)  # too few features to judge
+
+
+@pytest.mark.parametrize("batch_size", [2, 8, 16])
+def test_a_fit_that_barely_moves_is_no_collapse(batch_size):
+    """One pass at the reference's warm-up rate (1e-5) cannot collapse, yet one batch's
+    loss, the first comparison's start, was lower than the pass's mean for some seeds:
+    the untrained loss is now measured over up to 1,024 images."""
+    import warnings
+
+    from candle_sklearn import CandleClassifier
+    from candle_sklearn.datasets import make_clip_like_features
+
+    d = make_clip_like_features(n_base=10, n_new=0, dim=128, max_per_class=20,
+                                imbalance_ratio=0.1, random_state=1)
+    for seed in range(6):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            CandleClassifier(classes=d.classes, text_features=d.text_features,
+                             recipe="reference", batch_size=batch_size, max_epochs=1,
+                             max_steps=None, new_class_bias=0.0, device="cpu",
+                             random_state=seed).fit(d.X_train, d.y_train)
