@@ -11,6 +11,7 @@ the value from before the first of them comes back when the last one ends.
 import contextlib
 import os
 import threading
+import time
 
 import torch
 
@@ -38,16 +39,33 @@ def effective_n_jobs(n_jobs):
     return max(cpu_count() + 1 + int(n_jobs), 1)
 
 
+# This process's CPU time at a reference moment, renewed once a minute: what it used
+# since then is its own part of the one-minute load average.
+_OWN = {"wall": time.monotonic(), "cpu": time.process_time()}
+
+
+def _own_load():
+    """Cores this process kept busy on average since the reference moment (at most about
+    a minute ago, the load average's window): 0 within a second of it."""
+    now, cpu = time.monotonic(), time.process_time()
+    elapsed = now - _OWN["wall"]
+    own = (cpu - _OWN["cpu"]) / elapsed if elapsed >= 1 else 0.0
+    if elapsed > 60:
+        _OWN.update(wall=now, cpu=cpu)
+    return own
+
+
 def free_cores():
-    """Cores that other processes are not keeping busy: every core but the load average
-    (floored; one at least). Where the system has no load average, every core."""
+    """Cores that other processes are not keeping busy: every core but the load average,
+    less this process's own part of it (floored; one at least). Where the system has no
+    load average, every core."""
     from joblib import cpu_count  # respects CPU affinity and container quotas
 
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return cpu_count()
-    return max(1, cpu_count() - int(load))
+    return max(1, cpu_count() - int(max(0.0, load - _own_load())))
 
 
 def working_n_jobs(n_jobs):

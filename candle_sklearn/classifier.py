@@ -181,8 +181,9 @@ class CandleClassifier(TextClassifier):
         average), and one thread to predict up to 64 samples; -1: every core. Set it
         inside a parallel ``GridSearchCV``, or to pin a count.
     random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, shuffling and dropout. On CPU, a fixed value makes
-        ``fit`` deterministic.
+        Seeds initialisation, shuffling and dropout. On CPU, a fixed value with a fixed
+        ``n_jobs`` makes ``fit`` deterministic (another thread count rounds differently,
+        and ``n_jobs=None`` follows the free cores).
     verbose : int, default=0
         Show a progress bar over epochs with the running loss.
     optimizer, momentum, weight_decay, warmup_epochs, warmup_lr, dropout : deprecated

@@ -688,7 +688,8 @@ def test_predict_says_what_it_skipped_and_what_it_read_once(model_path, folders,
     assert len(_csv(out)) == 16
 
 
-def test_reproduce_warms_every_method_up_before_the_timed_seeds(data_root, monkeypatch):
+def test_reproduce_warms_every_method_up_before_the_timed_seeds(data_root, monkeypatch,
+                                                                 tmp_path):
     """The first seed's seconds included a one-off start-up (47 s against 2 to 6 s): every
     method now runs once, untimed and quiet, on two images a class before the seeds."""
     from candle_sklearn.cli import reproduce as rep
@@ -696,13 +697,15 @@ def test_reproduce_warms_every_method_up_before_the_timed_seeds(data_root, monke
     calls = []
     monkeypatch.setattr(rep, "_run_seed", lambda name, data, split, train, X, y, text, seed,
                         device, params, verbose, methods: calls.append(
-                            (seed, verbose, np.bincount(data.train.labels[split.train]))) or [])
+                            (seed, verbose, np.bincount(data.train.labels[split.train]),
+                             np.bincount(y))) or [])
     rep.base_to_new("oxford_pets", data_root, model_name="candle-tiny", pretrained="bundled",
                     device="cpu", num_workers=0, seeds=(1, 2), methods=("zero-shot",),
-                    verbose=1)
-    assert [(seed, verbose) for seed, verbose, _ in calls] == [(1, 0), (1, 1), (2, 1)]
-    warm, first = calls[0][2], calls[1][2]
+                    verbose=1, cache_dir=str(tmp_path / "cache"))
+    assert [(seed, verbose) for seed, verbose, *_ in calls] == [(1, 0), (1, 1), (2, 1)]
+    (_, _, warm, warm_test), (_, _, first, test) = calls[:2]
     assert warm.max() <= 2 and (warm > 0).sum() == (first > 0).sum() and first.max() > 2
+    assert warm_test.max() <= 2 and (warm_test > 0).sum() == (test > 0).sum() < test.sum()
 
 
 @pytest.mark.parametrize("message, expected", [

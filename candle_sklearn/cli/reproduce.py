@@ -202,9 +202,10 @@ def base_to_new(dataset, root, *, model_name="ViT-B-16", pretrained="openai", sh
     # every method once on two images a class first: one-off start-up costs (thread
     # pools, first calls of kernels) stay out of the first seed's seconds
     first = splits[seeds[0]]
-    warm = Bunch(**{**first, "train": _two_per_class(first.train, data)})
-    _run_seed(spec.name, data, warm, train, X_te, y_te, text, seeds[0], device, candle_params,
-              0, methods)
+    warm = Bunch(**{**first, "train": _two_per_class(first.train, data.train.labels)})
+    few = _two_per_class(np.arange(len(y_te)), y_te)
+    _run_seed(spec.name, data, warm, train, X_te[few], y_te[few], text, seeds[0], device,
+              candle_params, 0, methods)
     records = []
     for seed in seeds:
         records += _run_seed(spec.name, data, splits[seed], train, X_te, y_te, text, seed,
@@ -212,9 +213,9 @@ def base_to_new(dataset, root, *, model_name="ViT-B-16", pretrained="openai", sh
     return records
 
 
-def _two_per_class(indices, data):
-    """The first two of ``indices`` (training images) of each class."""
-    labels = data.train.labels[indices]
+def _two_per_class(indices, labels):
+    """The first two of ``indices`` (into ``labels``) of each class."""
+    labels = labels[indices]
     return np.concatenate([indices[labels == c][:2] for c in np.unique(labels)])
 
 
