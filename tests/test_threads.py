@@ -35,7 +35,6 @@ def test_prediction_threads_follow_the_input_and_the_free_cores(monkeypatch):
 
     monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 1.0, 1.0))
     monkeypatch.setattr("joblib.cpu_count", lambda: 2)
-    monkeypatch.setattr(_threads, "_own_load", lambda: 0.0)
     assert _threads.free_cores() == 1
     assert _threads.serving_n_jobs(None, 1) == 1
     assert _threads.serving_n_jobs(None, 10_000) == min(torch.get_num_threads(), 1)
@@ -56,7 +55,6 @@ def test_fit_and_embedding_threads_stay_within_the_free_cores(monkeypatch):
 
     monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 1.0, 1.0))
     monkeypatch.setattr("joblib.cpu_count", lambda: 2)
-    monkeypatch.setattr(_threads, "_own_load", lambda: 0.0)
     saved = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -70,21 +68,3 @@ def test_fit_and_embedding_threads_stay_within_the_free_cores(monkeypatch):
         assert torch.get_num_threads() == 2  # restored after the fit
     finally:
         torch.set_num_threads(saved)
-
-
-def test_free_cores_leave_out_this_process_s_own_load(monkeypatch):
-    """The load average counts this process too: 25 s of its own two-thread work made it
-    see one free core of two, and a fit after an embedding throttled itself."""
-    import os
-    import time
-
-    from candle_sklearn import _threads
-
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 1.0, 1.0))
-    monkeypatch.setattr("joblib.cpu_count", lambda: 2)
-    start = time.monotonic()
-    monkeypatch.setattr(_threads, "_OWN", {"wall": start - 30, "cpu": time.process_time() - 30})
-    assert _threads._own_load() >= 0.99  # a core busy for the last 30 s
-    assert _threads.free_cores() == 2  # the load is its own
-    monkeypatch.setattr(_threads, "_OWN", {"wall": start - 30, "cpu": time.process_time()})
-    assert _threads.free_cores() == 1  # the load is another process's
