@@ -9,9 +9,11 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
+from sklearn.utils import Bunch
 
 from candle_sklearn._cache import TABLE
 from candle_sklearn._clip import BUNDLED_DIR as WEIGHTS
@@ -724,3 +726,16 @@ def test_python_advice_becomes_flags_and_nothing_else_changes(message, expected)
     from candle_sklearn.cli.main import _as_flags
 
     assert _as_flags(message) == expected
+
+
+def test_the_zero_shot_warning_does_not_depend_on_the_bias():
+    """With zero_shot_weight_ = 1 the head is unused whatever the new-class bias."""
+    from candle_sklearn.cli.folders import _warn_if_zero_shot
+
+    fitted = Bunch(zero_shot_weight_=1.0, new_class_bias_=2.0, calibration_=None)
+    with pytest.warns(UserWarning, match="predicts as zero-shot CLIP"):
+        _warn_if_zero_shot(fitted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_zero_shot(Bunch(zero_shot_weight_=0.5, new_class_bias_=0.0,
+                                 calibration_=None))
