@@ -118,3 +118,5 @@ def test_find_images_counts_the_files_it_skips(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     with pytest.warns(UserWarning, match=r"skipped 3 file\(s\) .* \(2 \.gif, 1 \.txt\)"):
         assert find_images([tmp_path]) == [str(tmp_path / "a.png")]
+    with pytest.warns(UserWarning, match=r"skipped 3 file\(s\)"):  # a folder given twice
+        assert find_images([tmp_path, tmp_path]) == [str(tmp_path / "a.png")]

@@ -126,14 +126,16 @@ def find_images(inputs, extensions=IMG_EXTENSIONS):
         matches no image.
     """
     seen, out, repeated = set(), [], []  # by real path: ./a.jpg, a.jpg and a link: one
-    skipped = Counter()
+    skipped, counted = Counter(), set()  # files skipped, in folders counted once each
     for item in inputs:
         item = os.path.expanduser(os.fspath(item))
         if os.path.isfile(item):
             found = [item]
         elif os.path.isdir(item):
             found = list_images(item, extensions)
-            _count_skipped(item, extensions, skipped)
+            if (real := os.path.realpath(item)) not in counted:
+                counted.add(real)
+                _count_skipped(item, extensions, skipped)
         elif glob.has_magic(item):
             found = sorted(p for p in glob.glob(item, recursive=True)
                            if os.path.isfile(p) and _is_image(os.path.basename(p), extensions))
