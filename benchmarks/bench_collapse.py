@@ -33,7 +33,7 @@ def run_one(world, seed, lr):
     check = _train._check_progress
 
     def measure(history, dim, untrained):  # see what the check sees; raise nothing
-        seen["untrained"] = untrained
+        seen["untrained"] = float(untrained)
         return check(history, 0, untrained)  # below MIN_COLLAPSE_DIM: no check
 
     _train._check_progress = measure

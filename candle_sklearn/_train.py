@@ -58,14 +58,20 @@ def auto_lr(n_samples, n_features):
     return 1e-3 * min(1.0, 512 / n_features) * min(1.0, data)
 
 
+def _forked_rng(device):
+    """A block that leaves the CPU generator and, on CUDA or MPS, ``device``'s as they
+    were (forking every GPU's would start a CUDA context on each)."""
+    accelerator = device.type in ("cuda", "mps")
+    return torch.random.fork_rng(devices=[device] if accelerator else [],
+                                 device_type=device.type if accelerator else None)
+
+
 @contextlib.contextmanager
 def seeded(seed, device):
     """Seed torch's RNGs for a block without disturbing the caller's RNG state: the CPU
     generator and, on CUDA or MPS, the training device's only. (``torch.manual_seed``
     would reseed every GPU, and forking all of them would start a CUDA context on each.)"""
-    accelerator = device.type in ("cuda", "mps")
-    with torch.random.fork_rng(devices=[device] if accelerator else [],
-                               device_type=device.type if accelerator else None):
+    with _forked_rng(device):
         torch.default_generator.manual_seed(seed)
         if device.type == "cuda":
             with torch.cuda.device(device):
@@ -170,7 +176,9 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
     batches = _batches(n, cfg, torch.Generator().manual_seed(seed), device)
     history = []
     running, seen = torch.zeros((), device=device), 0
-    untrained = _untrained_loss(head, X, y, class_rows, log_prior, cfg, device)
+    # the collapse check's start (no check, so nothing to measure, on very few features)
+    untrained = (_untrained_loss(head, X, y, class_rows, log_prior, cfg, device)
+                 if X.shape[1] >= MIN_COLLAPSE_DIM else None)
     with _tf32(device):
         for step in range(total):
             idx = next(batches)
@@ -180,10 +188,7 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
                 idx = next(batches)
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, steps_per_epoch, total, cfg)
-            target = torch.cat([y[idx], class_rows])
-            with _precision(device, cfg.precision):
-                logits = [z.float() for z in head.training_logits(X[idx]) if z is not None]
-            loss = sum(cla_loss(z, target, log_prior, cfg.tau) for z in logits)
+            loss = _batch_loss(head, X, y, idx, class_rows, log_prior, cfg, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -193,8 +198,16 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
         _record(history, running, seen, head, total, on_epoch)
     head.eval()
     _check_scores(head, total)
-    _check_progress(history, X.shape[1], float(untrained))
+    _check_progress(history, X.shape[1], untrained)
     return history
+
+
+def _batch_loss(head, X, y, idx, class_rows, log_prior, cfg, device):
+    """The training loss of the rows ``idx`` with the C prototype rows appended."""
+    target = torch.cat([y[idx], class_rows])
+    with _precision(device, cfg.precision):
+        logits = [z.float() for z in head.training_logits(X[idx]) if z is not None]
+    return sum(cla_loss(z, target, log_prior, cfg.tau) for z in logits)
 
 
 # Images the untrained head's loss is measured on (spread over the data), for the
@@ -210,16 +223,11 @@ def _untrained_loss(head, X, y, class_rows, log_prior, cfg, device):
     dropout masks as without this measurement."""
     idx = torch.linspace(0, X.shape[0] - 1, min(X.shape[0], UNTRAINED_SAMPLE),
                          device=X.device).long()
-    accelerator = device.type in ("cuda", "mps")
     total = torch.zeros((), device=device)
-    fork = torch.random.fork_rng(devices=[device] if accelerator else [],
-                                 device_type=device.type if accelerator else None)
-    with fork, _tf32(device):
+    with _forked_rng(device), _tf32(device):
         for part in idx.split(cfg.batch_size):
-            target = torch.cat([y[part], class_rows])
-            with _precision(device, cfg.precision):
-                logits = [z.float() for z in head.training_logits(X[part]) if z is not None]
-            total += sum(cla_loss(z, target, log_prior, cfg.tau) for z in logits) * len(part)
+            loss = _batch_loss(head, X, y, part, class_rows, log_prior, cfg, device)
+            total += loss * len(part)
     return total / len(idx)
 
 
@@ -233,10 +241,11 @@ def _check_scores(head, step):
 
 
 # A fit whose last pass's mean loss is this much above the untrained head's loss
-# (_untrained_loss) or its first pass's has collapsed: too large a step sends every score to about
-# the same value, and that can happen within the first pass. A working fit's loss falls
-# (docs/decisions/0018). Below MIN_COLLAPSE_DIM features the layer norm leaves too little
-# to learn for the loss to say anything (two features become two points): no check there.
+# (_untrained_loss) or its first pass's has collapsed: too large a step sends every score
+# to about the same value, and that can happen within the first pass. A working fit's loss
+# falls (docs/decisions/0018). Below MIN_COLLAPSE_DIM features the layer norm leaves too
+# little to learn for the loss to say anything (two features become two points): no check
+# there.
 COLLAPSE_RATIO = 1.25
 MIN_COLLAPSE_DIM = 16
 
@@ -244,7 +253,7 @@ MIN_COLLAPSE_DIM = 16
 def _check_progress(history, dim, untrained):
     if dim < MIN_COLLAPSE_DIM:
         return
-    start = min(untrained, history[0])
+    start = min(float(untrained), history[0])
     if history[-1] > COLLAPSE_RATIO * start:
         raise TrainingDivergedError(
             f"the training loss rose from {start:.4g} at the start to {history[-1]:.4g} in "
