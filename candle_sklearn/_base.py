@@ -25,8 +25,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from ._calibration import (CALIBRATION_TOLERANCE, ZERO_SHOT_WEIGHTS, choose_calibration,
-                           class_balanced_weights, draw_held_out, few_images_median, fit_temperature,
-                           held_back, rate_matched_bias)
+                           class_balanced_weights, draw_held_out, few_images_median,
+                           fit_temperature, held_back, rate_matched_bias)
 from ._zero_shot import zero_shot_scores
 from .templates import encode_class_names
 

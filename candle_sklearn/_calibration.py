@@ -119,6 +119,14 @@ def rate_matched_bias(scores, is_new_col, rate):
     return float(np.quantile(gaps, np.clip(rate, 0.0, 1.0)))
 
 
+def blend(draw, weight):
+    """A draw's refit scores blended with zero-shot CLIP's, ``(1 - w) * scores + w *
+    zero_shot`` (zero-shot CLIP's own at w = 1)."""
+    if weight == 1:
+        return draw["zero_shot"]
+    return (1 - weight) * draw["scores"] + weight * draw["zero_shot"]
+
+
 def choose_calibration(draws, tolerance, weights=ZERO_SHOT_WEIGHTS, merit="best"):
     """The zero-shot weight and the new-class bias for calibrated scores, from held-out
     draws (dicts with the refit's ``scores``, zero-shot CLIP's ``zero_shot`` scores on
@@ -147,8 +155,7 @@ def choose_calibration(draws, tolerance, weights=ZERO_SHOT_WEIGHTS, merit="best"
 
     table = {}
     for w in weights:
-        blended = [d["zero_shot"] if w == 1 else (1 - w) * d["scores"] + w * d["zero_shot"]
-                   for d in draws]
+        blended = [blend(d, w) for d in draws]
         if w == 1:
             bias = 0.0
         else:
@@ -173,8 +180,7 @@ def fit_temperature(draws, weight, bias):
     inside a bracket that bisects where a step would leave it, for b in [1e-4, 10]."""
     rows = []
     for d in draws:
-        s = d["zero_shot"] if weight == 1 else (1 - weight) * d["scores"] + weight * d["zero_shot"]
-        s = s + np.where(d["new_col"], bias, 0.0)
+        s = blend(d, weight) + np.where(d["new_col"], bias, 0.0)
         s = s - s.max(axis=1, keepdims=True)  # <= 0, each row's maximum 0: exp cannot overflow
         rows.append((s, s[np.arange(len(d["y"])), d["y"]], d["weights"] / d["weights"].sum()))
 
