@@ -35,6 +35,12 @@ def list_images(folder, extensions=IMG_EXTENSIONS, recursive=True):
                      and not e.is_dir()]
         names.sort()
         return [prefix + name for name in names]
+    return sorted(_walk_images(folder, extensions))
+
+
+def _walk_images(folder, extensions, skipped=None):
+    """The image files under ``folder`` (lower-case ``extensions``), unsorted; the visible
+    files that are not images are counted by extension into ``skipped`` (a Counter)."""
     found, listed = [], set()
     for parent, dirs, files in os.walk(folder, followlinks=True, onerror=_unreadable):
         # links are followed, but each folder is listed once: a link back up the tree
@@ -45,8 +51,12 @@ def list_images(folder, extensions=IMG_EXTENSIONS, recursive=True):
             continue
         listed.add((st.st_dev, st.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # first name wins
-        found.extend(os.path.join(parent, f) for f in files if _is_image(f, extensions))
-    return sorted(found)
+        for f in files:
+            if _is_image(f, extensions):
+                found.append(os.path.join(parent, f))
+            elif skipped is not None and not f.startswith("."):
+                skipped[os.path.splitext(f)[1].lower()] += 1
+    return found
 
 
 def _unreadable(exc):
@@ -125,6 +135,7 @@ def find_images(inputs, extensions=IMG_EXTENSIONS):
         An input that is neither a file nor a folder, or a folder or pattern that
         matches no image.
     """
+    lowered = tuple(e.lower() for e in extensions)
     seen, out, repeated = set(), [], []  # by real path: ./a.jpg, a.jpg and a link: one
     skipped, counted = Counter(), set()  # files skipped, in folders counted once each
     for item in inputs:
@@ -132,10 +143,9 @@ def find_images(inputs, extensions=IMG_EXTENSIONS):
         if os.path.isfile(item):
             found = [item]
         elif os.path.isdir(item):
-            found = list_images(item, extensions)
-            if (real := os.path.realpath(item)) not in counted:
-                counted.add(real)
-                _count_skipped(item, extensions, skipped)
+            folder = os.path.realpath(item)  # a folder given twice: its skipped files once
+            found = sorted(_walk_images(item, lowered, None if folder in counted else skipped))
+            counted.add(folder)
         elif glob.has_magic(item):
             found = sorted(p for p in glob.glob(item, recursive=True)
                            if os.path.isfile(p) and _is_image(os.path.basename(p), extensions))
@@ -160,16 +170,6 @@ def find_images(inputs, extensions=IMG_EXTENSIONS):
                       f"images by their extension ({kinds}); images are "
                       f"{', '.join(extensions)}", UserWarning, stacklevel=2)
     return out
-
-
-def _count_skipped(folder, extensions, counts):
-    """Count, by extension, the visible files under ``folder`` that are not images."""
-    extensions = tuple(e.lower() for e in extensions)
-    for parent, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if not name.startswith(".") and not name.lower().endswith(extensions):
-                counts[os.path.splitext(name)[1].lower()] += 1
 
 
 def read_class_names(path):
