@@ -269,6 +269,22 @@ def resolve(model_name, pretrained):
                                          _tag_options(model_name, pretrained)))
 
 
+def absolute_pretrained(pretrained):
+    """``pretrained`` naming the same weights from any working directory: a relative
+    checkpoint file or open_clip folder (``local-dir:`` or its bare path, as
+    :func:`resolve` reads them) made absolute; tags, ``"bundled"`` and None as they are."""
+    if pretrained is None:
+        return None
+    text = os.fspath(pretrained)
+    if text.startswith(_LOCAL_DIR):
+        return _LOCAL_DIR + os.path.abspath(os.path.expanduser(text[len(_LOCAL_DIR):]))
+    path = os.path.expanduser(text)
+    if text != "bundled" and (os.path.isfile(path) or
+                              os.path.isfile(os.path.join(path, "open_clip_config.json"))):
+        return os.path.abspath(path)
+    return pretrained
+
+
 def _architecture(model_name):
     """``(name, config, fingerprint parts)`` of a model name: a bundled model's folder
     (its config and preprocessing, whatever weights it is given), else open_clip's."""

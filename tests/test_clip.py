@@ -183,3 +183,20 @@ def test_failed_load_is_not_cached(tmp_path):
     save_random_tiny(path, seed=0)
     touch_later(path)
     assert ClipEmbedder(TINY, str(path), device="cpu").load_model().embed_dim == 32
+
+
+def test_absolute_pretrained_names_the_same_weights_from_anywhere(tmp_path, monkeypatch):
+    """What `candle-sklearn fit` stores: relative files and open_clip folders (prefixed
+    or bare) made absolute; tags, "bundled" and None untouched."""
+    from candle_sklearn._clip import absolute_pretrained
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.pt").write_bytes(b"x")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "open_clip_config.json").write_text("{}")
+    assert absolute_pretrained("w.pt") == str(tmp_path / "w.pt")
+    assert absolute_pretrained("local-dir:folder") == f"local-dir:{tmp_path / 'folder'}"
+    assert absolute_pretrained("folder") == str(tmp_path / "folder")
+    (tmp_path / "bundled").write_bytes(b"x")  # a file of that name does not win
+    for as_is in ("openai", "bundled", None, "missing.pt"):
+        assert absolute_pretrained(as_is) == as_is

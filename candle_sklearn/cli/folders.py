@@ -55,22 +55,6 @@ def load_model(path, device=None, pretrained=None, cache_dir=None):
     return model
 
 
-LOCAL_DIR = "local-dir:"  # the prefix of a folder of open_clip weights (ClipEmbedder's)
-
-
-def _absolute(pretrained):
-    """``pretrained`` with a relative file or ``local-dir:`` folder made absolute, so
-    that a saved model finds its weights from any working directory."""
-    text = os.fspath(pretrained) if isinstance(pretrained, os.PathLike) else pretrained
-    if not isinstance(text, str):
-        return pretrained
-    if text.startswith(LOCAL_DIR):
-        return LOCAL_DIR + os.path.abspath(os.path.expanduser(text[len(LOCAL_DIR):]))
-    if os.path.isfile(os.path.expanduser(text)):
-        return os.path.abspath(os.path.expanduser(text))
-    return pretrained
-
-
 # --------------------------------------------------------------- fit
 #: CandleClassifier parameters that the commands set themselves (from the data, --seed,
 #: --device, --template, -q), so not through ``candle_params`` / ``--param``.
@@ -153,6 +137,7 @@ def fit_image_folder(train_dir, *, new_classes=(), model_name="ViT-B-16",
     -------
     pipeline : fitted Pipeline
     """
+    from .._clip import absolute_pretrained
     from ..pipeline import make_candle_pipeline
 
     templates = _format_strings(templates)
@@ -164,7 +149,7 @@ def fit_image_folder(train_dir, *, new_classes=(), model_name="ViT-B-16",
     # absolute paths: the saved model is used from other working directories
     cache = True if cache_dir is None else os.path.abspath(os.path.expanduser(cache_dir))
     pipe = make_candle_pipeline(
-        model_name, _absolute(pretrained), classes=classes, class_names=names,
+        model_name, absolute_pretrained(pretrained), classes=classes, class_names=names,
         templates=templates,
         embedder_params=dict(device=device, batch_size=batch_size, num_workers=num_workers,
                              cache=cache),
