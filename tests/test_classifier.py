@@ -766,6 +766,13 @@ def assert_clean(exc):
     assert len(str(exc)) > 15, f"error says nothing: {exc!r}"
 
 
+def assert_refused_untouched(exc, clf, old_classes, X, proba_before):
+    """An add_classes that was refused: a clean error, and nothing half-added."""
+    assert_clean(exc)
+    assert clf.classes_.tobytes() == old_classes.tobytes()
+    assert clf.predict_proba(X).tobytes() == proba_before.tobytes()
+
+
 def rows(X, idx):
     if hasattr(X, "iloc"):
         return X.iloc[idx]
@@ -1120,10 +1127,8 @@ def test_add_classes_keeps_the_label_type_or_refuses_cleanly(seed, kind, added, 
     try:
         clf.add_classes(labels, text_features=tf)
     except Exception as exc:  # noqa: BLE001 - judged below
-        assert_clean(exc)
         assert not valid, f"refused {labels!r} for classes_ {old!r}: {exc!r}"
-        assert clf.classes_.tobytes() == old.tobytes()  # nothing half-added
-        assert clf.predict_proba(X).tobytes() == before.tobytes()
+        assert_refused_untouched(exc, clf, old, X, before)
         return
     if old.dtype.kind == "U":  # longer strings widen the dtype, of the same kind
         assert clf.classes_.dtype.kind == "U", "add_classes changed the type of classes_"
@@ -1324,10 +1329,8 @@ def _add_classes_or_refuse_clearly(data, context, kind):
             warnings.filterwarnings("ignore", "this model was fitted without new classes")
             clf.add_classes(labels, text_features=text)
     except Exception as exc:  # noqa: BLE001 - judged below
-        assert_clean(exc)
         assert not valid, f"refused valid input {labels!r}, {dtype} text: {exc!r}"
-        assert clf.classes_.tobytes() == old.tobytes()  # nothing half-added
-        assert clf.predict_proba(X).tobytes() == before.tobytes()
+        assert_refused_untouched(exc, clf, old, X, before)
         return
     assert valid, f"accepted {labels!r} with {corrupt} {dtype} text at {scale:g}"
     proba = check_result(clf, X)

@@ -276,14 +276,19 @@ def image_arrays(draw):
 @fuzz(250)
 @given(arr=image_arrays())
 def test_any_array_gives_the_right_embedding_or_a_named_error(arr):
-    want = expected_pixels(arr)
+    assert_embeds_as(arr, expected_pixels(arr), "an image", "an image the spec refuses")
+
+
+def assert_embeds_as(item, want, what, refused, **params):
+    """``item``, the second of two images, embeds as the pixels ``want``; or, where
+    ``want`` is None, it is refused with an ImageInputError that names it (image 1)."""
     try:
-        out = embed([GOOD, arr])
+        out = embed([GOOD, item], **params)
     except ImageInputError as exc:
-        assert want is None, f"refused a valid image: {exc}"
+        assert want is None, f"refused a valid {what}: {exc}"
         assert "image 1" in str(exc)
         return
-    assert want is not None, "accepted an image the spec refuses"
+    assert want is not None, f"accepted {refused}"
     check_embeddings(out, 2)
     np.testing.assert_allclose(out[1], embed([want])[0], atol=1e-5)
 
@@ -334,16 +339,8 @@ def expected_rgb(img):
 @fuzz(150)
 @given(img=pil_images())
 def test_any_pil_image_gives_the_right_embedding_or_a_named_error(img):
-    want = expected_rgb(img)
-    try:
-        out = embed([GOOD, img], num_workers=1)
-    except ImageInputError as exc:
-        assert want is None, f"refused a valid {img.mode} image: {exc}"
-        assert "image 1" in str(exc)
-        return
-    assert want is not None, f"accepted a {img.mode} image of size {img.size}"
-    check_embeddings(out, 2)
-    np.testing.assert_allclose(out[1], embed([want])[0], atol=1e-5)
+    assert_embeds_as(img, expected_rgb(img), f"{img.mode} image",
+                     f"a {img.mode} image of size {img.size}", num_workers=1)
 
 
 LOSSLESS = {"PNG": ["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "I"],
