@@ -8,13 +8,13 @@ own projections and its products with that context (O(C·D) beyond O(D²)).
 Samples are scored in float32, in chunks of a fixed number of rows: ``rows`` for bulk input,
 and, for fewer samples than that, one chunk of the input's size rounded up to a multiple of
 four (one to three samples: exactly their size), so that one sample is not padded to a
-whole chunk (padded to four rows, it cost 70 % more). A BLAS kernel's
-arithmetic for a row depends on the shape of the product it takes part in (one to three rows take other kernels than four or more,
-and small products other blocking than large ones), never on the other rows of a product
-of the same shape: so a sample's scores are bitwise the same whatever it is predicted with
-among inputs of the same chunk shape (any input of ``rows`` samples or more, for
-instance), and within float32 rounding (``BATCH_TOLERANCE``) between a small input and a
-bulk one. It may depend on the row's memory alignment, though (MKL rounds a row
+whole chunk (padded to four rows, it cost 70 % more). A BLAS kernel's arithmetic for a row
+depends on the shape of the product it takes part in (one to three rows take other kernels
+than four or more, and small products other blocking than large ones), never on the other
+rows of a product of the same shape: so a sample's scores are bitwise the same whatever it
+is predicted with among inputs of the same chunk shape (any input of ``rows`` samples or
+more, for instance), and within float32 rounding (``BATCH_TOLERANCE``) between a small
+input and a bulk one. It may depend on the row's memory alignment, though (MKL rounds a row
 of D floats differently by its address modulo 16 bytes when a row's length is not a
 multiple of 4): so samples sit in a chunk at rows whose offset is a multiple of 64 bytes in
 every per-sample tensor, as a sample alone does, with padding rows between them where needed
