@@ -239,11 +239,14 @@ class CandleHead(nn.Module):
         The new classes' text tokens read their virtual prototypes (detached), as in the
         reference code, where the virtual prototypes are a view of those text rows and
         training them moves the text tokens too. False: the text rows stay as given.
+    projection : Tensor (D, D) or None
+        Starting value of both projections W_v and W_t (None: the identity, as in the
+        reference code).
     """
 
     def __init__(self, visual_prototypes, text_features=None, n_new=0, *,
                  virtual_init="text", context="isolated", num_heads=8, dropout=0.1,
-                 visual_scale=1.0, logit_scale=100.0, tied_text=False):
+                 visual_scale=1.0, logit_scale=100.0, tied_text=False, projection=None):
         super().__init__()
         if context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
@@ -260,8 +263,9 @@ class CandleHead(nn.Module):
         self.register_buffer("visual_prototypes", visual_prototypes.float().clone())
         self.register_buffer("text_features", None if text_features is None
                              else text_features.float().clone())
-        self.W_v = nn.Parameter(torch.eye(dim))
-        self.W_t = nn.Parameter(torch.eye(dim)) if text_features is not None else None
+        start = torch.eye(dim) if projection is None else projection.float()
+        self.W_v = nn.Parameter(start.clone())
+        self.W_t = nn.Parameter(start.clone()) if text_features is not None else None
         self.virtual_prototypes = nn.Parameter(
             self._init_virtual(n_new, virtual_init)) if n_new else None
         self.fusion = CrossModalFusion(dim, num_heads, dropout)
