@@ -30,7 +30,7 @@ from candle_sklearn.metrics import base_new_accuracy
 from candle_sklearn.pipeline import CandlePipeline
 
 from ._fuzz import event, fuzz, given, st
-from .conftest import FAST
+from .conftest import FAST, rng
 
 
 def _fit(data, **params):
@@ -556,7 +556,8 @@ def test_constant_feature_rows_give_finite_scores_in_batch_context():
 def test_per_sample_scores_whatever_the_feature_count(dim):
     """MKL rounds a row of a float32 product differently by its memory alignment when
     the row length is not a multiple of 4: with 6 or 50 features, a row's scores
-    depended on its position in the batch. Found by the fuzz."""
+    depended on its position in the batch. Found by the fuzz. Bitwise at any position
+    among inputs of one size; within float32 rounding alone (other product shapes)."""
     gen = np.random.default_rng(dim)
     y = np.arange(40) % 5
     X = gen.normal(size=(40, dim)) + 2 * gen.normal(size=(5, dim))[y]
@@ -564,7 +565,10 @@ def test_per_sample_scores_whatever_the_feature_count(dim):
         clf = CandleClassifier(**{**QUICK, "context": context}).fit(X, y)
         full = clf.decision_function(X)
         for i in range(8):
-            assert clf.decision_function(X[i:i + 1])[0].tobytes() == full[i].tobytes()
+            moved = clf.decision_function(np.roll(X, 3 - i, axis=0))  # row i now at 3
+            assert moved[3].tobytes() == full[i].tobytes()
+            np.testing.assert_allclose(clf.decision_function(X[i:i + 1])[0], full[i],
+                                       **BATCH_TOLERANCE)
 
 
 # ---------------------------------------------- silent garbage 6: auto bias, 2 base classes
@@ -1168,12 +1172,16 @@ def test_unusable_devices_and_budgets_are_clean_errors(device, n_jobs, budget):
     check_result(clf, X, kind="i")
 
 
-def test_reference_recipe_trains_as_the_deprecated_parameters_did(small_data):
+def test_reference_recipe_trains_as_the_deprecated_parameters_did(small_data, monkeypatch):
     """recipe="reference" is the reference's settings; the parameters it replaced still
-    work, with a FutureWarning, and give the same model."""
+    work, with a FutureWarning, and give the same model (the default recipe's whitened
+    start, which no deprecated parameter ever set, switched off)."""
     import warnings
 
     from candle_sklearn import REFERENCE_RECIPE
+    from candle_sklearn.classifier import RECIPES
+
+    monkeypatch.setitem(RECIPES, "default", {**RECIPES["default"], "whiten": False})
 
     d = small_data
     common = dict(classes=d.classes, text_features=d.text_features, new_class_bias=0.0,
@@ -1372,3 +1380,56 @@ def test_scores_bitwise_among_inputs_of_one_size_at_block_edges(n_jobs):
         moved = clf.decision_function(np.roll(X[:n], -1, axis=0))
         np.testing.assert_array_equal(moved[-1], first[0])
         np.testing.assert_array_equal(moved[:-1], first[1:])
+
+
+# ------------------------------------------------- whitened start of the projections
+def _ledoit_wolf_whitening(X, y):
+    """A literal version: deviations from class means, sklearn's LedoitWolf, S^(-1/2) by
+    scipy, scaled to the identity's norm."""
+    from scipy.linalg import sqrtm
+    from sklearn.covariance import LedoitWolf
+
+    dev = np.concatenate([X[y == c] - X[y == c].mean(0) for c in np.unique(y)
+                          if (y == c).sum() > 1])
+    W = np.linalg.inv(sqrtm(LedoitWolf(assume_centered=True).fit(dev).covariance_).real)
+    return W * np.sqrt(len(W)) / np.linalg.norm(W)
+
+
+def test_within_class_whitening_matches_a_literal_computation():
+    from candle_sklearn.classifier import _within_class_whitening
+
+    r = rng(1)
+    X = r.normal(size=(60, 6)) * np.array([5.0, 1, 1, 1, 1, 0.2]) + 3.0
+    y = r.integers(0, 4, 60)
+    W = _within_class_whitening(X, y)
+    np.testing.assert_allclose(W, _ledoit_wolf_whitening(X, y), rtol=1e-8, atol=1e-10)
+    # the noisy direction is damped, the quiet one raised; the scale of X changes nothing
+    assert W[0, 0] < 1 < W[5, 5]
+    np.testing.assert_allclose(_within_class_whitening(X * 1e30, y), W, rtol=1e-8)
+
+
+def test_within_class_whitening_needs_variation_within_classes():
+    from candle_sklearn.classifier import _within_class_whitening
+
+    X = rng(2).normal(size=(5, 4))
+    assert _within_class_whitening(X, np.arange(5)) is None  # one image per class
+    assert _within_class_whitening(np.ones((6, 4)), np.repeat([0, 1, 2], 2)) is None
+
+
+def test_default_recipe_starts_whitened_and_the_reference_at_the_identity(small_data):
+    from candle_sklearn.classifier import _within_class_whitening
+
+    d = small_data
+    # a learning rate too small to move the projections: they stay at their start
+    kw = dict(lr=1e-30, max_steps=1, new_class_bias=0.0)
+    fitted = _fit(d, **kw)
+    X = (d.X_train / fitted.feature_scale_).astype(np.float32)
+    rank = np.argsort(fitted.head_order_)
+    start = _within_class_whitening(X, rank[np.searchsorted(fitted.classes_, d.y_train)])
+    np.testing.assert_allclose(fitted.head_.W_v.detach().numpy(), start, atol=1e-6)
+    np.testing.assert_allclose(fitted.head_.W_t.detach().numpy(), start, atol=1e-6)
+    # the reference's warm-up step (lr 1e-5) moves its identity start a little
+    reference = _fit(d, recipe="reference", **kw)
+    np.testing.assert_allclose(reference.head_.W_v.detach().numpy(), np.eye(X.shape[1]),
+                               atol=1e-4)
+    assert np.abs(start - np.eye(X.shape[1])).max() > 0.01  # isotropic data: near I

@@ -152,6 +152,17 @@ def test_virtual_prototypes_start_from_text():
     assert visual.virtual_prototypes.shape == (2, D)
 
 
+def test_projections_start_at_the_given_matrix_or_the_identity():
+    start = torch.randn(D, D)
+    head = CandleHead(torch.randn(C_BASE, D), torch.randn(C, D), n_new=C - C_BASE,
+                      projection=start)
+    torch.testing.assert_close(head.W_v.detach(), start, rtol=0, atol=0)
+    torch.testing.assert_close(head.W_t.detach(), start, rtol=0, atol=0)
+    assert head.W_v.data_ptr() != head.W_t.data_ptr()  # two parameters, trained apart
+    plain = CandleHead(torch.randn(C_BASE, D), None, n_new=0)
+    torch.testing.assert_close(plain.W_v.detach(), torch.eye(D), rtol=0, atol=0)
+
+
 def test_heads_divide_dim():
     assert n_heads_for(512, 8) == 8 and n_heads_for(6, 8) == 6 and n_heads_for(7, 8) == 7
     assert n_heads_for(11, 8) == 1
