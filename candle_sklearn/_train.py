@@ -3,10 +3,12 @@ with prototype rows, seeding, devices. Torch only."""
 
 import contextlib
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
 
+from ._graphed_step import GraphedStep, StaticStep, graphs_pay, optimizer_step
 from ._loss import cla_loss, class_log_prior
 from .exceptions import TrainingDivergedError
 
@@ -81,20 +83,23 @@ def seeded(seed, device):
         yield
 
 
-def _make_optimizer(params, cfg):
+def _make_optimizer(params, cfg, lr=None, capturable=False):
+    """The optimizer of ``cfg`` with one parameter group; ``lr``: a tensor learning rate
+    in place of ``cfg.lr`` (a CUDA graph's step reads it), ``capturable``: Adam's and
+    AdamW's state ready for graph capture."""
     params = [p for p in params if p.requires_grad]
+    lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
     # one fused kernel per step instead of a dozen passes over the D x D parameters
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32,
                                                                  torch.float64) for p in params)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                 fused=fused)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+    adam = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(cfg.optimizer)
+    if adam is None:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+    return adam(params, lr=lr, weight_decay=cfg.weight_decay, fused=fused,
+                capturable=capturable)
 
 
 def _lr_at(step, steps_per_epoch, total, cfg):
@@ -164,42 +169,92 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
     ``cfg.total_steps(n)`` optimizer steps and returns the mean loss of each pass over
     the data (the last one possibly partial). Raises :class:`TrainingDivergedError` when the
     loss or a parameter stops being finite (checked once per pass: one host sync), or when
-    the trained head's scores are not. The head is left in eval mode on ``device``.
+    the trained head's scores are not. The head is left in eval mode on ``device``. On CUDA
+    the steps are replayed from CUDA graphs where that pays (``_graphed_step``).
     """
     head.to(device).train()
     X, y = X.to(device), y.to(device)
     log_prior = class_log_prior(class_counts, X.dtype).to(device)
     class_rows = torch.arange(head.n_classes, device=device)
-    optimizer = _make_optimizer(head.parameters(), cfg)
     n = X.shape[0]
     steps_per_epoch, total = cfg.steps_per_epoch(n), cfg.total_steps(n)
     batches = _batches(n, cfg, torch.Generator().manual_seed(seed), device)
-    history = []
-    running, seen = torch.zeros((), device=device), 0
+    history, seen = [], 0
     # the collapse check's start (no check, so nothing to measure, on very few features)
     untrained = (_untrained_loss(head, X, y, class_rows, log_prior, cfg, device)
                  if X.shape[1] >= MIN_COLLAPSE_DIM else None)
-    with _tf32(device):
-        for step in range(total):
-            idx = next(batches)
-            if idx is None:  # a pass over the data ended
-                _record(history, running, seen, head, step, on_epoch)
-                running, seen = torch.zeros((), device=device), 0
+    counts = _batch_counts(n, cfg, total)
+    step_fn = _make_step(_step_kind(device, cfg, counts),
+                         lambda idx: _batch_loss(head, X, y, idx, class_rows, log_prior,
+                                                 cfg, device), head, cfg, device, counts)
+    try:
+        with _tf32(device):
+            for step in range(total):
                 idx = next(batches)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, steps_per_epoch, total, cfg)
-            loss = _batch_loss(head, X, y, idx, class_rows, log_prior, cfg, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running += loss.detach() * len(idx)
-            seen += len(idx)
-    if seen:
-        _record(history, running, seen, head, total, on_epoch)
+                if idx is None:  # a pass over the data ended
+                    _record(history, step_fn.running, seen, head, step, on_epoch)
+                    step_fn.running.zero_()
+                    seen = 0
+                    idx = next(batches)
+                step_fn(idx, _lr_at(step, steps_per_epoch, total, cfg))
+                seen += len(idx)
+        if seen:
+            _record(history, step_fn.running, seen, head, total, on_epoch)
+    finally:
+        step_fn.close()
     head.eval()
     _check_scores(head, total)
     _check_progress(history, X.shape[1], untrained)
     return history
+
+
+def _batch_counts(n, cfg, total):
+    """How many of the fit's ``total`` steps take each batch size, as ``_batches`` cuts
+    them (a pass's last batch can be smaller)."""
+    size = min(cfg.batch_size, n)
+    stop = n - n % size if cfg.drop_last else n
+    one_pass = [min(size, n - start) for start in range(0, stop, size)]
+    passes, rest = divmod(total, len(one_pass))
+    return Counter(one_pass * passes + one_pass[:rest])
+
+
+def _step_kind(device, cfg, counts):
+    """The fit's kind of step: "graphed" where replaying CUDA graphs pays (see
+    ``graphs_pay``), else "eager" (CPU and MPS always); "static", the graphs' step run
+    eagerly, is for the tests."""
+    return "graphed" if graphs_pay(device, cfg.optimizer, counts) else "eager"
+
+
+def _make_step(kind, loss_of, head, cfg, device, counts):
+    """The step function of a fit: ``step(idx, lr)`` trains on the rows ``idx`` at
+    learning rate ``lr`` and adds their summed loss into ``step.running``."""
+    if kind == "eager":
+        return EagerStep(loss_of, _make_optimizer(head.parameters(), cfg), device)
+    # float64 on CPU, where the fused kernel reads a double as the eager loop passes it;
+    # the CUDA kernel reads a float32
+    dtype = torch.float64 if device.type == "cpu" else torch.float32
+    lr = torch.tensor(cfg.lr, dtype=dtype, device=device)
+    optimizer = _make_optimizer(head.parameters(), cfg, lr=lr,
+                                capturable=kind == "graphed" and cfg.optimizer != "sgd")
+    return (GraphedStep if kind == "graphed" else StaticStep)(loss_of, optimizer, counts,
+                                                              device)
+
+
+class EagerStep:
+    """The step as a Python loop runs it: the learning rate into the optimizer's group as
+    a float, the batch's indices as they come."""
+
+    def __init__(self, loss_of, optimizer, device):
+        self.loss_of, self.optimizer = loss_of, optimizer
+        self.running = torch.zeros((), device=device)
+
+    def __call__(self, idx, lr):
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        optimizer_step(self.loss_of, self.optimizer, idx, self.running)
+
+    def close(self):
+        pass
 
 
 def _batch_loss(head, X, y, idx, class_rows, log_prior, cfg, device):

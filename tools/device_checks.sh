@@ -7,8 +7,8 @@
 #       open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 scikit-learn==1.9.1
 # Each step has its own time limit and writes its log to $OUT (or ./device_out), so that
 # one slow step cannot eat the others' time.
-#   bash tools/device_checks.sh [step ...]   steps: env gpu-tests embedder scale inference
-#                                            suite cost (default: all, in that order)
+#   bash tools/device_checks.sh [step ...]   steps: env gpu-tests fit-gpu embedder scale
+#                                            inference suite cost (default: all, in order)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-device_out}
@@ -40,11 +40,15 @@ print('sklearn', sklearn.__version__, 'open_clip', open_clip.__version__, 'candl
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(env gpu-tests embedder scale inference suite cost)
+[ ${#steps[@]} -gt 0 ] || steps=(env gpu-tests fit-gpu embedder scale inference suite cost)
 for s in "${steps[@]}"; do
     case $s in
         env) check_env || exit 1 ;;
         gpu-tests) step gpu-tests 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests ;;
+        # graphed against eager training steps (1,000 and 8,142 classes) and default fits
+        # (paper-lt); about a minute on an H100
+        fit-gpu) step fit-gpu 180 python3 benchmarks/bench_fit_gpu.py
+                 cp benchmarks/results/gpu.jsonl "$OUT/" 2>/dev/null ;;  # its rows, at the end
         embedder) step embedder 120 python3 benchmarks/bench_embedder.py --gpu-only ;;
         scale) step scale 120 python3 benchmarks/bench_scale.py --device cuda --steps 5 ;;
         inference) step inference 90 python3 benchmarks/bench_inference.py --device cuda \
