@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 from .exceptions import ImageInputError
 
 __all__ = ["BatchPreprocess", "ImageInputError", "as_items", "item_key", "iter_batches",
-           "to_pil"]
+           "normalise", "to_pil"]
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
@@ -219,6 +219,7 @@ class BatchPreprocess:
 
     def __init__(self, preprocess):
         self.preprocess, self.pil_stage, self.mean, self.std = preprocess, None, None, None
+        self.stats = {}  # device -> (mean, std) tensors there
         try:
             from torchvision.transforms import Compose, Normalize
         except ImportError:  # pragma: no cover - open_clip depends on torchvision
@@ -253,12 +254,27 @@ class BatchPreprocess:
     def to_device(self, batch, device, dtype=torch.float32, non_blocking=False):
         """The model's input: on ``device``, normalised, in ``dtype``."""
         x = batch.to(device, non_blocking=non_blocking)
-        if self.pil_stage is not None:  # torchvision's to_tensor, then normalize
-            x = x.permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
-            mean = torch.as_tensor(self.mean, dtype=torch.float32, device=x.device)
-            std = torch.as_tensor(self.std, dtype=torch.float32, device=x.device)
-            x = x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+        if self.pil_stage is not None:
+            x = normalise(x.permute(0, 3, 1, 2), *self.device_stats(x.device))
         return x.to(dtype)
+
+    def device_stats(self, device):
+        """Normalize's mean and std as tensors on ``device``, made once (a copy to a GPU
+        from a list waits for it)."""
+        if device not in self.stats:
+            self.stats[device] = tuple(torch.tensor(v, dtype=torch.float32, device=device)
+                                       for v in (self.mean, self.std))
+        return self.stats[device]
+
+
+def normalise(x, mean, std):
+    """torchvision's ``to_tensor`` then ``normalize``, on a (N, 3, H, W) uint8 batch
+    where it lies: float32 in [0, 1], less ``mean``, over ``std`` (sequences or float32
+    tensors on that device)."""
+    x = x.contiguous().to(torch.float32).div(255)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device)
+    return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
 
 
 def iter_batches(items, indices, prep, batch_size, workers=0, pin_memory=False):

@@ -11,7 +11,7 @@ from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transf
 from sklearn.utils._param_validation import Interval, StrOptions
 from tqdm.auto import tqdm
 
-from . import _clip
+from . import _clip, _gpu_images
 from ._cache import MEMORY, caches_for
 from ._devices import resolve_device
 from ._images import DECODING_VERSION, BatchPreprocess, as_items, item_key, iter_batches
@@ -60,6 +60,16 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Torch threads for the model while this estimator computes. None: torch's
         setting (one thread per core, fewer inside joblib workers), but no more than the
         cores that other processes leave free (by the load average); -1: every core.
+    decode : {"auto", "pil"}, default="auto"
+        How image files are decoded when the model runs on CUDA. ``"auto"``: JPEG files
+        on the GPU (nvJPEG through torchvision, then resized, cropped and normalised
+        there, a batch ahead of the model; the threads only read the files), everything
+        else with PIL: other formats, images in memory, and the JPEG files this path
+        does not take (CMYK, progressive, turned by their EXIF, truncated, refused by
+        nvJPEG, ...). ``"pil"``: every image with PIL, as on the CPU. The GPU's pixels
+        differ from PIL's by rounding (see ``candle_sklearn._gpu_images`` for the
+        measured tolerance), so the embedding caches keep the two apart. Elsewhere than
+        CUDA (or without nvJPEG), both are PIL.
     normalize : bool, default=True
         L2-normalise the embeddings (as CLIP's zero-shot classifier does).
     cache : bool or str, default=True
@@ -102,14 +112,15 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "num_workers": [Interval(Integral, 0, None, closed="left")],
         "n_jobs": [Interval(Integral, 1, None, closed="left"),
                    Interval(Integral, None, -1, closed="right"), None],
+        "decode": [StrOptions({"auto", "pil"})],
         "normalize": ["boolean"],
         "cache": ["boolean", str, os.PathLike],
         "verbose": ["verbose"],
     }
 
     def __init__(self, model_name="ViT-B-16", pretrained="openai", *, device="auto",
-                 precision="fp32", batch_size=64, num_workers=2, n_jobs=None, normalize=True,
-                 cache=True, verbose=0):
+                 precision="fp32", batch_size=64, num_workers=2, n_jobs=None, decode="auto",
+                 normalize=True, cache=True, verbose=0):
         self.model_name = model_name
         self.pretrained = pretrained
         self.device = device
@@ -117,6 +128,7 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.n_jobs = n_jobs
+        self.decode = decode
         self.normalize = normalize
         self.cache = cache
         self.verbose = verbose
@@ -257,9 +269,12 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         if precision == "amp":  # autocasts to fp16 on CUDA, bf16 elsewhere: not one key
             on_cuda = resolve_device(self.device).type == "cuda"
             precision = "amp-fp16" if on_cuda else "amp-bf16"
-        # the decoding's version too: features cached by an older decoding stay unseen
+        # the decoding's version too: features cached by an older decoding, or decoded
+        # on the GPU for a PIL run (or the other way round), stay unseen
+        on_gpu = self._decodes_on_gpu()
         model_key = (f"{spec.fingerprint or loaded.fingerprint}|{precision}"
-                     f"|decoding {DECODING_VERSION}")
+                     f"|decoding {DECODING_VERSION}"
+                     + (f"|{_gpu_images.GPU_DECODING}" if on_gpu else ""))
         caches = caches_for(self.cache, disk=spec.fingerprint is not None)
         found = {}
         for depth, cache in enumerate(caches):
@@ -276,10 +291,22 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 first[k] = i
         if first:
             self._encode_missing(loaded or self._loaded(spec), items, keys,
-                                 list(first.values()), caches, model_key, found)
+                                 list(first.values()), caches, model_key, found, on_gpu)
         return self._finish(np.stack([found[k] for k in keys]))
 
-    def _encode_missing(self, loaded, items, keys, todo, caches, model_key, found):
+    def _decodes_on_gpu(self):
+        """Whether this call decodes JPEG files on the GPU (``decode="auto"``, a CUDA
+        device, nvJPEG there)."""
+        if self.decode != "auto":
+            return False
+        try:
+            device = resolve_device(self.device)
+        except ValueError:  # loading the model says so, if it comes to that
+            return False
+        return _gpu_images.decodes_on(device)
+
+    def _encode_missing(self, loaded, items, keys, todo, caches, model_key, found,
+                        on_gpu=False):
         """Encode ``items[todo]`` into ``found``, storing them in the caches as they
         come, and on the way out whatever happens (never lose finished work)."""
         pending = {}
@@ -292,7 +319,7 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                     cache.put_many(model_key, batch)
 
         try:
-            for positions, emb in self._encode(loaded, items, todo):
+            for positions, emb in self._encode(loaded, items, todo, on_gpu):
                 new = {keys[i]: e for i, e in zip(positions, emb)}
                 found.update(new)
                 pending.update(new)
@@ -301,30 +328,47 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         finally:
             flush()
 
-    def _encode(self, loaded, items, todo):
+    def _encode(self, loaded, items, todo, on_gpu=False):
         """Yield ``(indices, raw float32 embeddings)`` for ``items[todo]``.
 
-        Threads decode ahead of the model. On CUDA, uint8 batches are pinned, copied
-        without blocking and normalised on the device, and results stay there until a
-        flush, so the host does not wait for the GPU after every batch."""
+        Results stay on a CUDA device until a flush, so that the host does not wait for
+        the GPU after every batch."""
         cuda = loaded.device.type == "cuda"
-        workers = self.num_workers if len(todo) > 1 else 0
-        prep = BatchPreprocess(loaded.preprocess)
-        batches = iter_batches([items[i] for i in todo], todo, prep, self.batch_size, workers,
-                               pin_memory=cuda)
+        batches, inputs = self._inputs(loaded, items, todo, on_gpu)
         held, held_at, done = [], [], 0
-        with contextlib.closing(batches), tqdm(total=len(todo), desc="ClipEmbedder",
-                                               unit="img", disable=not self.verbose) as bar:
-            for batch in batches:
+        # inputs closes first: its thread may be reading from batches
+        with contextlib.closing(batches), contextlib.closing(inputs), tqdm(
+                total=len(todo), desc="ClipEmbedder", unit="img",
+                disable=not self.verbose) as bar:
+            for n, x in inputs:
                 with torch.inference_mode(), loaded.autocast():
-                    x = prep.to_device(batch, loaded.device, loaded.input_dtype, cuda)
                     held.append(loaded.model.encode_image(x).float())
-                held_at.extend(todo[done:done + len(batch)])
-                done += len(batch)
-                bar.update(len(batch))
+                held_at.extend(todo[done:done + n])
+                done += n
+                bar.update(n)
                 if not cuda or len(held_at) >= _FLUSH_EVERY or done == len(todo):
                     yield held_at, torch.cat(held).cpu().numpy()
                     held, held_at = [], []
+
+    def _inputs(self, loaded, items, todo, on_gpu):
+        """``(host batches, (size, model input) of each)``, decoded ahead of the model.
+
+        Threads decode and preprocess with PIL; on CUDA, uint8 batches are pinned,
+        copied without blocking and normalised on the device. With ``on_gpu`` (and a
+        preprocess of the usual form), the threads only read JPEG files, which a thread
+        of its own decodes and preprocesses on the device, a batch ahead."""
+        cuda = loaded.device.type == "cuda"
+        workers = self.num_workers if len(todo) > 1 else 0
+        plan = _gpu_images.tensor_plan(loaded.preprocess) if on_gpu else None
+        prep = (_gpu_images.JpegBatchPreprocess(loaded.preprocess, plan) if plan
+                else BatchPreprocess(loaded.preprocess))
+        batches = iter_batches([items[i] for i in todo], todo, prep, self.batch_size, workers,
+                               pin_memory=cuda and not plan)
+        if plan:
+            return batches, _gpu_images.prepared_ahead(batches, prep, loaded.device,
+                                                       loaded.input_dtype)
+        return batches, ((len(b), prep.to_device(b, loaded.device, loaded.input_dtype, cuda))
+                         for b in batches)
 
 
 def release_memory_cache():

@@ -26,6 +26,7 @@ from candle_sklearn._cache import MEMORY
 from . import conftest
 from ._fuzz import fuzz, given, st
 from .conftest import TINY, embed, save_random_tiny, tiny, touch_later
+from .test_images import JPEG_SIZES, gpu_path_inputs, photo_jpegs
 
 pytestmark = pytest.mark.usefixtures("fresh_embedding_cache")
 
@@ -351,3 +352,69 @@ def test_gpu_thread_decoding_with_pinned_batches_and_flushes(image_dir, monkeypa
     gpu = tiny(device="cuda", precision=precision, cache=False, batch_size=4,
                num_workers=3).transform(paths)
     np.testing.assert_allclose(gpu, cpu, atol=1e-4 if precision == "fp32" else 5e-2)
+
+
+# --------------------------------------------------------- JPEG files decoded on the GPU
+def test_gpu_and_pil_decodings_are_cached_apart(tmp_path, forward_counter, monkeypatch):
+    """Features of JPEG files decoded on the GPU differ from PIL's by rounding: neither
+    answers for the other, in memory or on disk."""
+    from candle_sklearn import _gpu_images
+    paths = photo_jpegs(tmp_path, JPEG_SIZES[:4])
+    cache = str(tmp_path / "cache")
+    pil = tiny(cache=cache).transform(paths)
+    monkeypatch.setattr(_gpu_images, "decodes_on", lambda device: True)  # as on CUDA
+    gpu = tiny(cache=cache).transform(paths)
+    assert sum(forward_counter) == 8
+    np.testing.assert_array_equal(tiny(cache=cache, decode="pil").transform(paths), pil)
+    MEMORY.clear()  # as in a new process: the disk cache answers each with its own
+    np.testing.assert_array_equal(tiny(cache=cache).transform(paths), gpu)
+    np.testing.assert_array_equal(tiny(cache=cache, decode="pil").transform(paths), pil)
+    assert sum(forward_counter) == 8
+
+
+def test_gpu_path_keeps_finished_batches_and_stops_its_thread(tmp_path, forward_counter,
+                                                              monkeypatch):
+    """An unreadable file late in a run: the error names it, the batches before it are
+    in the cache, and the thread that decodes ahead is gone."""
+    import threading
+
+    from candle_sklearn import _gpu_images
+    from candle_sklearn import embedder as embedder_module
+    monkeypatch.setattr(embedder_module, "_FLUSH_EVERY", 2)
+    monkeypatch.setattr(_gpu_images, "decodes_on", lambda device: True)
+    paths = photo_jpegs(tmp_path, JPEG_SIZES[:6])
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    cache = str(tmp_path / "cache")
+    with pytest.raises(ImageInputError, match=r"image 6 \('.*bad.jpg'\) could not be read"):
+        tiny(cache=cache, batch_size=2, num_workers=2).transform(paths + [str(bad)])
+    assert not [t for t in threading.enumerate() if t.name.startswith("candle-gpu-decode")]
+    MEMORY.clear()
+    done = sum(forward_counter)
+    tiny(cache=cache).transform(paths)
+    assert sum(forward_counter) == done  # all six came back from the disk cache
+
+
+@pytest.mark.gpu
+def test_gpu_jpeg_decoding_close_to_pil(tmp_path):
+    """The real path: nvJPEG and the resizing on CUDA, a batch ahead of the model. Its
+    pixels and features are within the GPU's tolerance of PIL's (nvJPEG's IDCT and
+    chroma upsampling are not libjpeg's; see candle_sklearn._gpu_images); the files it
+    does not take (PNG, progressive, CMYK) embed as PIL's."""
+    from candle_sklearn import _gpu_images
+    paths = photo_jpegs(tmp_path, JPEG_SIZES)
+    rgb = Image.open(paths[0]).convert("RGB")
+    for name, options in (("p.png", {}), ("progressive.jpg", {"progressive": True})):
+        rgb.save(tmp_path / name, **options)
+    rgb.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    others = [str(tmp_path / n) for n in ("p.png", "progressive.jpg", "cmyk.jpg")]
+    assert _gpu_images.decodes_on(torch.device("cuda"))
+    emb = ClipEmbedder("candle-tiny", "bundled", device="cuda", cache=False, batch_size=5)
+    assert emb._decodes_on_gpu()
+    got, want = gpu_path_inputs(emb.load_model().preprocess, paths, "cuda")
+    diff = (got - want).abs()
+    assert diff.mean() < 0.05, (diff.max(), diff.mean())
+    gpu = emb.transform(paths + others)
+    pil = clone(emb).set_params(decode="pil").transform(paths + others)
+    assert (gpu * pil).sum(1).min() > 0.995
+    np.testing.assert_allclose(gpu[-3:], pil[-3:], atol=1e-4)

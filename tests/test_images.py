@@ -449,3 +449,262 @@ def test_exif_orientation_is_applied(tmp_path):
     np.testing.assert_allclose(embed([Image.open(tagged)]), as_given, atol=1e-6)
     # orientation 6 and a tag 332 of the wrong type: exif_transpose raised struct.error
     assert embed([str(ASSETS / "malformed_exif.jpg")]).shape == (1, 32)
+
+
+# ====================== JPEG files decoded on the GPU (candle_sklearn._gpu_images), on the CPU
+# torchvision decodes on the CPU with libjpeg (as PIL does) and resizes with the arithmetic
+# it uses on CUDA: the same code, on CPU tensors, measures the GPU path's resizing.
+JPEG_SIZES = [(256, 256), (480, 640), (640, 480), (333, 500), (1000, 300), (300, 1000),
+              (50, 70), (224, 224), (225, 301), (64, 64), (31, 600), (700, 520)]
+JPEG_OPTIONS = [{"subsampling": 2, "quality": 75}, {"subsampling": 1, "quality": 90},
+                {"subsampling": 0, "quality": 95}, None]  # None: grey
+
+
+def photo_jpegs(folder, sizes=JPEG_SIZES, seed=0):
+    """Photo-like JPEG files (gradients, an edge, noise), one per size, in turn 4:2:0,
+    4:2:2, 4:4:4 and grey, of quality 75 to 95."""
+    gen = np.random.default_rng(seed)
+    paths = []
+    for k, (h, w) in enumerate(sizes):
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        img = np.stack([gen.uniform(60, 200) + gen.uniform(-80, 80) * xx
+                        + gen.uniform(-80, 80) * yy for _ in range(3)], -1)
+        img[:h // 2, :w // 3] += 40
+        img = np.clip(img + gen.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+        pil, options = Image.fromarray(img), JPEG_OPTIONS[k % len(JPEG_OPTIONS)]
+        if options is None:
+            pil, options = pil.convert("L"), {"quality": 85}
+        path = Path(folder) / f"photo_{k:02d}.jpg"
+        pil.save(path, **options)
+        paths.append(str(path))
+    return paths
+
+
+def gpu_path_inputs(preprocess, paths, device="cpu"):
+    """The model's input for ``paths`` by the GPU path (on ``device``) and by PIL's."""
+    import torch
+
+    from candle_sklearn._gpu_images import JpegBatchPreprocess, tensor_plan
+    from candle_sklearn._images import BatchPreprocess
+    prep = JpegBatchPreprocess(preprocess, tensor_plan(preprocess))
+    batch = prep.collate([prep.image(p, i) for i, p in enumerate(paths)])
+    pil = BatchPreprocess(preprocess)
+    want = pil.to_device(pil.collate([pil.image(p, i) for i, p in enumerate(paths)]),
+                         torch.device(device))
+    return prep.to_device(batch, torch.device(device)), want
+
+
+def test_gpu_jpeg_arithmetic_matches_pil_within_tolerance(tmp_path):
+    """The tolerance stated in _gpu_images' docstring (measured by
+    benchmarks/bench_embedder.py --tolerance), with bounds a little above: pixels at
+    ViT-B-32's 224x224 and candle-tiny's 32x32, features of the bundled candle-tiny."""
+    import open_clip
+    import torch
+
+    from candle_sklearn import ClipEmbedder
+    paths = photo_jpegs(tmp_path, JPEG_SIZES * 2)
+    clip = ClipEmbedder("candle-tiny", "bundled", device="cpu").load_model()
+    for preprocess in (open_clip.image_transform(224, is_train=False), clip.preprocess):
+        got, want = gpu_path_inputs(preprocess, paths)
+        diff = (got - want).abs()
+        assert diff.max() < 0.035 and diff.mean() < 5e-5, (diff.max(), diff.mean())
+        assert diff.max() > 0  # the arithmetic is PIL's in spirit, not to the bit
+    with torch.inference_mode():  # got and want: candle-tiny's inputs
+        a, b = (clip.model.encode_image(x) for x in (got, want))
+    cosine = torch.nn.functional.cosine_similarity(a, b)
+    assert cosine.min() > 0.99999, cosine.min()
+
+
+def test_resize_passes_in_pillows_order():
+    """PIL resizes in two 8-bit passes, in an order of its own (Pillow 13 resizes rows
+    first where the height shrinks most): the tensor path follows, to the rounding."""
+    import torch
+
+    from candle_sklearn._gpu_images import TensorPlan
+    gen = np.random.default_rng(0)
+    for (h, w), size in [((1000, 300), [224]), ((300, 1000), [224]), ((480, 640), [224]),
+                         ((64, 64), [224]), ((90, 400), [60, 100]), ((400, 90), [100, 60])]:
+        img = gen.integers(0, 256, (h, w, 3), dtype=np.uint8)  # noise: the worst case
+        plan = TensorPlan(size, "bicubic", None, None)
+        nh, nw = plan.resized_size(h, w)
+        want = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BICUBIC)).astype(int)
+        got = plan.apply(torch.from_numpy(img).permute(2, 0, 1)[None])[0].permute(1, 2, 0)
+        diff = np.abs(got.numpy().astype(int) - want)
+        # one pass's rounding, now and then carried by the next one (the other order
+        # gives up to 25 levels)
+        assert diff.max() <= 2 and (diff > 1).mean() < 1e-4, (h, w, size, diff.max())
+
+
+def test_tensor_plan_of_each_preprocess():
+    """The usual open_clip transforms have a plan; any other keeps every image on PIL."""
+    import open_clip
+    from torchvision.transforms import Compose, Resize, ToTensor
+
+    from candle_sklearn._gpu_images import tensor_plan
+    plan = tensor_plan(open_clip.image_transform(224, is_train=False))
+    assert (plan.size, plan.mode, plan.crop, plan.out_size) == ([224], "bicubic", (224, 224),
+                                                                (224, 224))
+    squash = tensor_plan(open_clip.image_transform(224, is_train=False, resize_mode="squash"))
+    assert (squash.size, squash.crop, squash.out_size) == ([224, 224], None, (224, 224))
+    assert tensor_plan(open_clip.image_transform(224, is_train=False,
+                                                 interpolation="bilinear")).mode == "bilinear"
+    for other in (open_clip.image_transform(224, is_train=False, resize_mode="longest"),
+                  open_clip.image_transform((224, 256), is_train=False),  # ResizeKeepRatio
+                  Compose([Resize(32), ToTensor()]), lambda image: image):
+        assert tensor_plan(other) is None
+
+
+def jpeg_bytes(img, **options):
+    import io
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **options)
+    return buf.getvalue()
+
+
+def with_xmp(data, xml):
+    """JPEG bytes with an XMP segment after the SOI marker."""
+    payload = b"http://ns.adobe.com/xap/1.0/\x00" + xml
+    return data[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + data[2:]
+
+
+def test_which_files_the_gpu_decodes():
+    """Baseline 8-bit grey or YCbCr JPEGs, upright, whole; everything else is PIL's."""
+    from candle_sklearn._gpu_images import gpu_decodable
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 32, 3), np.uint8))
+    upright, turned = Image.Exif(), Image.Exif()
+    upright[0x0112], turned[0x0112] = 1, 6
+    plain = jpeg_bytes(rgb)
+    decodable = {"baseline": plain, "grey": jpeg_bytes(rgb.convert("L")),
+                 "4:4:4": jpeg_bytes(rgb, subsampling=0),
+                 "orientation 1": jpeg_bytes(rgb, exif=upright.tobytes()),
+                 "other XMP": with_xmp(plain, b"<x:xmpmeta>dc:title</x:xmpmeta>"),
+                 "EXIF 1 over XMP": with_xmp(jpeg_bytes(rgb, exif=upright.tobytes()),
+                                             b'<rdf tiff:Orientation="6"/>'),
+                 "bytes after EOI": plain + b"trailing"}
+    refused = {"PNG": b"\x89PNG\r\n\x1a\n" + plain, "CMYK": jpeg_bytes(rgb.convert("CMYK")),
+               "progressive": jpeg_bytes(rgb, progressive=True),
+               "orientation 6": jpeg_bytes(rgb, exif=turned.tobytes()),
+               "XMP orientation": with_xmp(plain, b'<rdf tiff:Orientation="6"/>'),
+               "EXIF without, XMP": with_xmp(jpeg_bytes(rgb, exif=Image.Exif().tobytes()),
+                                             b'<rdf tiff:Orientation="6"/>'),
+               "truncated": plain[:len(plain) * 2 // 3], "header only": plain[:200],
+               "empty": b"", "malformed EXIF": (ASSETS / "malformed_exif.jpg").read_bytes()}
+    try:
+        refused["RGB-coded"] = jpeg_bytes(rgb, keep_rgb=True)  # Pillow >= 10.2
+    except TypeError:
+        pass
+    for name, data in decodable.items():
+        assert gpu_decodable(bytearray(data)), name
+    for name, data in refused.items():
+        assert not gpu_decodable(bytearray(data)), name
+
+
+@pytest.fixture
+def gpu_path_on_cpu(monkeypatch):
+    """ClipEmbedder's GPU JPEG path, forced on the CPU; yields the number of JPEG files
+    each batch sent to the decoder."""
+    from candle_sklearn import _gpu_images
+    monkeypatch.setattr(_gpu_images, "decodes_on", lambda device: True)
+    sent = []
+    original = _gpu_images.decode_jpegs
+
+    def counting(datas, device):
+        sent.append(len(datas))
+        return original(datas, device)
+
+    monkeypatch.setattr(_gpu_images, "decode_jpegs", counting)
+    return sent
+
+
+def routing_files(folder):
+    """Four photo JPEGs, then a PNG, a CMYK JPEG and JPEGs turned by EXIF and by XMP."""
+    paths = photo_jpegs(folder, JPEG_SIZES[:4])
+    rgb = Image.open(paths[0]).convert("RGB")
+    turned = Image.Exif()
+    turned[0x0112] = 6
+    others = {"image.png": lambda p: rgb.save(p),
+              "cmyk.jpg": lambda p: rgb.convert("CMYK").save(p),
+              "exif.jpg": lambda p: rgb.save(p, exif=turned.tobytes()),
+              "xmp.jpg": lambda p: p.write_bytes(with_xmp(jpeg_bytes(rgb),
+                                                          b'<rdf tiff:Orientation="8"/>'))}
+    for name, write in others.items():
+        write(Path(folder) / name)
+        paths.append(str(Path(folder) / name))
+    return paths
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_gpu_path_routes_each_file_and_matches_pil(tmp_path, gpu_path_on_cpu, workers):
+    """The photos go to the decoder, in batches; the PNG, the CMYK JPEG and the turned
+    JPEGs to PIL, which turns them upright; images in memory too. All embed as PIL's."""
+    paths = routing_files(tmp_path)
+    items = paths + [np.asarray(Image.open(paths[0]).convert("RGB"))]
+    pil = embed(items, decode="pil")
+    assert not gpu_path_on_cpu  # decode="pil": never the decoder
+    got = embed(items, num_workers=workers, batch_size=3)
+    assert [n for n in gpu_path_on_cpu if n] == [3, 1]  # the photos, in their batches
+    np.testing.assert_allclose(got[4:], pil[4:], atol=1e-5)  # PIL's, as PIL's
+    assert (got * pil).sum(1).min() > 0.9999
+    # the turned JPEGs are turned: they embed as seen upright, not as stored
+    from PIL import ImageOps
+    for turned in (6, 7):  # EXIF, XMP
+        stored = Image.open(paths[turned])
+        np.testing.assert_allclose(got[turned], embed([ImageOps.exif_transpose(stored)])[0],
+                                   atol=1e-5)
+        assert not np.allclose(got[turned], embed([stored])[0], atol=1e-3)
+
+
+def test_gpu_path_refusal_falls_back_per_image(tmp_path, gpu_path_on_cpu, monkeypatch):
+    """One file that the decoder refuses neither fails the batch nor skips the file: the
+    decoder takes the others, PIL that one; where PIL refuses it too, its error names the
+    file."""
+    import torch
+
+    from candle_sklearn import _gpu_images
+    paths = photo_jpegs(tmp_path, JPEG_SIZES[:4])
+    refused = torch.frombuffer(bytearray(Path(paths[1]).read_bytes()), dtype=torch.uint8)
+    original, decoded = _gpu_images._decode, []
+
+    def decode(tensors, device):  # nvJPEG refusing one file fails the whole call
+        if any(torch.equal(t, refused) for t in tensors):
+            raise RuntimeError("Error while decoding JPEG images: nvjpeg status 7")
+        decoded.extend(tensors)
+        return original(tensors, device)
+
+    monkeypatch.setattr(_gpu_images, "_decode", decode)
+    np.testing.assert_allclose(embed(paths), embed(paths, decode="pil"), atol=1e-4)
+    assert len(decoded) == 3  # one by one, after the batch failed
+    # headers, EOI and all, but no quantisation tables: libjpeg refuses it, so does PIL
+    data = Path(paths[0]).read_bytes()
+    broken = tmp_path / "no_tables.jpg"
+    broken.write_bytes(data.replace(b"\xff\xdb", b"\xff\xfe"))  # DQT segments to comments
+    assert _gpu_images.gpu_decodable(bytearray(broken.read_bytes()))
+    with pytest.raises(ImageInputError, match=r"image 2 \('.*no_tables.jpg'\) could not be"):
+        embed(paths[:2] + [str(broken)] + paths[2:], num_workers=2)
+
+
+def test_gpu_path_errors_name_the_file(tmp_path, gpu_path_on_cpu):
+    """Truncated, missing and not-an-image files: PIL's errors, naming path and index."""
+    paths = photo_jpegs(tmp_path, JPEG_SIZES[:3])
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(Path(paths[0]).read_bytes()[:3000])
+    text = tmp_path / "text.jpg"
+    text.write_text("not an image")
+    for bad in (cut, text, tmp_path / "missing.jpg"):
+        with pytest.raises(ImageInputError, match=rf"image 3 \('.*{bad.name}'\)"):
+            embed(paths + [str(bad)], num_workers=2, batch_size=2)
+
+
+def test_gpu_decoding_is_off_without_cuda(monkeypatch):
+    """On the CPU (or any device but CUDA with nvJPEG) every image goes through PIL."""
+    import torch
+
+    from candle_sklearn import _gpu_images
+    assert not _gpu_images.decodes_on(torch.device("cpu"))
+    assert not tiny()._decodes_on_gpu() and not tiny(decode="pil")._decodes_on_gpu()
+    monkeypatch.setattr(_gpu_images, "decodes_on", lambda device: device.type == "cuda")
+    assert not tiny()._decodes_on_gpu()
+    monkeypatch.setattr(_gpu_images, "decodes_on", lambda device: True)
+    assert tiny()._decodes_on_gpu() and not tiny(decode="pil")._decodes_on_gpu()
+    with pytest.raises(ValueError, match="decode"):
+        tiny(decode="gpu").transform([GOOD])
