@@ -5,7 +5,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.covariance import ledoit_wolf
+from sklearn.covariance import oas
 from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
@@ -76,23 +76,32 @@ def _for_head(X, scale):
     return X.astype(np.float32)
 
 
+def _class_contrasts(X, y):
+    """Each class's n images as n - 1 independent deviations from its mean (Helmert
+    contrasts: the k-th is ``sqrt(k / (k + 1))`` times the mean of the first k images minus
+    the (k + 1)-th), so that a covariance estimator counts the samples it really has: the
+    plain deviations of a class of two are one deviation twice, opposite."""
+    parts = []
+    for c in np.unique(y):
+        xc = X[y == c]
+        k = np.arange(1, len(xc))[:, None]
+        parts.append(np.sqrt(k / (k + 1)) * (np.cumsum(xc, axis=0)[:-1] / k - xc[1:]))
+    return np.concatenate(parts)
+
+
 def _within_class_whitening(X, y):
-    """``S^(-1/2)`` (D, D) for the Ledoit-Wolf shrunk covariance S of the deviations of
-    ``X`` from their class means (classes of one image give none), scaled to the
-    identity's Frobenius norm; None without two deviations or with all of them zero. Image features vary within a
-    class mostly along a few directions that say nothing of the class; starting both
-    projections here scores images by the Mahalanobis cosine that discriminant analysis
-    uses, and the shrinkage leaves the identity where the deviations are too few to
-    estimate S (docs/decisions/0022)."""
-    X = np.asarray(X, dtype=np.float64)
-    deviations = [X[y == c] - X[y == c].mean(0) for c in np.unique(y)
-                  if np.count_nonzero(y == c) > 1]
-    if sum(map(len, deviations)) < 2:
+    """``S^(-1/2)`` (D, D) for the OAS-shrunk within-class covariance S of ``X`` (from
+    :func:`_class_contrasts`), scaled to the identity's Frobenius norm; None without two
+    contrasts or with all of them zero. Image features vary within a class mostly along a
+    few directions that say nothing of the class; starting both projections here scores
+    images by the Mahalanobis cosine that discriminant analysis uses. The shrinkage (Chen
+    et al.'s oracle approximating shrinkage, made for fewer samples than dimensions) leaves
+    about the identity where the contrasts are too few to estimate S or the noise is
+    isotropic (docs/decisions/0022)."""
+    contrasts = _class_contrasts(np.asarray(X, dtype=np.float64), y)
+    if len(contrasts) < 2 or not np.any(contrasts):  # nothing to estimate S from
         return None
-    deviations = np.concatenate(deviations)
-    if not np.any(deviations):  # no variation within any class: nothing to whiten
-        return None
-    S, _ = ledoit_wolf(deviations / np.abs(deviations).max(), assume_centered=True)
+    S, _ = oas(contrasts / np.abs(contrasts).max(), assume_centered=True)
     eigenvalues, V = np.linalg.eigh(S)
     # the shrinkage keeps S positive definite (the floor only guards rounding)
     W = (V / np.sqrt(np.maximum(eigenvalues, 1e-12 * eigenvalues.mean()))) @ V.T
