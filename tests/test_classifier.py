@@ -1383,15 +1383,19 @@ def test_scores_bitwise_among_inputs_of_one_size_at_block_edges(n_jobs):
 
 
 # ------------------------------------------------- whitened start of the projections
-def _ledoit_wolf_whitening(X, y):
-    """A literal version: deviations from class means, sklearn's LedoitWolf, S^(-1/2) by
-    scipy, scaled to the identity's norm."""
+def _literal_whitening(X, y):
+    """A literal version: each class's Helmert contrasts one by one, sklearn's OAS
+    estimator, S^(-1/2) by scipy, scaled to the identity's norm."""
     from scipy.linalg import sqrtm
-    from sklearn.covariance import LedoitWolf
+    from sklearn.covariance import OAS
 
-    dev = np.concatenate([X[y == c] - X[y == c].mean(0) for c in np.unique(y)
-                          if (y == c).sum() > 1])
-    W = np.linalg.inv(sqrtm(LedoitWolf(assume_centered=True).fit(dev).covariance_).real)
+    contrasts = []
+    for c in np.unique(y):
+        xc = X[y == c]
+        for k in range(1, len(xc)):
+            contrasts.append(np.sqrt(k / (k + 1)) * (xc[:k].mean(0) - xc[k]))
+    S = OAS(assume_centered=True).fit(np.array(contrasts)).covariance_
+    W = np.linalg.inv(sqrtm(S).real)
     return W * np.sqrt(len(W)) / np.linalg.norm(W)
 
 
@@ -1402,10 +1406,40 @@ def test_within_class_whitening_matches_a_literal_computation():
     X = r.normal(size=(60, 6)) * np.array([5.0, 1, 1, 1, 1, 0.2]) + 3.0
     y = r.integers(0, 4, 60)
     W = _within_class_whitening(X, y)
-    np.testing.assert_allclose(W, _ledoit_wolf_whitening(X, y), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(W, _literal_whitening(X, y), rtol=1e-8, atol=1e-10)
     # the noisy direction is damped, the quiet one raised; the scale of X changes nothing
     assert W[0, 0] < 1 < W[5, 5]
     np.testing.assert_allclose(_within_class_whitening(X * 1e30, y), W, rtol=1e-8)
+
+
+def test_class_contrasts_are_independent_deviations():
+    """n - 1 contrasts per class of n, each distributed as one image's noise: their
+    covariance estimates the within-class covariance without the classes' means."""
+    from candle_sklearn.classifier import _class_contrasts
+
+    r = rng(3)
+    A = r.normal(size=(4, 4))
+    noise = r.multivariate_normal(np.zeros(4), A @ A.T, size=30000)
+    y = np.repeat(np.arange(10000), 3)
+    X = noise + 10 * r.normal(size=(10000, 4))[y]
+    Z = _class_contrasts(X, y)
+    assert Z.shape == (20000, 4)
+    np.testing.assert_allclose(Z.T @ Z / len(Z), A @ A.T, atol=0.05 * np.abs(A @ A.T).max())
+    # a class of two gives one contrast, (x1 - x2) / sqrt(2)
+    np.testing.assert_allclose(_class_contrasts(X[:2] * 0 + [[1, 2, 3, 4], [3, 2, 1, 0]],
+                                                np.zeros(2)), [[-2, 0, 2, 4] / np.sqrt(2)])
+
+
+def test_few_images_per_class_start_at_about_the_identity():
+    """Two images per class in many dimensions: too little to estimate a covariance, so
+    the shrinkage keeps the start at (about) the identity."""
+    from candle_sklearn.classifier import _within_class_whitening
+
+    r = rng(4)
+    y = np.repeat(np.arange(25), 2)
+    X = r.normal(size=(25, 256))[y] + 0.5 * r.normal(size=(50, 256))
+    W = _within_class_whitening(X, y)
+    assert np.linalg.norm(W - np.eye(256)) / np.sqrt(256) < 0.02
 
 
 def test_within_class_whitening_needs_variation_within_classes():
