@@ -5,7 +5,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.covariance import oas
 from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
@@ -76,36 +75,59 @@ def _for_head(X, scale):
     return X.astype(np.float32)
 
 
-def _class_contrasts(X, y):
-    """Each class's n images as n - 1 independent deviations from its mean (Helmert
-    contrasts: the k-th is ``sqrt(k / (k + 1))`` times the mean of the first k images minus
-    the (k + 1)-th), so that a covariance estimator counts the samples it really has: the
-    plain deviations of a class of two are one deviation twice, opposite."""
-    parts = []
-    for c in np.unique(y):
-        xc = X[y == c]
-        k = np.arange(1, len(xc))[:, None]
-        parts.append(np.sqrt(k / (k + 1)) * (np.cumsum(xc, axis=0)[:-1] / k - xc[1:]))
-    return np.concatenate(parts)
+# Rows per float64 product in the within-class scatter: bounds the copy (64 MiB at D = 512).
+SCATTER_CHUNK = 16384
+
+
+def _within_class_scatter(X, y):
+    """The sum over images of ``(x - m_y)(x - m_y)^T`` (D, D), ``m_y`` the mean of the
+    image's class, in float64 and in chunks of rows, and the number of independent
+    deviations it holds: n - 1 per class of n (its Helmert contrasts, n - 1 deviations
+    each distributed as one image's noise, have this same scatter)."""
+    X, y = torch.as_tensor(X), torch.as_tensor(y, dtype=torch.long)
+    counts = torch.bincount(y).double()
+    sums = torch.zeros(len(counts), X.shape[1], dtype=torch.float64)
+    for start in range(0, len(X), SCATTER_CHUNK):
+        sums.index_add_(0, y[start:start + SCATTER_CHUNK],
+                        X[start:start + SCATTER_CHUNK].double())
+    means = sums / counts.clamp_min(1)[:, None]
+    scatter = torch.zeros(X.shape[1], X.shape[1], dtype=torch.float64)
+    for start in range(0, len(X), SCATTER_CHUNK):
+        dev = X[start:start + SCATTER_CHUNK].double() - means[y[start:start + SCATTER_CHUNK]]
+        scatter += dev.T @ dev
+    return scatter, len(X) - int((counts > 0).sum())
+
+
+def _oas(cov, n_samples):
+    """Chen et al.'s oracle approximating shrinkage of an empirical covariance of
+    ``n_samples`` centred samples (scikit-learn's ``oas``, with the shrinkage kept in
+    [0, 1]: rounding can make its denominator negative when ``cov`` is isotropic)."""
+    p = cov.shape[0]
+    mu = torch.trace(cov) / p
+    alpha = (cov ** 2).mean()
+    den = (n_samples + 1) * (alpha - mu ** 2 / p)
+    shrinkage = 1.0 if den <= 0 else float(((alpha + mu ** 2) / den).clamp(0, 1))
+    return (1 - shrinkage) * cov + shrinkage * mu * torch.eye(p, dtype=cov.dtype)
 
 
 def _within_class_whitening(X, y):
-    """``S^(-1/2)`` (D, D) for the OAS-shrunk within-class covariance S of ``X`` (from
-    :func:`_class_contrasts`), scaled to the identity's Frobenius norm; None without two
-    contrasts or with all of them zero. Image features vary within a class mostly along a
-    few directions that say nothing of the class; starting both projections here scores
-    images by the Mahalanobis cosine that discriminant analysis uses. The shrinkage (Chen
-    et al.'s oracle approximating shrinkage, made for fewer samples than dimensions) leaves
-    about the identity where the contrasts are too few to estimate S or the noise is
-    isotropic (docs/decisions/0022)."""
-    contrasts = _class_contrasts(np.asarray(X, dtype=np.float64), y)
-    if len(contrasts) < 2 or not np.any(contrasts):  # nothing to estimate S from
+    """``S^(-1/2)`` (D, D), float64, for the OAS-shrunk within-class covariance S of ``X``
+    (:func:`_within_class_scatter`), scaled to the identity's Frobenius norm; None with
+    fewer than two independent deviations or no variation within classes. Image features
+    vary within a class mostly along a few directions that say nothing of the class;
+    starting both projections here scores images by the Mahalanobis cosine that
+    discriminant analysis uses. The shrinkage (made for fewer samples than dimensions)
+    leaves about the identity where the deviations are too few to estimate S or the noise
+    is isotropic (docs/decisions/0022)."""
+    scatter, n_deviations = _within_class_scatter(X, y)
+    if n_deviations < 2 or not torch.trace(scatter) > 0:  # nothing to estimate S from
         return None
-    S, _ = oas(contrasts / np.abs(contrasts).max(), assume_centered=True)
-    eigenvalues, V = np.linalg.eigh(S)
-    # the shrinkage keeps S positive definite (the floor only guards rounding)
-    W = (V / np.sqrt(np.maximum(eigenvalues, 1e-12 * eigenvalues.mean()))) @ V.T
-    return W * (np.sqrt(len(W)) / np.linalg.norm(W))
+    scatter /= scatter.diagonal().max()  # the scale of S changes nothing but the range
+    eigenvalues, V = torch.linalg.eigh(_oas(scatter / n_deviations, n_deviations))
+    if not eigenvalues.min() > 0:  # only rounding of a degenerate S can get here
+        return None
+    W = (V / eigenvalues.sqrt()) @ V.T
+    return (W * (len(W) ** 0.5 / torch.linalg.norm(W))).numpy()
 
 
 def _in_class_order(head_scores, order):

@@ -1412,22 +1412,49 @@ def test_within_class_whitening_matches_a_literal_computation():
     np.testing.assert_allclose(_within_class_whitening(X * 1e30, y), W, rtol=1e-8)
 
 
-def test_class_contrasts_are_independent_deviations():
-    """n - 1 contrasts per class of n, each distributed as one image's noise: their
-    covariance estimates the within-class covariance without the classes' means."""
-    from candle_sklearn.classifier import _class_contrasts
+def test_within_class_scatter_is_that_of_independent_deviations():
+    """The scatter of the deviations from the class means equals that of the classes'
+    Helmert contrasts (n - 1 per class of n, each distributed as one image's noise), so
+    dividing by their number estimates the within-class covariance; in chunks as whole."""
+    import candle_sklearn.classifier as clf_module
 
     r = rng(3)
     A = r.normal(size=(4, 4))
-    noise = r.multivariate_normal(np.zeros(4), A @ A.T, size=30000)
-    y = np.repeat(np.arange(10000), 3)
-    X = noise + 10 * r.normal(size=(10000, 4))[y]
-    Z = _class_contrasts(X, y)
-    assert Z.shape == (20000, 4)
-    np.testing.assert_allclose(Z.T @ Z / len(Z), A @ A.T, atol=0.05 * np.abs(A @ A.T).max())
-    # a class of two gives one contrast, (x1 - x2) / sqrt(2)
-    np.testing.assert_allclose(_class_contrasts(X[:2] * 0 + [[1, 2, 3, 4], [3, 2, 1, 0]],
-                                                np.zeros(2)), [[-2, 0, 2, 4] / np.sqrt(2)])
+    y = np.repeat(np.arange(2000), 3)[:5999]  # the last class has two images
+    X = r.multivariate_normal(np.zeros(4), A @ A.T, size=5999) + 10 * r.normal(
+        size=(2000, 4))[y]
+    contrasts = [np.sqrt(k / (k + 1)) * (X[y == c][:k].mean(0) - X[y == c][k])
+                 for c in range(2000) for k in range(1, (y == c).sum())]
+    scatter, n = clf_module._within_class_scatter(X, y)
+    assert n == len(contrasts) == 3999
+    Z = np.array(contrasts)
+    np.testing.assert_allclose(scatter.numpy(), Z.T @ Z, rtol=1e-9)
+    np.testing.assert_allclose(scatter.numpy() / n, A @ A.T, atol=0.1 * np.abs(A @ A.T).max())
+    chunked = clf_module.SCATTER_CHUNK
+    try:
+        clf_module.SCATTER_CHUNK = 7
+        np.testing.assert_allclose(clf_module._within_class_scatter(X, y)[0].numpy(),
+                                   scatter.numpy(), rtol=1e-12)
+    finally:
+        clf_module.SCATTER_CHUNK = chunked
+
+
+def test_whitening_of_an_isotropic_degenerate_scatter_is_not_rank_deficient():
+    """Two classes, each an image and its exact opposite: the scatter is isotropic up to
+    rounding, where scikit-learn's OAS formula can give a shrinkage of -7e15 and S
+    negative eigenvalues (found by review); kept in [0, 1], the start is the identity."""
+    from candle_sklearn.classifier import _within_class_whitening
+
+    r = rng(5)
+    for _ in range(200):
+        a = r.normal(size=2)
+        c = np.array([-a[1], a[0]])  # a turned by 90 degrees: a a^T + c c^T = |a|^2 I
+        X = np.array([a, -a, c, -c], dtype=np.float32)
+        W = _within_class_whitening(X, np.array([0, 0, 1, 1]))
+        if W is not None:
+            assert np.isfinite(W).all()
+            s = np.linalg.svd(W, compute_uv=False)
+            assert s.max() / s.min() < 10, s
 
 
 def test_few_images_per_class_start_at_about_the_identity():
@@ -1466,4 +1493,4 @@ def test_default_recipe_starts_whitened_and_the_reference_at_the_identity(small_
     reference = _fit(d, recipe="reference", **kw)
     np.testing.assert_allclose(reference.head_.W_v.detach().numpy(), np.eye(X.shape[1]),
                                atol=1e-4)
-    assert np.abs(start - np.eye(X.shape[1])).max() > 0.01  # isotropic data: near I
+    assert np.abs(start - np.eye(X.shape[1])).max() > 0.01  # 8 classes in 32 dimensions
