@@ -261,8 +261,27 @@ def _decode(tensors, device):
 
     rgb = ImageReadMode.RGB.value
     if device.type == "cuda":
-        return torch.ops.image.decode_jpegs_cuda(tensors, rgb, device)
+        return _decode_cuda(tensors, rgb, device)
     return [torch.ops.image.decode_jpeg(t, rgb, False) for t in tensors]
+
+
+_IDLE_STREAMS = {}  # str(device) -> a stream on which no work is ever queued
+
+
+def _decode_cuda(tensors, rgb, device):
+    """nvJPEG's decode with its outputs allocated on a stream that runs nothing. The op
+    allocates on the current stream but writes from a stream of its own that waits for
+    none (pytorch/vision#9606): on the caller's stream it could be handed a block that
+    kernels still queued there (the model's, a batch behind) are using. A block of the idle
+    stream is reused only after the streams recorded on it are done with it."""
+    caller = torch.cuda.current_stream(device)
+    idle = _IDLE_STREAMS.setdefault(str(device), torch.cuda.Stream(device))
+    with torch.cuda.stream(idle):
+        out = torch.ops.image.decode_jpegs_cuda(tensors, rgb, device)
+    caller.wait_stream(idle)
+    for image in out:
+        image.record_stream(caller)  # freed, it waits for the caller's work on it
+    return out
 
 
 def decode_jpegs(datas, device):
@@ -274,11 +293,15 @@ def decode_jpegs(datas, device):
     tensors = [torch.frombuffer(d, dtype=torch.uint8) for d in datas]
     try:
         return list(_decode(tensors, device))
+    except torch.OutOfMemoryError:  # not the file's fault: never cache PIL's instead
+        raise
     except RuntimeError:
         out = []
         for t in tensors:
             try:
                 out.append(_decode([t], device)[0])
+            except torch.OutOfMemoryError:
+                raise
             except RuntimeError:
                 out.append(None)
         return out

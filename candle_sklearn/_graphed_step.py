@@ -134,6 +134,7 @@ class GraphedStep(StaticStep):
         """A graph of :meth:`run` at ``size``; every graph of the fit shares one memory
         pool (what lives there is scratch within a step: activations and gradients)."""
         graph, main = torch.cuda.CUDAGraph(), torch.cuda.current_stream(self.device)
+        previous = torch.cuda.current_device()
         try:
             # thread_local: other threads of the process may go on using CUDA meanwhile
             with torch.cuda.device(self.device), torch.cuda.graph(
@@ -142,6 +143,8 @@ class GraphedStep(StaticStep):
                 self.run(size)
         finally:  # a capture that fails to end leaves its stream the current one
             torch.cuda.set_stream(main)
+            # set_stream makes the stream's device current: the caller's comes back
+            torch.cuda.set_device(previous)
         self.pool = graph.pool()
         return graph
 

@@ -143,6 +143,11 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         tags.non_deterministic = self.device != "cpu" and torch.cuda.is_available()
         return tags
 
+    def __setstate__(self, state):
+        # pickled before `decode` existed: it decoded with PIL, and goes on doing so
+        state.setdefault("decode", "pil")
+        super().__setstate__(state)
+
     # -------------------------------------------------------------- model
     def resolve_weights(self):
         """Find the weights this embedder would load, without loading them.
@@ -271,39 +276,55 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             precision = "amp-fp16" if on_cuda else "amp-bf16"
         # the decoding's version too: features cached by an older decoding, or decoded
         # on the GPU for a PIL run (or the other way round), stay unseen
-        on_gpu = self._decodes_on_gpu()
         model_key = (f"{spec.fingerprint or loaded.fingerprint}|{precision}"
-                     f"|decoding {DECODING_VERSION}"
-                     + (f"|{_gpu_images.GPU_DECODING}" if on_gpu else ""))
+                     f"|decoding {DECODING_VERSION}")
+        on_gpu = self._may_decode_on_gpu()  # decided without starting CUDA
         caches = caches_for(self.cache, disk=spec.fingerprint is not None)
-        found = {}
-        for depth, cache in enumerate(caches):
-            missing = [k for k in dict.fromkeys(keys) if k not in found]
-            if not missing:
-                break
-            hits = cache.get_many(model_key, missing, spec.embed_dim)
-            for faster in caches[:depth]:  # the memory cache serves them next time
-                faster.put_many(model_key, hits)
-            found.update(hits)
+        found = self._cached(caches, self._decoding_key(model_key, on_gpu), keys, {},
+                             spec.embed_dim)
+        if len(found) < len(set(keys)) and on_gpu and not _gpu_images.decodes_on(
+                resolve_device(self.device)):  # no nvJPEG there after all: PIL's features
+            on_gpu = False
+            found = self._cached(caches, model_key, keys, found, spec.embed_dim)
         first = {}  # each distinct missing image is encoded once, at its first index
         for i, k in enumerate(keys):
             if k not in found and k not in first:
                 first[k] = i
         if first:
             self._encode_missing(loaded or self._loaded(spec), items, keys,
-                                 list(first.values()), caches, model_key, found, on_gpu)
+                                 list(first.values()), caches,
+                                 self._decoding_key(model_key, on_gpu), found, on_gpu)
         return self._finish(np.stack([found[k] for k in keys]))
 
-    def _decodes_on_gpu(self):
-        """Whether this call decodes JPEG files on the GPU (``decode="auto"``, a CUDA
-        device, nvJPEG there)."""
+    @staticmethod
+    def _decoding_key(model_key, on_gpu):
+        return model_key + (f"|{_gpu_images.GPU_DECODING}" if on_gpu else "")
+
+    @staticmethod
+    def _cached(caches, model_key, keys, found, dim):
+        """``found`` with the features of ``keys`` (of length ``dim``) that the caches hold
+        under ``model_key``, each copied into the faster caches before the one that had
+        it."""
+        for depth, cache in enumerate(caches):
+            missing = [k for k in dict.fromkeys(keys) if k not in found]
+            if not missing:
+                break
+            hits = cache.get_many(model_key, missing, dim)
+            for faster in caches[:depth]:  # the memory cache serves them next time
+                faster.put_many(model_key, hits)
+            found.update(hits)
+        return found
+
+    def _may_decode_on_gpu(self):
+        """Whether this call means to decode JPEG files on the GPU (``decode="auto"`` and a
+        CUDA device): the cache key's decoding. Whether nvJPEG works there is asked only
+        when something must be encoded (a cache hit starts no CUDA context)."""
         if self.decode != "auto":
             return False
         try:
-            device = resolve_device(self.device)
+            return resolve_device(self.device).type == "cuda"
         except ValueError:  # loading the model says so, if it comes to that
             return False
-        return _gpu_images.decodes_on(device)
 
     def _encode_missing(self, loaded, items, keys, todo, caches, model_key, found,
                         on_gpu=False):

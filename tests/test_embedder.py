@@ -363,6 +363,7 @@ def test_gpu_and_pil_decodings_are_cached_apart(tmp_path, forward_counter, monke
     cache = str(tmp_path / "cache")
     pil = tiny(cache=cache).transform(paths)
     monkeypatch.setattr(_gpu_images, "decodes_on", lambda device: True)  # as on CUDA
+    monkeypatch.setattr(ClipEmbedder, "_may_decode_on_gpu", lambda self: self.decode == "auto")
     gpu = tiny(cache=cache).transform(paths)
     assert sum(forward_counter) == 8
     np.testing.assert_array_equal(tiny(cache=cache, decode="pil").transform(paths), pil)
@@ -410,7 +411,7 @@ def test_gpu_jpeg_decoding_close_to_pil(tmp_path):
     others = [str(tmp_path / n) for n in ("p.png", "progressive.jpg", "cmyk.jpg")]
     assert _gpu_images.decodes_on(torch.device("cuda"))
     emb = ClipEmbedder("candle-tiny", "bundled", device="cuda", cache=False, batch_size=5)
-    assert emb._decodes_on_gpu()
+    assert emb._may_decode_on_gpu()
     got, want = gpu_path_inputs(emb.load_model().preprocess, paths, "cuda")
     diff = (got - want).abs()
     assert diff.mean() < 0.05, (diff.max(), diff.mean())
@@ -418,3 +419,18 @@ def test_gpu_jpeg_decoding_close_to_pil(tmp_path):
     pil = clone(emb).set_params(decode="pil").transform(paths + others)
     assert (gpu * pil).sum(1).min() > 0.995
     np.testing.assert_allclose(gpu[-3:], pil[-3:], atol=1e-4)
+
+
+def test_an_embedder_pickled_before_decode_existed_still_embeds():
+    """Found by review: ``transform`` validates its parameters, and an old pickle has no
+    ``decode``; it keeps PIL's decoding, which it had."""
+    import pickle
+
+    emb = tiny(cache=False)
+    state = emb.__getstate__()
+    del state["decode"]
+    old = ClipEmbedder.__new__(ClipEmbedder)
+    old.__setstate__(state)
+    assert old.decode == "pil"
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(old)).transform([np.full((8, 8, 3), 120, np.uint8)]),
+                                  emb.transform([np.full((8, 8, 3), 120, np.uint8)]))

@@ -603,8 +603,10 @@ def test_which_files_the_gpu_decodes():
 def gpu_path_on_cpu(monkeypatch):
     """ClipEmbedder's GPU JPEG path, forced on the CPU; yields the number of JPEG files
     each batch sent to the decoder."""
-    from candle_sklearn import _gpu_images
+    from candle_sklearn import _gpu_images, embedder
     monkeypatch.setattr(_gpu_images, "decodes_on", lambda device: True)
+    monkeypatch.setattr(embedder.ClipEmbedder, "_may_decode_on_gpu",
+                        lambda self: self.decode == "auto")  # as on CUDA
     sent = []
     original = _gpu_images.decode_jpegs
 
@@ -699,12 +701,30 @@ def test_gpu_decoding_is_off_without_cuda(monkeypatch):
     """On the CPU (or any device but CUDA with nvJPEG) every image goes through PIL."""
     import torch
 
-    from candle_sklearn import _gpu_images
+    from candle_sklearn import _gpu_images, embedder
     assert not _gpu_images.decodes_on(torch.device("cpu"))
-    assert not tiny()._decodes_on_gpu() and not tiny(decode="pil")._decodes_on_gpu()
-    monkeypatch.setattr(_gpu_images, "decodes_on", lambda device: device.type == "cuda")
-    assert not tiny()._decodes_on_gpu()
-    monkeypatch.setattr(_gpu_images, "decodes_on", lambda device: True)
-    assert tiny()._decodes_on_gpu() and not tiny(decode="pil")._decodes_on_gpu()
+    assert not tiny()._may_decode_on_gpu() and not tiny(decode="pil")._may_decode_on_gpu()
+    # the intent (the cache key's decoding) needs a CUDA device and decode="auto" only
+    monkeypatch.setattr(embedder, "resolve_device", lambda device: torch.device("cuda"))
+    assert tiny()._may_decode_on_gpu() and not tiny(decode="pil")._may_decode_on_gpu()
     with pytest.raises(ValueError, match="decode"):
         tiny(decode="gpu").transform([GOOD])
+
+
+def test_without_nvjpeg_a_cuda_run_embeds_and_caches_as_pil(monkeypatch, tmp_path):
+    """A CUDA run that finds no nvJPEG (asked only when something must be encoded) gives
+    PIL's features, cached under PIL's key: a decode="pil" run then finds them all."""
+    from candle_sklearn import _gpu_images, embedder
+
+    paths = photo_jpegs(tmp_path, JPEG_SIZES[:3])
+    want = tiny(cache=False, decode="pil").transform(paths)
+    asked = []
+    monkeypatch.setattr(embedder.ClipEmbedder, "_may_decode_on_gpu", lambda self: True)
+    monkeypatch.setattr(_gpu_images, "decodes_on", lambda device: asked.append(1) or False)
+    MEMORY.clear()
+    np.testing.assert_array_equal(tiny().transform(paths), want)
+    assert asked == [1]
+    monkeypatch.undo()
+    monkeypatch.setattr(embedder.ClipEmbedder, "_encode_missing",
+                        lambda *a, **k: pytest.fail("encoded again"))
+    np.testing.assert_array_equal(tiny(decode="pil").transform(paths), want)
