@@ -46,6 +46,7 @@ from candle_sklearn import ClipEmbedder, _clip, _gpu_images
 from candle_sklearn._cache import MEMORY
 from candle_sklearn._images import BatchPreprocess
 from candle_sklearn._threads import torch_threads, working_n_jobs
+from candle_sklearn.datasets._photos import JPEG_SIZES, write_photo_jpegs
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import record  # noqa: E402
@@ -69,30 +70,7 @@ def make_jpegs(folder, n, size=256, seed=0):
         return list(pool.map(one, range(n)))
 
 
-SIZES = [(256, 256), (480, 640), (640, 480), (333, 500), (1000, 300), (300, 1000),
-         (50, 70), (224, 224), (225, 301), (64, 64), (31, 600), (700, 520)]
-OPTIONS = [{"subsampling": 2, "quality": 75}, {"subsampling": 1, "quality": 90},
-           {"subsampling": 0, "quality": 95}, None]  # None: grey
-
-
-def photo_jpegs(folder, sizes, seed=0):
-    """Photo-like JPEG files (gradients, an edge, noise), one per size, in turn 4:2:0,
-    4:2:2, 4:4:4 and grey (the recipe of tests/test_images.py)."""
-    gen = np.random.default_rng(seed)
-    paths = []
-    for k, (h, w) in enumerate(sizes):
-        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-        img = np.stack([gen.uniform(60, 200) + gen.uniform(-80, 80) * xx
-                        + gen.uniform(-80, 80) * yy for _ in range(3)], -1)
-        img[:h // 2, :w // 3] += 40
-        img = np.clip(img + gen.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
-        pil, options = Image.fromarray(img), OPTIONS[k % len(OPTIONS)]
-        if options is None:
-            pil, options = pil.convert("L"), {"quality": 85}
-        path = Path(folder) / f"photo_{k:02d}.jpg"
-        pil.save(path, **options)
-        paths.append(str(path))
-    return paths
+SIZES = JPEG_SIZES
 
 
 @torch.inference_mode()
@@ -208,7 +186,8 @@ def embed_rates(paths, name, pretrained, device, precision, batch_size, repeats)
     t_pil = best_of(lambda: pil.transform(paths), max(1, repeats - 1))
     n = len(paths)
     return {"forward_img_s": round(n / t_fwd), "full_img_s": round(n / t_gpu),
-            "pil_img_s": round(n / t_pil), "gpu_decoding": gpu._decodes_on_gpu(),
+            "pil_img_s": round(n / t_pil), "gpu_decoding": (gpu._may_decode_on_gpu()
+                                                       and _gpu_images.decodes_on(device)),
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}
 
 
@@ -284,13 +263,14 @@ if __name__ == "__main__":
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as tmp:
-        photos = photo_jpegs(tmp, SIZES * 2)
+        photos = write_photo_jpegs(tmp, SIZES * 2)
         if args.tolerance:
             tolerance(photos, torch.device("cpu"))
             if cuda:
                 tolerance(photos, torch.device("cuda"), keep=True)
         elif args.tiny:  # the GPU path forced on the CPU: the code runs, the figures don't
             _gpu_images.decodes_on = lambda device: True
+            ClipEmbedder._may_decode_on_gpu = lambda self: self.decode == "auto"
             gpu_table(make_jpegs(tmp, 48), ["candle-tiny"], 16, torch.device("cpu"),
                       precisions=("fp32",), pretrained="bundled", repeats=1, keep=False)
             tolerance(photos, torch.device("cpu"))

@@ -20,6 +20,8 @@ from PIL import Image
 
 from candle_sklearn import ImageInputError
 from candle_sklearn._cache import MEMORY
+from candle_sklearn.datasets._photos import JPEG_SIZES
+from candle_sklearn.datasets._photos import write_photo_jpegs as photo_jpegs
 
 from ._fuzz import fuzz, given, st
 from .conftest import ASSETS, embed, tiny
@@ -454,30 +456,6 @@ def test_exif_orientation_is_applied(tmp_path):
 # ====================== JPEG files decoded on the GPU (candle_sklearn._gpu_images), on the CPU
 # torchvision decodes on the CPU with libjpeg (as PIL does) and resizes with the arithmetic
 # it uses on CUDA: the same code, on CPU tensors, measures the GPU path's resizing.
-JPEG_SIZES = [(256, 256), (480, 640), (640, 480), (333, 500), (1000, 300), (300, 1000),
-              (50, 70), (224, 224), (225, 301), (64, 64), (31, 600), (700, 520)]
-JPEG_OPTIONS = [{"subsampling": 2, "quality": 75}, {"subsampling": 1, "quality": 90},
-                {"subsampling": 0, "quality": 95}, None]  # None: grey
-
-
-def photo_jpegs(folder, sizes=JPEG_SIZES, seed=0):
-    """Photo-like JPEG files (gradients, an edge, noise), one per size, in turn 4:2:0,
-    4:2:2, 4:4:4 and grey, of quality 75 to 95."""
-    gen = np.random.default_rng(seed)
-    paths = []
-    for k, (h, w) in enumerate(sizes):
-        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-        img = np.stack([gen.uniform(60, 200) + gen.uniform(-80, 80) * xx
-                        + gen.uniform(-80, 80) * yy for _ in range(3)], -1)
-        img[:h // 2, :w // 3] += 40
-        img = np.clip(img + gen.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
-        pil, options = Image.fromarray(img), JPEG_OPTIONS[k % len(JPEG_OPTIONS)]
-        if options is None:
-            pil, options = pil.convert("L"), {"quality": 85}
-        path = Path(folder) / f"photo_{k:02d}.jpg"
-        pil.save(path, **options)
-        paths.append(str(path))
-    return paths
 
 
 def gpu_path_inputs(preprocess, paths, device="cpu"):
