@@ -449,7 +449,8 @@ def test_dropout_draws_new_masks_at_every_graph_replay():
 @pytest.mark.gpu
 def test_a_capture_that_fails_on_cuda_trains_on_eagerly():
     """A step that syncs with the host cannot be captured: the capture fails, the fit goes
-    on eagerly on the caller's stream, with the steps the static step takes eagerly."""
+    on eagerly (on the capture's side stream, ordered with the caller's, which is current
+    again afterwards), with the steps the static step takes eagerly."""
     from collections import Counter
 
     import torch
