@@ -115,15 +115,22 @@ def _lr_at(step, steps_per_epoch, total, cfg):
     return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
+def _pass_slices(n, cfg):
+    """``(start, stop)`` of each mini-batch of one pass over ``n`` rows: batches of
+    ``cfg.batch_size`` (at most n), the last one smaller or, with ``drop_last``, dropped."""
+    size = min(cfg.batch_size, n)
+    end = n - n % size if cfg.drop_last else n
+    return [(start, min(start + size, n)) for start in range(0, end, size)]
+
+
 def _batches(n, cfg, generator, device):
     """Index tensors of successive mini-batches, reshuffled at each pass over the data;
     ``None`` marks the end of a pass."""
-    size = min(cfg.batch_size, n)
+    slices = _pass_slices(n, cfg)
     while True:
         order = torch.randperm(n, generator=generator).to(device)
-        stop = n - n % size if cfg.drop_last else n
-        for start in range(0, stop, size):
-            yield order[start:start + size]
+        for start, stop in slices:
+            yield order[start:stop]
         yield None
 
 
@@ -211,9 +218,7 @@ def train_head(head, X, y, class_counts, cfg, *, seed, device, on_epoch=None):
 def _batch_counts(n, cfg, total):
     """How many of the fit's ``total`` steps take each batch size, as ``_batches`` cuts
     them (a pass's last batch can be smaller)."""
-    size = min(cfg.batch_size, n)
-    stop = n - n % size if cfg.drop_last else n
-    one_pass = [min(size, n - start) for start in range(0, stop, size)]
+    one_pass = [stop - start for start, stop in _pass_slices(n, cfg)]
     passes, rest = divmod(total, len(one_pass))
     return Counter(one_pass * passes + one_pass[:rest])
 
