@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._images import BatchPreprocess, normalise
+from ._images import _ORIENTATION, BatchPreprocess, normalise
 
 __all__ = ["GPU_DECODING", "JpegBatchPreprocess", "decodes_on", "gpu_decodable",
            "prepared_ahead", "tensor_plan"]
@@ -153,7 +153,6 @@ def tensor_plan(preprocess):
 _SEQUENTIAL = (0xC0, 0xC1)  # baseline and extended sequential Huffman frames
 _FRAMES = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOFn (C4, C8, CC are not)
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length
-_ORIENTATION = 0x0112
 _XMP = b"http://ns.adobe.com/xap/1.0/\x00"
 
 

@@ -269,11 +269,9 @@ class BatchPreprocess:
 
 def normalise(x, mean, std):
     """torchvision's ``to_tensor`` then ``normalize``, on a (N, 3, H, W) uint8 batch
-    where it lies: float32 in [0, 1], less ``mean``, over ``std`` (sequences or float32
-    tensors on that device)."""
+    where it lies: float32 in [0, 1], less ``mean``, over ``std`` (float32 tensors on
+    that device, as :meth:`BatchPreprocess.device_stats` makes them)."""
     x = x.contiguous().to(torch.float32).div(255)
-    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device)
-    std = torch.as_tensor(std, dtype=torch.float32, device=x.device)
     return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
 
 
