@@ -111,7 +111,7 @@ def _oas(cov, n_samples):
 
 
 def _within_class_whitening(X, y):
-    """``S^(-1/2)`` (D, D), float64, for the OAS-shrunk within-class covariance S of ``X``
+    """``S^(-1/2)``, a (D, D) float64 tensor, for the OAS-shrunk within-class covariance S of ``X``
     (:func:`_within_class_scatter`), scaled to the identity's Frobenius norm; None with
     fewer than two independent deviations or no variation within classes. Image features
     vary within a class mostly along a few directions that say nothing of the class;
@@ -127,7 +127,7 @@ def _within_class_whitening(X, y):
     if not eigenvalues.min() > 0:  # only rounding of a degenerate S can get here
         return None
     W = (V / eigenvalues.sqrt()) @ V.T
-    return (W * (len(W) ** 0.5 / torch.linalg.norm(W))).numpy()
+    return W * (len(W) ** 0.5 / torch.linalg.norm(W))
 
 
 def _in_class_order(head_scores, order):
@@ -411,14 +411,14 @@ class CandleClassifier(TextClassifier):
         protos /= torch.as_tensor(counts[order][~is_new[order]], dtype=torch.float32)[:, None]
         text_t = None if text is None else torch.as_tensor(text[order])
         settings = self._settings()
-        start = _within_class_whitening(X_t.numpy(), y_t.numpy()) if settings["whiten"] else None
+        start = _within_class_whitening(X_t, y_t) if settings["whiten"] else None
         with seeded(seed, device):
             head = CandleHead(protos, text_t, int(is_new.sum()),
                               virtual_init=self.virtual_init, context=settings["context"],
                               num_heads=self.num_heads, dropout=settings["dropout"],
                               visual_scale=self.visual_scale,
                               tied_text=self.tied_text and text_t is not None,
-                              projection=None if start is None else torch.as_tensor(start))
+                              projection=start)
             cfg = self._train_config(*X_t.shape, settings)
             self.history_ = self._train(head, X_t, y_t, torch.as_tensor(counts[order]), seed,
                                         device, cfg)

@@ -1405,11 +1405,11 @@ def test_within_class_whitening_matches_a_literal_computation():
     r = rng(1)
     X = r.normal(size=(60, 6)) * np.array([5.0, 1, 1, 1, 1, 0.2]) + 3.0
     y = r.integers(0, 4, 60)
-    W = _within_class_whitening(X, y)
+    W = _within_class_whitening(X, y).numpy()
     np.testing.assert_allclose(W, _literal_whitening(X, y), rtol=1e-8, atol=1e-10)
     # the noisy direction is damped, the quiet one raised; the scale of X changes nothing
     assert W[0, 0] < 1 < W[5, 5]
-    np.testing.assert_allclose(_within_class_whitening(X * 1e30, y), W, rtol=1e-8)
+    np.testing.assert_allclose(_within_class_whitening(X * 1e30, y).numpy(), W, rtol=1e-8)
 
 
 def test_within_class_scatter_is_that_of_independent_deviations():
@@ -1452,6 +1452,7 @@ def test_whitening_of_an_isotropic_degenerate_scatter_is_not_rank_deficient():
         X = np.array([a, -a, c, -c], dtype=np.float32)
         W = _within_class_whitening(X, np.array([0, 0, 1, 1]))
         if W is not None:
+            W = W.numpy()
             assert np.isfinite(W).all()
             s = np.linalg.svd(W, compute_uv=False)
             assert s.max() / s.min() < 10, s
@@ -1465,7 +1466,7 @@ def test_few_images_per_class_start_at_about_the_identity():
     r = rng(4)
     y = np.repeat(np.arange(25), 2)
     X = r.normal(size=(25, 256))[y] + 0.5 * r.normal(size=(50, 256))
-    W = _within_class_whitening(X, y)
+    W = _within_class_whitening(X, y).numpy()
     assert np.linalg.norm(W - np.eye(256)) / np.sqrt(256) < 0.02
 
 
@@ -1486,7 +1487,8 @@ def test_default_recipe_starts_whitened_and_the_reference_at_the_identity(small_
     fitted = _fit(d, **kw)
     X = (d.X_train / fitted.feature_scale_).astype(np.float32)
     rank = np.argsort(fitted.head_order_)
-    start = _within_class_whitening(X, rank[np.searchsorted(fitted.classes_, d.y_train)])
+    start = _within_class_whitening(X, rank[np.searchsorted(fitted.classes_,
+                                                            d.y_train)]).numpy()
     np.testing.assert_allclose(fitted.head_.W_v.detach().numpy(), start, atol=1e-6)
     np.testing.assert_allclose(fitted.head_.W_t.detach().numpy(), start, atol=1e-6)
     # the reference's warm-up step (lr 1e-5) moves its identity start a little
