@@ -26,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _peers
 from ._base import CLASS_TABLE_CONSTRAINTS, ClassTableMixin, ScoresPredictionMixin, TextClassifier
+from ._params import store_init_arguments
 from ._zero_shot import unit_rows
 from .templates import Templates
 
@@ -90,12 +91,7 @@ class ZeroShotClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin
                  class_names: ArrayLike | None = None, text_features: ArrayLike | None = None,
                  encoder: object | None = None, templates: Templates | None = None,
                  logit_scale: float = 100.0):
-        self.classes = classes
-        self.class_names = class_names
-        self.text_features = text_features
-        self.encoder = encoder
-        self.templates = templates
-        self.logit_scale = logit_scale
+        store_init_arguments(self, locals())
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> ZeroShotClassifier:
@@ -164,11 +160,11 @@ class LinearProbeClassifier(ScoresPredictionMixin, ClassifierMixin, BaseEstimato
         ``log(class_counts_ / class_counts_.sum())``.
     logistic_regression_ : LogisticRegression
         The fitted model (on normalised features).
-    n_iter_ : int
-        Iterations the solver ran.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined only when ``X`` has string feature names.
+    n_iter_ : int
+        Iterations the solver ran.
 
     Examples
     --------
@@ -187,9 +183,7 @@ class LinearProbeClassifier(ScoresPredictionMixin, ClassifierMixin, BaseEstimato
     }
 
     def __init__(self, C: float = 1.0, *, tau: float = 0.0, max_iter: int = 1000):
-        self.C = C
-        self.tau = tau
-        self.max_iter = max_iter
+        store_init_arguments(self, locals())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -297,13 +291,31 @@ _EXAMPLE = """\
     (3,)"""
 
 
-def _peer_doc(doc, name, **example_params):
-    """The docstring of the peer ``name``: its own text with the shared parameters,
-    attributes and an example fitted with ``example_params``."""
+_PEER_DOC = """{summary}
+    Parameters
+    ----------
+{class_table}
+{params}
+{calibration}
+
+    Attributes
+    ----------
+{shared_attributes}
+{attributes}
+
+{example}
+    """
+
+
+def _peer_doc(summary, *, name, params, attributes, **example_params):
+    """The numpydoc docstring of the peer ``name``: its ``summary``, the shared parameters
+    around its own ``params``, the shared attributes and its own, and an example fitted
+    with ``example_params``."""
     extra = "".join(f", {k}={v!r}" for k, v in example_params.items())
-    return doc.format(class_table=_CLASS_TABLE_PARAMS, calibration=_CALIBRATION_PARAMS,
-                      attributes=_SHARED_ATTRIBUTES,
-                      example=_EXAMPLE.format(name=name, extra=extra))
+    return _PEER_DOC.format(summary=summary, class_table=_CLASS_TABLE_PARAMS, params=params,
+                            calibration=_CALIBRATION_PARAMS,
+                            shared_attributes=_SHARED_ATTRIBUTES, attributes=attributes,
+                            example=_EXAMPLE.format(name=name, extra=extra))
 
 
 # The constraints of the mini-batch trainers' shared parameters.
@@ -317,18 +329,6 @@ _MINIBATCH_CONSTRAINTS = {
 class _Peer(TextClassifier):
     """A peer method: fits on unit-norm features against unit-norm class vectors (the
     class texts, or the base classes' mean features without text)."""
-
-    def __init__(self, classes, class_names, text_features, encoder, templates,
-                 new_class_bias, zero_shot_weight, calibration_repeats, random_state):
-        self.classes = classes
-        self.class_names = class_names
-        self.text_features = text_features
-        self.encoder = encoder
-        self.templates = templates
-        self.new_class_bias = new_class_bias
-        self.zero_shot_weight = zero_shot_weight
-        self.calibration_repeats = calibration_repeats
-        self.random_state = random_state
 
     def _fit_method(self, X, y_idx, counts, text, seed):
         X = unit_rows(X)
@@ -356,31 +356,22 @@ class LinearAdapterClassifier(_Peer):
     base class (the recipe's data are balanced); one view per image (the recipe draws
     one of 300 augmented views per step); float32 (the official code trains in float16);
     lr 1e-3 (the code has four configurations, 1e-2 to 1e-5, and no single default).
-
-    Parameters
-    ----------
-{class_table}
+""",
+        params="""\
     reg : float or "auto", default="auto"
         Weight of ``||A - I||^2``; ``"auto"`` is ``1 / shots``. Larger keeps the model
         nearer zero-shot CLIP.
     lr : float, default=1e-3
         Peak learning rate of Adam.
     max_iter : int, default=300
-        Full-batch steps.
-{calibration}
-
-    Attributes
-    ----------
-{attributes}
+        Full-batch steps.""",
+        attributes="""\
     adapter_ : ndarray of shape (n_features, n_features)
         The learned map A; image features are scored as ``x @ adapter_.T``.
     reg_ : float
         The regularisation weight used.
     n_iter_ : int
-        Steps taken.
-
-{example}
-    """, "LinearAdapterClassifier", max_iter=20, random_state=0)
+        Steps taken.""", name="LinearAdapterClassifier", max_iter=20, random_state=0)
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
@@ -392,11 +383,7 @@ class LinearAdapterClassifier(_Peer):
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, reg="auto", lr=1e-3, max_iter=300, new_class_bias="auto",
                  zero_shot_weight="auto", calibration_repeats=3, random_state=None):
-        super().__init__(classes, class_names, text_features, encoder, templates,
-                         new_class_bias, zero_shot_weight, calibration_repeats, random_state)
-        self.reg = reg
-        self.lr = lr
-        self.max_iter = max_iter
+        store_init_arguments(self, locals())
 
     def _fit_peer(self, X, y, counts, T, seed):
         shots = counts.sum() / np.count_nonzero(counts)
@@ -427,26 +414,21 @@ class ClapClassifier(_Peer):
     code keeps the text encoder's raw norms, which scale the penalty); one view per image
     (the recipe extracts 20 augmented views); new classes, which the recipe does not
     have, keep their text (no image can weigh against it).
-
-    Parameters
-    ----------
-{class_table}
+""",
+        params="""\
     lr : float, default=0.1
-        Peak learning rate of SGD.
+        Peak learning rate of SGD, after one warm-up epoch at 1e-5.
     max_epochs : int, default=300
+        Epochs of ``max(1, n_samples // batch_size)`` steps, the last batch of each epoch
+        dropped, as the official data loader does; fewer for a quicker, looser fit.
     batch_size : int, default=256
-{calibration}
-
-    Attributes
-    ----------
-{attributes}
+        Images per step.""",
+        attributes="""\
     weights_ : ndarray of shape (n_classes, n_features)
-        The learned class weights (scored by cosine).
+        The class weights, trained from the class texts under the constraint (scored by
+        cosine).
     multipliers_ : ndarray of shape (n_classes,)
-        The class-adaptive multipliers (0 for new classes).
-
-{example}
-    """, "ClapClassifier", max_epochs=20, random_state=0)
+        The class-adaptive multipliers (0 for new classes).""", name="ClapClassifier", max_epochs=20, random_state=0)
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints, **_MINIBATCH_CONSTRAINTS,
@@ -456,11 +438,7 @@ class ClapClassifier(_Peer):
                  templates=None, lr=0.1, max_epochs=300, batch_size=256,
                  new_class_bias="auto", zero_shot_weight="auto", calibration_repeats=3,
                  random_state=None):
-        super().__init__(classes, class_names, text_features, encoder, templates,
-                         new_class_bias, zero_shot_weight, calibration_repeats, random_state)
-        self.lr = lr
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
+        store_init_arguments(self, locals())
 
     def _fit_peer(self, X, y, counts, T, seed):
         self.multipliers_ = _peers.clap_multipliers(X, y, T, len(T))
@@ -489,25 +467,16 @@ class GDAClassifier(_Peer):
     pseudo-inverse of the mean class covariance, singular with few images, and gives
     the new classes an average of their own precisions, on another scale than the base
     classes'); one view per image (the recipe uses 10 augmented views per image).
-
-    Parameters
-    ----------
-{class_table}
+""",
+        params="""\
     alpha : float, default=1.0
         Weight of the discriminant against zero-shot CLIP's scores.
     n_neighbors : int, default=64
-        Training features that synthesise a new class.
-{calibration}
-
-    Attributes
-    ----------
-{attributes}
+        Training features that synthesise a new class.""",
+        attributes="""\
     coef_ : ndarray of shape (n_classes, n_features)
     intercept_ : ndarray of shape (n_classes,)
-        The discriminant ``X @ coef_.T + intercept_`` on unit-norm features.
-
-{example}
-    """, "GDAClassifier")
+        The discriminant ``X @ coef_.T + intercept_`` on unit-norm features.""", name="GDAClassifier")
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
@@ -518,10 +487,7 @@ class GDAClassifier(_Peer):
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, alpha=1.0, n_neighbors=64, new_class_bias="auto",
                  zero_shot_weight="auto", calibration_repeats=3, random_state=None):
-        super().__init__(classes, class_names, text_features, encoder, templates,
-                         new_class_bias, zero_shot_weight, calibration_repeats, random_state)
-        self.alpha = alpha
-        self.n_neighbors = n_neighbors
+        store_init_arguments(self, locals())
 
     def _fit_peer(self, X, y, counts, T, seed):
         self.coef_, self.intercept_ = _peers.fit_gda(X, y, T, counts, k=self.n_neighbors)
@@ -546,10 +512,8 @@ class TipAdapterClassifier(_Peer):
     both on a validation set per dataset); the last epoch kept (the official code keeps
     the best test epoch); one view per image (the recipe averages 10 augmented views per
     key).
-
-    Parameters
-    ----------
-{class_table}
+""",
+        params="""\
     alpha : float, default=1.0
         Weight of the cache.
     beta : float, default=5.5
@@ -557,20 +521,15 @@ class TipAdapterClassifier(_Peer):
     fine_tune : bool, default=False
         Train the keys (Tip-Adapter-F).
     lr : float, default=1e-3
+        Peak learning rate of AdamW on the cache keys, with ``fine_tune=True``.
     max_epochs : int, default=20
+        Epochs of training the keys, with ``fine_tune=True`` (ignored otherwise).
     batch_size : int, default=256
-        Training of the keys, with ``fine_tune=True``.
-{calibration}
-
-    Attributes
-    ----------
-{attributes}
+        Images per step of that training.""",
+        attributes="""\
     cache_keys_ : ndarray of shape (n_keys, n_features)
     cache_labels_ : ndarray of shape (n_keys,)
-        The cache: keys (trained with ``fine_tune``) and the class index of each.
-
-{example}
-    """, "TipAdapterClassifier")
+        The cache: keys (trained with ``fine_tune``) and the class index of each.""", name="TipAdapterClassifier")
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
@@ -584,14 +543,7 @@ class TipAdapterClassifier(_Peer):
                  templates=None, alpha=1.0, beta=5.5, fine_tune=False, lr=1e-3,
                  max_epochs=20, batch_size=256, new_class_bias="auto",
                  zero_shot_weight="auto", calibration_repeats=3, random_state=None):
-        super().__init__(classes, class_names, text_features, encoder, templates,
-                         new_class_bias, zero_shot_weight, calibration_repeats, random_state)
-        self.alpha = alpha
-        self.beta = beta
-        self.fine_tune = fine_tune
-        self.lr = lr
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
+        store_init_arguments(self, locals())
 
     def _fit_peer(self, X, y, counts, T, seed):
         self.cache_labels_ = y
@@ -621,28 +573,21 @@ class CrossModalLinearProbe(_Peer):
     lr 1e-3, weight decay 1e-4 and batch 32 (16 images and 16 texts) and a fixed 2,000
     steps (the recipe runs at most 12,800); one view per image (the recipe adds a flipped
     view).
-
-    Parameters
-    ----------
-{class_table}
+""",
+        params="""\
     lr : float, default=1e-3
+        Peak learning rate of AdamW, after 50 warm-up steps from 1e-5.
     weight_decay : float, default=1e-4
+        AdamW's decoupled weight decay.
     batch_size : int, default=32
         Samples per step, half images and half texts.
     max_iter : int, default=2000
-        Steps.
-{calibration}
-
-    Attributes
-    ----------
-{attributes}
+        Steps.""",
+        attributes="""\
     weights_ : ndarray of shape (n_classes, n_features)
         The learned head: class scores are ``100 * X @ weights_.T`` on unit-norm X.
     n_iter_ : int
-        Steps taken.
-
-{example}
-    """, "CrossModalLinearProbe", max_iter=50, random_state=0)
+        Steps taken.""", name="CrossModalLinearProbe", max_iter=50, random_state=0)
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
@@ -656,12 +601,7 @@ class CrossModalLinearProbe(_Peer):
                  templates=None, lr=1e-3, weight_decay=1e-4, batch_size=32, max_iter=2000,
                  new_class_bias="auto", zero_shot_weight="auto", calibration_repeats=3,
                  random_state=None):
-        super().__init__(classes, class_names, text_features, encoder, templates,
-                         new_class_bias, zero_shot_weight, calibration_repeats, random_state)
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_iter = max_iter
+        store_init_arguments(self, locals())
 
     def _fit_peer(self, X, y, counts, T, seed):
         self.weights_ = _peers.fit_cross_modal(X, y, T, lr=self.lr,
@@ -685,28 +625,24 @@ class LogitAdjustedCosineClassifier(_Peer):
     with the classifier only (no parameter-efficient fine-tuning of the encoder). New
     classes have prior 0, which takes them out of the loss: they keep their text. Where
     ours departs: one view per image (the recipe recomputes augmented crops every epoch).
-
-    Parameters
-    ----------
-{class_table}
+""",
+        params="""\
     scale : float, default=25.0
         Logit scale of the cosine classifier.
     tau : float, default=1.0
         Strength of the logit adjustment.
     lr : float, default=0.01
+        Peak learning rate of SGD (momentum 0.9), decayed per epoch.
     weight_decay : float, default=5e-4
+        SGD's weight decay.
     max_epochs : int, default=10
+        Passes over the training features, the last partial batch kept.
     batch_size : int, default=128
-{calibration}
-
-    Attributes
-    ----------
-{attributes}
+        Images per step.""",
+        attributes="""\
     weights_ : ndarray of shape (n_classes, n_features)
-        The learned class weights (scored by cosine).
-
-{example}
-    """, "LogitAdjustedCosineClassifier", random_state=0)
+        The cosine classifier's class weights, trained from the class texts; new classes
+        keep theirs.""", name="LogitAdjustedCosineClassifier", random_state=0)
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
@@ -720,14 +656,7 @@ class LogitAdjustedCosineClassifier(_Peer):
                  templates=None, scale=25.0, tau=1.0, lr=0.01, weight_decay=5e-4,
                  max_epochs=10, batch_size=128, new_class_bias="auto",
                  zero_shot_weight="auto", calibration_repeats=3, random_state=None):
-        super().__init__(classes, class_names, text_features, encoder, templates,
-                         new_class_bias, zero_shot_weight, calibration_repeats, random_state)
-        self.scale = scale
-        self.tau = tau
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
+        store_init_arguments(self, locals())
 
     def _fit_peer(self, X, y, counts, T, seed):
         self.weights_ = _peers.fit_la_cosine(

@@ -13,6 +13,7 @@ from ._base import TextClassifier, as_1d, duplicates, is_text
 from ._devices import resolve_device
 from ._head import CONTEXTS, CandleHead
 from ._inference import scorer_for
+from ._params import store_init_arguments
 from ._threads import serving_n_jobs, torch_threads, working_n_jobs
 from ._train import TrainConfig, auto_lr, seeded, train_head
 from .exceptions import TrainingDivergedError
@@ -344,38 +345,7 @@ class CandleClassifier(TextClassifier):
                  verbose=0, optimizer="deprecated", momentum="deprecated",
                  weight_decay="deprecated", warmup_epochs="deprecated", warmup_lr="deprecated",
                  dropout="deprecated", precision="deprecated"):
-        self.classes = classes
-        self.class_names = class_names
-        self.text_features = text_features
-        self.encoder = encoder
-        self.templates = templates
-        self.tau = tau
-        self.recipe = recipe
-        self.lr = lr
-        self.max_steps = max_steps
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.visual_scale = visual_scale
-        self.visual_weight = visual_weight
-        self.context = context
-        self.new_class_bias = new_class_bias
-        self.zero_shot_weight = zero_shot_weight
-        self.calibration_repeats = calibration_repeats
-        self.virtual_init = virtual_init
-        self.tied_text = tied_text
-        self.num_heads = num_heads
-        self.device = device
-        self.train_precision = train_precision
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.warmup_epochs = warmup_epochs
-        self.warmup_lr = warmup_lr
-        self.dropout = dropout
-        self.precision = precision
+        store_init_arguments(self, locals())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

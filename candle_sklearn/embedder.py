@@ -15,6 +15,7 @@ from . import _clip, _gpu_images
 from ._cache import MEMORY, caches_for
 from ._devices import resolve_device
 from ._images import DECODING_VERSION, BatchPreprocess, as_items, item_key, iter_batches
+from ._params import store_init_arguments
 from ._threads import torch_threads, working_n_jobs
 
 # Finished embeddings go to the caches at least this often, so that an error, an
@@ -121,17 +122,7 @@ class ClipEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     def __init__(self, model_name="ViT-B-16", pretrained="openai", *, device="auto",
                  precision="fp32", batch_size=64, num_workers=2, n_jobs=None, decode="auto",
                  normalize=True, cache=True, verbose=0):
-        self.model_name = model_name
-        self.pretrained = pretrained
-        self.device = device
-        self.precision = precision
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.n_jobs = n_jobs
-        self.decode = decode
-        self.normalize = normalize
-        self.cache = cache
-        self.verbose = verbose
+        store_init_arguments(self, locals())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
