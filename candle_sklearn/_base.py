@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ._calibration import (CALIBRATION_TOLERANCE, ZERO_SHOT_WEIGHTS, choose_calibration,
                            class_balanced_weights, draw_held_out, few_images_median,
-                           fit_temperature, held_back, rate_matched_bias)
+                           fit_temperature, held_back, n_held_out, rate_matched_bias)
 from ._zero_shot import zero_shot_scores
 from .templates import encode_class_names
 
@@ -314,7 +314,7 @@ class TextClassifier(ClassTableMixin, ScoresPredictionMixin, ClassifierMixin, Ba
         if len(base) < 2 or counts.max() < 2:
             return []
         rng = np.random.RandomState(seed)
-        n_held = int(np.clip(round(len(base) * np.mean(counts == 0)), 1, len(base) - 1))
+        n_held = n_held_out(len(base), np.mean(counts == 0))
         draws = []
         for r in tqdm(range(self.calibration_repeats), unit="refit",
                       desc="new_class_bias='auto'", disable=not getattr(self, "verbose", 0)):

@@ -16,6 +16,23 @@ CALIBRATION_TOLERANCE = 0.02
 CALIBRATION_MIN_IMAGES = 4
 
 
+# A calibration refit holds out at most this fraction of the base classes (at least one;
+# fewer where fewer classes are new). Each held-out class is one the refit's cross-modal
+# map never learns from: a refit on half the classes scores its held-out classes lower
+# than the fitted model scores real new ones, and asks for a larger bias than the model
+# needs. A fifth keeps the refits near the model, as five-fold cross-validation does
+# (docs/decisions/0023).
+HELD_OUT_FRACTION = 0.2
+
+
+def n_held_out(n_base, new_fraction):
+    """Base classes a calibration refit holds out: the fraction of new classes among all,
+    at most :data:`HELD_OUT_FRACTION`, of the ``n_base`` base classes; at least one, and
+    one fewer than all."""
+    share = min(new_fraction, HELD_OUT_FRACTION)
+    return int(np.clip(round(n_base * share), 1, n_base - 1))
+
+
 def held_back(count):
     """Images a calibration refit holds back from a kept class of ``count`` (two or
     more): a fifth, at least one. Works on arrays of counts too."""
