@@ -239,13 +239,12 @@ def test_a_failed_capture_trains_on_eagerly_with_the_same_steps(monkeypatch, ste
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(GraphedStep, "_capture", failing)
+    params = {"batch_size": 32, "max_epochs": 6, "new_class_bias": 0.0}  # one fit, no refits
     with caplog.at_level(logging.DEBUG, "candle_sklearn._graphed_step"), \
             warnings.catch_warnings():
         warnings.simplefilter("error")
-        graphed = _fit_with_step(monkeypatch, "graphed", step_world, batch_size=32,
-                                 max_epochs=6)
-    _assert_same_fit(_fit_with_step(monkeypatch, "eager", step_world, batch_size=32,
-                                    max_epochs=6), graphed)
+        graphed = _fit_with_step(monkeypatch, "graphed", step_world, **params)
+    _assert_same_fit(_fit_with_step(monkeypatch, "eager", step_world, **params), graphed)
     assert tries == [32]
     [line] = [r for r in caplog.records if r.name == "candle_sklearn._graphed_step"]
     assert line.levelno == logging.DEBUG and "not permitted" in line.getMessage()

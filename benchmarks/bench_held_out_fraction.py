@@ -1,0 +1,105 @@
+"""How many base classes a calibration refit of new_class_bias="auto" should hold out:
+the default CandleClassifier fitted once per world and seed, then its calibration drawn
+again with each rule, applied to the same test scores and scored by joint HM.
+
+    .venv/bin/python benchmarks/bench_held_out_fraction.py WORLD:SEED [WORLD:SEED ...]
+
+Rules "fF-rR": hold out the new classes' share of the base classes, at most F ("fNone":
+no cap, the rule before decision 0023), in R refits; each with the default 2 % plateau
+(t0.02) and with tolerance 0 (t0.0). "hindsight" is the best bias on the test labels at
+the fitted model's zero-shot weight. Rows go to benchmarks/results/held_out_fraction.jsonl
+(decision 0023).
+"""
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import record  # noqa: E402
+from worlds import load_world  # noqa: E402
+
+from candle_sklearn import CandleClassifier  # noqa: E402
+from candle_sklearn import _calibration as cal  # noqa: E402
+from candle_sklearn._zero_shot import zero_shot_scores  # noqa: E402
+
+RULES = ((None, 3), (0.1, 3), (0.2, 3), (0.25, 3), (0.1, 5), (0.25, 5))
+
+
+def draws_for(clf, X, y_idx, seed, cap, repeats):
+    """The calibration's held-out draws, as ``TextClassifier._calibration_draws`` makes
+    them, with at most ``cap`` of the base classes held out (None: no cap)."""
+    counts, classes, text = clf.class_counts_, clf.classes_, clf.text_features_
+    base = np.flatnonzero(counts > 0)
+    share = np.mean(counts == 0) if cap is None else min(np.mean(counts == 0), cap)
+    n_held = int(np.clip(round(len(base) * share), 1, len(base) - 1))
+    rng, draws = np.random.RandomState(seed), []
+    for r in range(repeats):
+        held = cal.draw_held_out(rng, base, n_held, np.flatnonzero(counts >= 2))
+        is_held = np.isin(y_idx, held)
+        validation = np.zeros(len(y_idx), dtype=bool)
+        for c in np.setdiff1d(np.flatnonzero(counts >= 2), held):
+            idx = np.flatnonzero(y_idx == c)
+            validation[rng.choice(idx, cal.held_back(len(idx)), replace=False)] = True
+        train = ~is_held & ~validation
+        sub = clf._variant(classes=classes, text_features=text, class_names=None,
+                           encoder=None, new_class_bias=0.0, zero_shot_weight=0.0,
+                           random_state=seed + r, **clf._refit_params())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sub.fit(X[train], classes[y_idx[train]])
+        ev = is_held | validation
+        draws.append({"y": y_idx[ev], "scores": sub._scores(X[ev], calibrated=False),
+                      "zero_shot": zero_shot_scores(X[ev], text),
+                      "weights": cal.class_balanced_weights(y_idx[ev]),
+                      "new_col": sub.class_counts_ == 0, "new_row": is_held[ev]})
+    return draws, n_held
+
+
+def study(world, seed, rules=RULES):
+    d = load_world(world, seed)
+    clf = CandleClassifier(classes=d.classes, text_features=d.text_features,
+                           random_state=seed, device="cpu").fit(d.X_train, d.y_train)
+    own = clf.decision_function(d.X_test, calibrated=False)
+    zs = zero_shot_scores(d.X_test, clf.text_features_)
+    y, new = np.searchsorted(clf.classes_, d.y_test), clf.class_counts_ == 0
+
+    def joint(w, bias):
+        scores = zs if w == 1 else (1 - w) * own + w * zs
+        return float(cal.joint_hm_by_bias(scores, y, new, new[y], [bias])[0])
+
+    row = {"world": world, "seed": seed,
+           "method": (clf.calibration_ or {}).get("method"),
+           "joint_hm": {"fitted": joint(clf.zero_shot_weight_, clf.new_class_bias_)}}
+    if row["method"] != "held-out classes":
+        return row  # the rule only changes draws; fallbacks have none
+    X = np.asarray(d.X_train)
+    y_idx = np.searchsorted(clf.classes_, d.y_train)
+    fit_seed = int(np.random.RandomState(seed).randint(np.iinfo(np.int32).max))
+    for cap, repeats in rules:
+        draws, n_held = draws_for(clf, X, y_idx, fit_seed, cap, repeats)
+        for tol in (cal.CALIBRATION_TOLERANCE, 0.0):
+            row["joint_hm"][f"f{cap}-r{repeats}-t{tol:g}"] = joint(
+                *cal.choose_calibration(draws, tol)[:2])
+        row[f"n_held f{cap}"] = n_held
+    w = clf.zero_shot_weight_
+    row["joint_hm"]["hindsight"] = cal.best_bias(zs if w == 1 else (1 - w) * own + w * zs,
+                                                 y, new, new[y])[1]
+    return row
+
+
+def main():
+    torch.set_num_threads(1)
+    for spec in sys.argv[1:]:
+        world, seed = spec.rsplit(":", 1)
+        row = study(world, int(seed))
+        record("held_out_fraction", row)
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
