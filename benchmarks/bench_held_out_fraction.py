@@ -31,33 +31,18 @@ RULES = ((None, 3), (0.1, 3), (0.2, 3), (0.25, 3), (0.1, 5), (0.25, 5))
 
 
 def draws_for(clf, X, y_idx, seed, cap, repeats):
-    """The calibration's held-out draws, as ``TextClassifier._calibration_draws`` makes
-    them, with at most ``cap`` of the base classes held out (None: no cap)."""
-    counts, classes, text = clf.class_counts_, clf.classes_, clf.text_features_
-    base = np.flatnonzero(counts > 0)
-    share = np.mean(counts == 0) if cap is None else min(np.mean(counts == 0), cap)
-    n_held = int(np.clip(round(len(base) * share), 1, len(base) - 1))
-    rng, draws = np.random.RandomState(seed), []
-    for r in range(repeats):
-        held = cal.draw_held_out(rng, base, n_held, np.flatnonzero(counts >= 2))
-        is_held = np.isin(y_idx, held)
-        validation = np.zeros(len(y_idx), dtype=bool)
-        for c in np.setdiff1d(np.flatnonzero(counts >= 2), held):
-            idx = np.flatnonzero(y_idx == c)
-            validation[rng.choice(idx, cal.held_back(len(idx)), replace=False)] = True
-        train = ~is_held & ~validation
-        sub = clf._variant(classes=classes, text_features=text, class_names=None,
-                           encoder=None, new_class_bias=0.0, zero_shot_weight=0.0,
-                           random_state=seed + r, **clf._refit_params())
+    """The fitted model's calibration draws made again with at most ``cap`` of the base
+    classes held out (None: no cap) in ``repeats`` refits."""
+    saved, saved_repeats = cal.HELD_OUT_FRACTION, clf.calibration_repeats
+    cal.HELD_OUT_FRACTION, clf.calibration_repeats = (1.0 if cap is None else cap), repeats
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sub.fit(X[train], classes[y_idx[train]])
-        ev = is_held | validation
-        draws.append({"y": y_idx[ev], "scores": sub._scores(X[ev], calibrated=False),
-                      "zero_shot": zero_shot_scores(X[ev], text),
-                      "weights": cal.class_balanced_weights(y_idx[ev]),
-                      "new_col": sub.class_counts_ == 0, "new_row": is_held[ev]})
-    return draws, n_held
+            draws = clf._calibration_draws(X, y_idx, clf.classes_, clf.class_counts_,
+                                           clf.text_features_, seed)
+    finally:
+        cal.HELD_OUT_FRACTION, clf.calibration_repeats = saved, saved_repeats
+    return draws, len(draws[0]["held_out"])
 
 
 def study(world, seed, rules=RULES):
