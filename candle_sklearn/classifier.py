@@ -120,15 +120,47 @@ def _within_class_whitening(X, y):
     discriminant analysis uses. The shrinkage (made for fewer samples than dimensions)
     leaves about the identity where the deviations are too few to estimate S or the noise
     is isotropic (docs/decisions/0022)."""
-    scatter, n_deviations = _within_class_scatter(X, y)
-    if n_deviations < 2 or not torch.trace(scatter) > 0:  # nothing to estimate S from
+    if len(X) < X.shape[1]:  # fewer images than features: S is the identity but rank n
+        W = _low_rank_whitening(X, y)
+    else:
+        scatter, n_deviations = _within_class_scatter(X, y)
+        if n_deviations < 2 or not torch.trace(scatter) > 0:  # nothing to estimate S from
+            return None
+        scatter /= scatter.diagonal().max()  # the scale of S changes nothing but the range
+        eigenvalues, V = torch.linalg.eigh(_oas(scatter / n_deviations, n_deviations))
+        if not eigenvalues.min() > 0:  # only rounding of a degenerate S can get here
+            return None
+        W = (V / eigenvalues.sqrt()) @ V.T
+    return None if W is None else W * (len(W) ** 0.5 / torch.linalg.norm(W))
+
+
+def _low_rank_whitening(X, y):
+    """:func:`_within_class_whitening`'s ``S^(-1/2)`` (unscaled) for fewer images n than
+    features D, without a (D, D) eigendecomposition: the scatter of the n deviations from
+    the class means has rank below n, so its eigenvectors come from their (n, n) Gram
+    matrix, and every other direction of the OAS-shrunk S has the shrinkage's eigenvalue."""
+    X, y = torch.as_tensor(X).double(), torch.as_tensor(y, dtype=torch.long)
+    counts = torch.bincount(y).double()
+    means = torch.zeros(len(counts), X.shape[1], dtype=torch.float64).index_add_(0, y, X)
+    dev = X - (means / counts.clamp_min(1)[:, None])[y]
+    n_deviations, p = len(X) - int((counts > 0).sum()), X.shape[1]
+    peak = (dev * dev).sum(0).max()  # the scatter's largest diagonal entry
+    if n_deviations < 2 or not peak > 0:
         return None
-    scatter /= scatter.diagonal().max()  # the scale of S changes nothing but the range
-    eigenvalues, V = torch.linalg.eigh(_oas(scatter / n_deviations, n_deviations))
-    if not eigenvalues.min() > 0:  # only rounding of a degenerate S can get here
+    dev /= (peak * n_deviations).sqrt()  # cov = dev^T dev, as the (D, D) path scales it
+    gram_values, U = torch.linalg.eigh(dev @ dev.T)
+    keep = gram_values > gram_values.max() * len(X) * torch.finfo(torch.float64).eps
+    values, V = gram_values[keep], (dev.T @ U[:, keep]) / gram_values[keep].sqrt()
+    # OAS on cov's trace and squared Frobenius norm, both read off the Gram spectrum
+    mu, alpha = values.sum() / p, (values ** 2).sum() / p ** 2
+    den = (n_deviations + 1) * (alpha - mu ** 2 / p)
+    shrinkage = 1.0 if den <= 0 else float(((alpha + mu ** 2) / den).clamp(0, 1))
+    floor = shrinkage * mu  # S's eigenvalue off the deviations' span
+    if not floor > 0:
         return None
-    W = (V / eigenvalues.sqrt()) @ V.T
-    return W * (len(W) ** 0.5 / torch.linalg.norm(W))
+    top = (1 - shrinkage) * values + floor
+    return torch.eye(p, dtype=torch.float64) / floor.sqrt() + (V * (top.rsqrt()
+                                                                    - floor.rsqrt())) @ V.T
 
 
 def _in_class_order(head_scores, order):

@@ -1458,6 +1458,26 @@ def test_whitening_of_an_isotropic_degenerate_scatter_is_not_rank_deficient():
             assert s.max() / s.min() < 10, s
 
 
+@pytest.mark.parametrize("n, dim, n_classes", [(20, 96, 5), (60, 64, 30), (9, 40, 3)])
+def test_whitening_from_fewer_images_than_features_is_the_full_computation(n, dim,
+                                                                           n_classes):
+    """With fewer images than features the start comes from the deviations' Gram matrix,
+    not a (D, D) eigendecomposition: the same S^(-1/2), to rounding."""
+    import candle_sklearn.classifier as clf_module
+
+    r = rng(n)
+    y = np.sort(np.r_[np.arange(n_classes), r.integers(0, n_classes, n - n_classes)])
+    X = r.normal(size=(n_classes, dim))[y] * 2 + r.normal(size=(n, dim)) * np.linspace(
+        0.2, 3, dim)
+    scatter, n_dev = clf_module._within_class_scatter(X, y)
+    scatter /= scatter.diagonal().max()
+    values, V = np.linalg.eigh(clf_module._oas(scatter / n_dev, n_dev).numpy())
+    full = (V / np.sqrt(values)) @ V.T
+    full *= np.sqrt(dim) / np.linalg.norm(full)
+    np.testing.assert_allclose(clf_module._within_class_whitening(X, y).numpy(), full,
+                               rtol=0, atol=1e-10)
+
+
 def test_few_images_per_class_start_at_about_the_identity():
     """Two images per class in many dimensions: too little to estimate a covariance, so
     the shrinkage keeps the start at (about) the identity."""
