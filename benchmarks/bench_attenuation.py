@@ -11,7 +11,6 @@ within-class covariance of the training images. "deatt" scales the visual logits
 "deatt_rel" by a_c / min(a). Rows go to benchmarks/results/attenuation.jsonl.
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import record  # noqa: E402
+from harness import run_world_seeds  # noqa: E402
 from worlds import load_world  # noqa: E402
 
 from candle_sklearn import CandleClassifier  # noqa: E402
@@ -68,12 +67,7 @@ def study(world, seed):
 
 
 def main():
-    torch.set_num_threads(1)
-    for spec in sys.argv[1:]:
-        world, seed = spec.rsplit(":", 1)
-        row = study(world, int(seed))
-        record("attenuation", row)
-        print(json.dumps(row), flush=True)
+    run_world_seeds("attenuation", study, sys.argv[1:])
 
 
 if __name__ == "__main__":

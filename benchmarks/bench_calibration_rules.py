@@ -11,15 +11,13 @@ of its best and the middle of its 2 % set; and the hindsight-optimal bias at the
 weight. Rows go to benchmarks/results/calibration_rules.jsonl (decision 0005).
 """
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import record  # noqa: E402
+from harness import run_world_seeds  # noqa: E402
 from worlds import load_world  # noqa: E402
 
 from candle_sklearn import CandleClassifier, _base  # noqa: E402
@@ -95,13 +93,7 @@ def study(world, seed):
 
 
 def main():
-    torch.set_num_threads(1)
-    for spec in sys.argv[1:]:
-        world, seed = spec.rsplit(":", 1)
-        row = study(world, int(seed))
-        if row is not None:
-            record("calibration_rules", {**row, "note": NOTE})
-            print(json.dumps(row), flush=True)
+    run_world_seeds("calibration_rules", study, sys.argv[1:], note=NOTE)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,14 @@ the fitted model's zero-shot weight. Rows go to benchmarks/results/held_out_frac
 (decision 0023).
 """
 
-import json
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import record  # noqa: E402
+from harness import run_world_seeds  # noqa: E402
 from worlds import load_world  # noqa: E402
 
 from candle_sklearn import CandleClassifier  # noqa: E402
@@ -78,12 +76,7 @@ def study(world, seed, rules=RULES):
 
 
 def main():
-    torch.set_num_threads(1)
-    for spec in sys.argv[1:]:
-        world, seed = spec.rsplit(":", 1)
-        row = study(world, int(seed))
-        record("held_out_fraction", row)
-        print(json.dumps(row), flush=True)
+    run_world_seeds("held_out_fraction", study, sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -48,3 +48,18 @@ def record(name, row):
 def rows(name):
     path = RESULTS / f"{name}.jsonl"
     return [json.loads(line) for line in path.open()] if path.exists() else []
+
+
+def run_world_seeds(name, study, specs, note=None):
+    """``study(world, seed)`` for each ``"WORLD:SEED"`` of ``specs``, on one torch thread;
+    each row it returns (None: nothing to keep) is recorded to results/NAME.jsonl, with
+    ``note`` if given, and printed."""
+    import torch
+
+    torch.set_num_threads(1)
+    for spec in specs:
+        world, seed = spec.rsplit(":", 1)
+        row = study(world, int(seed))
+        if row is not None:
+            record(name, row if note is None else {**row, "note": note})
+            print(json.dumps(row), flush=True)

@@ -428,7 +428,8 @@ class ClapClassifier(_Peer):
         The class weights, trained from the class texts under the constraint (scored by
         cosine).
     multipliers_ : ndarray of shape (n_classes,)
-        The class-adaptive multipliers (0 for new classes).""", name="ClapClassifier", max_epochs=20, random_state=0)
+        The class-adaptive multipliers (0 for new classes).""",
+        name="ClapClassifier", max_epochs=20, random_state=0)
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints, **_MINIBATCH_CONSTRAINTS,
@@ -476,7 +477,8 @@ class GDAClassifier(_Peer):
         attributes="""\
     coef_ : ndarray of shape (n_classes, n_features)
     intercept_ : ndarray of shape (n_classes,)
-        The discriminant ``X @ coef_.T + intercept_`` on unit-norm features.""", name="GDAClassifier")
+        The discriminant ``X @ coef_.T + intercept_`` on unit-norm features.""",
+        name="GDAClassifier")
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
@@ -529,7 +531,8 @@ class TipAdapterClassifier(_Peer):
         attributes="""\
     cache_keys_ : ndarray of shape (n_keys, n_features)
     cache_labels_ : ndarray of shape (n_keys,)
-        The cache: keys (trained with ``fine_tune``) and the class index of each.""", name="TipAdapterClassifier")
+        The cache: keys (trained with ``fine_tune``) and the class index of each.""",
+        name="TipAdapterClassifier")
 
     _parameter_constraints: dict = {
         **TextClassifier._parameter_constraints,
