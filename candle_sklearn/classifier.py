@@ -80,34 +80,45 @@ def _for_head(X, scale):
 SCATTER_CHUNK = 16384
 
 
+def _class_means(X, y):
+    """The float64 mean (C, D) of each class's rows of ``X`` (summed in chunks of rows)
+    and the number of independent deviations from them: n - 1 per class of n."""
+    counts = torch.bincount(y).double()
+    sums = torch.zeros(len(counts), X.shape[1], dtype=torch.float64)
+    for start in range(0, len(X), SCATTER_CHUNK):
+        sums.index_add_(0, y[start:start + SCATTER_CHUNK],
+                        X[start:start + SCATTER_CHUNK].double())
+    return sums / counts.clamp_min(1)[:, None], len(X) - int((counts > 0).sum())
+
+
 def _within_class_scatter(X, y):
     """The sum over images of ``(x - m_y)(x - m_y)^T`` (D, D), ``m_y`` the mean of the
     image's class, in float64 and in chunks of rows, and the number of independent
     deviations it holds: n - 1 per class of n (its Helmert contrasts, n - 1 deviations
     each distributed as one image's noise, have this same scatter)."""
     X, y = torch.as_tensor(X), torch.as_tensor(y, dtype=torch.long)
-    counts = torch.bincount(y).double()
-    sums = torch.zeros(len(counts), X.shape[1], dtype=torch.float64)
-    for start in range(0, len(X), SCATTER_CHUNK):
-        sums.index_add_(0, y[start:start + SCATTER_CHUNK],
-                        X[start:start + SCATTER_CHUNK].double())
-    means = sums / counts.clamp_min(1)[:, None]
+    means, n_deviations = _class_means(X, y)
     scatter = torch.zeros(X.shape[1], X.shape[1], dtype=torch.float64)
     for start in range(0, len(X), SCATTER_CHUNK):
         dev = X[start:start + SCATTER_CHUNK].double() - means[y[start:start + SCATTER_CHUNK]]
         scatter += dev.T @ dev
-    return scatter, len(X) - int((counts > 0).sum())
+    return scatter, n_deviations
+
+
+def _oas_shrinkage(mu, alpha, p, n_samples):
+    """OAS's shrinkage from a covariance's mean eigenvalue ``mu`` = tr / p and mean squared
+    entry ``alpha`` = ||cov||_F^2 / p^2, kept in [0, 1] (rounding can make the
+    denominator negative when the covariance is isotropic)."""
+    den = (n_samples + 1) * (alpha - mu ** 2 / p)
+    return 1.0 if den <= 0 else float(((alpha + mu ** 2) / den).clamp(0, 1))
 
 
 def _oas(cov, n_samples):
     """Chen et al.'s oracle approximating shrinkage of an empirical covariance of
-    ``n_samples`` centred samples (scikit-learn's ``oas``, with the shrinkage kept in
-    [0, 1]: rounding can make its denominator negative when ``cov`` is isotropic)."""
+    ``n_samples`` centred samples (scikit-learn's ``oas``, shrinkage kept in [0, 1])."""
     p = cov.shape[0]
     mu = torch.trace(cov) / p
-    alpha = (cov ** 2).mean()
-    den = (n_samples + 1) * (alpha - mu ** 2 / p)
-    shrinkage = 1.0 if den <= 0 else float(((alpha + mu ** 2) / den).clamp(0, 1))
+    shrinkage = _oas_shrinkage(mu, (cov ** 2).mean(), p, n_samples)
     return (1 - shrinkage) * cov + shrinkage * mu * torch.eye(p, dtype=cov.dtype)
 
 
@@ -120,7 +131,7 @@ def _within_class_whitening(X, y):
     discriminant analysis uses. The shrinkage (made for fewer samples than dimensions)
     leaves about the identity where the deviations are too few to estimate S or the noise
     is isotropic (docs/decisions/0022)."""
-    if len(X) < X.shape[1]:  # fewer images than features: S is the identity but rank n
+    if len(X) < X.shape[1]:  # the scatter's rank is below n: read it off the Gram matrix
         W = _low_rank_whitening(X, y)
     else:
         scatter, n_deviations = _within_class_scatter(X, y)
@@ -139,11 +150,9 @@ def _low_rank_whitening(X, y):
     features D, without a (D, D) eigendecomposition: the scatter of the n deviations from
     the class means has rank below n, so its eigenvectors come from their (n, n) Gram
     matrix, and every other direction of the OAS-shrunk S has the shrinkage's eigenvalue."""
-    X, y = torch.as_tensor(X).double(), torch.as_tensor(y, dtype=torch.long)
-    counts = torch.bincount(y).double()
-    means = torch.zeros(len(counts), X.shape[1], dtype=torch.float64).index_add_(0, y, X)
-    dev = X - (means / counts.clamp_min(1)[:, None])[y]
-    n_deviations, p = len(X) - int((counts > 0).sum()), X.shape[1]
+    X, y = torch.as_tensor(X), torch.as_tensor(y, dtype=torch.long)
+    means, n_deviations = _class_means(X, y)
+    dev, p = X.double() - means[y], X.shape[1]
     peak = (dev * dev).sum(0).max()  # the scatter's largest diagonal entry
     if n_deviations < 2 or not peak > 0:
         return None
@@ -152,9 +161,8 @@ def _low_rank_whitening(X, y):
     keep = gram_values > gram_values.max() * len(X) * torch.finfo(torch.float64).eps
     values, V = gram_values[keep], (dev.T @ U[:, keep]) / gram_values[keep].sqrt()
     # OAS on cov's trace and squared Frobenius norm, both read off the Gram spectrum
-    mu, alpha = values.sum() / p, (values ** 2).sum() / p ** 2
-    den = (n_deviations + 1) * (alpha - mu ** 2 / p)
-    shrinkage = 1.0 if den <= 0 else float(((alpha + mu ** 2) / den).clamp(0, 1))
+    mu = values.sum() / p
+    shrinkage = _oas_shrinkage(mu, (values ** 2).sum() / p ** 2, p, n_deviations)
     floor = shrinkage * mu  # S's eigenvalue off the deviations' span
     if not floor > 0:
         return None
