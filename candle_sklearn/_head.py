@@ -242,6 +242,9 @@ class CandleHead(nn.Module):
     projection : Tensor (D, D) or None
         Starting value of both projections W_v and W_t (None: the identity, as in the
         reference code).
+
+    The buffer ``visual_gain`` (C_b,) multiplies each base class's visual logit in
+    prediction (ones until :meth:`set_visual_gain`; see :func:`attenuation_gain`).
     """
 
     def __init__(self, visual_prototypes, text_features=None, n_new=0, *,
@@ -261,6 +264,7 @@ class CandleHead(nn.Module):
         # the scale of z^vv in prediction (the estimator's visual_weight sets it)
         self.inference_visual_scale = float(visual_scale)
         self.register_buffer("visual_prototypes", visual_prototypes.float().clone())
+        self.register_buffer("visual_gain", torch.ones(n_base))
         self.register_buffer("text_features", None if text_features is None
                              else text_features.float().clone())
         start = torch.eye(dim) if projection is None else projection.float()
@@ -305,7 +309,8 @@ class CandleHead(nn.Module):
         head.set_inference_visual_scale(config.get("inference_visual_scale",
                                                    config["visual_scale"]))
         if state_dict is not None:
-            head.load_state_dict(state_dict)
+            # heads saved before visual_gain existed predicted without it: ones
+            head.load_state_dict({"visual_gain": head.visual_gain, **state_dict})
         return head.eval()
 
     def train(self, mode=True):
@@ -318,9 +323,17 @@ class CandleHead(nn.Module):
         self.__dict__.pop("_scorers", None)
         self.inference_visual_scale = float(scale)
 
+    def set_visual_gain(self, gain):
+        """Multiply base class c's visual logit by ``gain[c]`` in prediction; drops the
+        scorers made before."""
+        self.__dict__.pop("_scorers", None)
+        self.visual_gain = torch.as_tensor(gain, dtype=torch.float32).to(self.visual_gain)
+
     def __setstate__(self, state):
         state.setdefault("inference_visual_scale", state.get("visual_scale", 1.0))
         super().__setstate__(state)
+        if "visual_gain" not in self._buffers:  # pickled before it existed: no gain
+            self.register_buffer("visual_gain", torch.ones(len(self.visual_prototypes)))
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -409,7 +422,7 @@ class CandleHead(nn.Module):
         if self.context == "batch":
             return self.fusion.with_closed_form(ctx)
         P_f, T_f = self._split_classes(ctx.fused)
-        matrix = self.inference_visual_scale * F.normalize(P_f, dim=-1)
+        matrix = self._visual_weights()[:, None] * F.normalize(P_f, dim=-1)
         if T_f is not None:
             matrix = matrix + F.normalize(T_f, dim=-1)
         return ctx._replace(class_matrix=self.logit_scale * matrix)
@@ -429,9 +442,15 @@ class CandleHead(nn.Module):
         else:
             cosine = self.fusion.batch_of_one_cosine(U, ctx)
             c = self.n_classes
-            zvv = self.logit_scale * self.inference_visual_scale * cosine[:, :c]
+            zvv = self.logit_scale * self._visual_weights() * cosine[:, :c]
             zvt = self.logit_scale * cosine[:, c:] if self.has_text else None
         return zvv if zvt is None else zvt + zvv
+
+    def _visual_weights(self):
+        """Each class's weight of z^vv in prediction (C,): the inference scale, times
+        the base classes' gains (new classes have none)."""
+        n_new = self.n_classes - len(self.visual_gain)
+        return self.inference_visual_scale * F.pad(self.visual_gain, (0, n_new), value=1.0)
 
     def zero_shot_scores(self, X, ctx):
         """Zero-shot CLIP's scores (n, C) of raw features: s * cos(x, t_c) with the text

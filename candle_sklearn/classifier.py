@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ._base import TextClassifier, as_1d, duplicates, is_text
 from ._devices import resolve_device
+from ._attenuation import attenuation_gain
 from ._head import CONTEXTS, CandleHead
 from ._inference import scorer_for
 from ._params import store_init_arguments
@@ -41,7 +42,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 #: of the visual and text logits in prediction. The package's defaults are faster at
 #: equal or better accuracy (docs/decisions).
 REFERENCE_RECIPE = dict(recipe="reference", batch_size=128, max_epochs=50, max_steps=None,
-                        visual_weight=1.0)
+                        visual_weight=1.0, attenuation_correction=False)
 
 
 def _head_order(is_new):
@@ -241,6 +242,14 @@ class CandleClassifier(TextClassifier):
         ``z^vt + visual_weight * z^vv``. 1 predicts as the reference code does; lower
         leans on the text logits, whose projections learn from every image, where a
         long tail leaves the visual prototypes of its rare classes noisy.
+    attenuation_correction : bool, default=True
+        In prediction, divide each base class's visual logits by how much its
+        prototype's noise attenuates them: a prototype averaged over few images has a
+        lower cosine with its class's images than one averaged over many, so a long
+        tail's rare classes lose to its frequent ones. The factor is estimated from the
+        training images after fit, relative to the least attenuated class (a balanced
+        training set keeps its scores); ``head_.visual_gain`` holds it. False predicts
+        as the reference code does.
     context : {"auto", "isolated", "batch"}, default="auto"
         Attention context in training. ``"isolated"``: an image attends to itself and
         the class tokens. ``"batch"``: every token of a mini-batch attends to every
@@ -356,6 +365,7 @@ class CandleClassifier(TextClassifier):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "visual_scale": [Interval(Real, 0, None, closed="neither")],
         "visual_weight": [Interval(Real, 0, None, closed="left")],
+        "attenuation_correction": ["boolean"],
         "context": [StrOptions({"auto", *CONTEXTS})],
         "virtual_init": [StrOptions({"text", "visual"})],
         "tied_text": ["boolean"],
@@ -379,12 +389,12 @@ class CandleClassifier(TextClassifier):
     def __init__(self, *, classes=None, class_names=None, text_features=None, encoder=None,
                  templates=None, tau=1.0, recipe="default", lr="auto", max_steps=200,
                  max_epochs=20, batch_size=128, visual_scale=1.0, visual_weight=0.5,
-                 context="auto", new_class_bias="auto", zero_shot_weight="auto",
-                 calibration_repeats=3, virtual_init="text", tied_text=False, num_heads=8,
-                 device="auto", train_precision="auto", n_jobs=None, random_state=None,
-                 verbose=0, optimizer="deprecated", momentum="deprecated",
-                 weight_decay="deprecated", warmup_epochs="deprecated", warmup_lr="deprecated",
-                 dropout="deprecated", precision="deprecated"):
+                 attenuation_correction=True, context="auto", new_class_bias="auto",
+                 zero_shot_weight="auto", calibration_repeats=3, virtual_init="text",
+                 tied_text=False, num_heads=8, device="auto", train_precision="auto",
+                 n_jobs=None, random_state=None, verbose=0, optimizer="deprecated",
+                 momentum="deprecated", weight_decay="deprecated", warmup_epochs="deprecated",
+                 warmup_lr="deprecated", dropout="deprecated", precision="deprecated"):
         store_init_arguments(self, locals())
 
     def __sklearn_tags__(self):
@@ -433,6 +443,8 @@ class CandleClassifier(TextClassifier):
             self.history_ = self._train(head, X_t, y_t, torch.as_tensor(counts[order]), seed,
                                         device, cfg)
         head.set_inference_visual_scale(self.visual_weight * self.visual_scale)
+        if self.attenuation_correction:
+            head.set_visual_gain(attenuation_gain(head.visual_prototypes, head.W_v, X_t, y_t))
         self.head_ = head  # on the training device until the calibration has scored
         self.head_order_ = order
         self.feature_scale_ = scale

@@ -33,6 +33,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
+from ._attenuation import MAX_ATTENUATION
 from ._devices import nearest_device, resolve_device
 from ._head import CONTEXTS, CandleHead
 from .baselines import PEERS, ZeroShotClassifier
@@ -45,7 +46,7 @@ from .templates import as_format_string
 __all__ = ["FORMAT_VERSION", "save", "load", "read_header", "head_to_state", "head_from_state"]
 
 FORMAT = "candle_sklearn"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version of the file layout written by :func:`save`. A change that older readers would
 misread increments it; :func:`load` reads every version from ``MIN_FORMAT_VERSION`` on,
 upgrading older documents through ``_MIGRATIONS``, and refuses newer ones."""
@@ -117,8 +118,17 @@ def _v1_to_v2(doc):
     return {**doc, "format_version": 2}
 
 
+def _v2_to_v3(doc):
+    """Version 3 adds ``attenuation_correction`` and the head's ``visual_gain`` tensor: a
+    version-2 model predicts without the correction, as it did when it was saved (its
+    head loads with gains of one)."""
+    for node in _candle_nodes(doc):
+        node["params"].setdefault("attenuation_correction", False)
+    return {**doc, "format_version": 3}
+
+
 # File-format upgrades: _MIGRATIONS[v] turns a version-v document into version v + 1.
-_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2}
+_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 # ------------------------------------------------------------------ weights reference
@@ -562,6 +572,7 @@ def _head_from_data(config, state):
     for name in state:
         if name not in expected:
             raise _Bad(f"head_.{name}", f"is not a tensor of {configured}")
+    state = {"visual_gain": expected["visual_gain"].numpy(), **state}  # files before v3
     for name, tensor in expected.items():
         if name not in state:
             raise _Bad(f"head_.{name}", f"is missing; {configured} has it")
@@ -579,6 +590,11 @@ def _head_from_data(config, state):
         if arr.size and np.abs(arr).max() > limit:
             raise _Bad(f"head_.{name}", f"has values beyond +-{limit:g} (up to "
                        f"{np.abs(arr).max():.3g}), more than a fitted head holds")
+    gain = state["visual_gain"]
+    if gain.size and not (gain.min() >= 1 and gain.max() <= MAX_ATTENUATION):
+        raise _Bad("head_.visual_gain", f"has values outside [1, {MAX_ATTENUATION:g}] (from "
+                   f"{gain.min():.3g} to {gain.max():.3g}): a fitted head's gains are "
+                   "attenuations relative to the smallest")
     empty.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
     return empty.eval()
 

@@ -361,7 +361,8 @@ def _dumped(obj):
 @pytest.mark.parametrize("context", ["isolated", "batch"])
 @pytest.mark.parametrize("weight", [0.5, 1.0, 0.0])
 def test_visual_weight_weighs_the_visual_logits_in_prediction(small_data, context, weight):
-    """Scores are z^vt + visual_weight * z^vv; training is the same whatever the weight."""
+    """Scores are z^vt + visual_weight * gain * z^vv (gain: the base classes' attenuation
+    correction, 1 for new classes); training is the same whatever the weight."""
     import torch
 
     from candle_sklearn.classifier import _for_head
@@ -376,7 +377,10 @@ def test_visual_weight_weighs_the_visual_logits_in_prediction(small_data, contex
                  for x in d.X_test[:5]]
     zvt = np.stack([p[1][0].numpy() for p in parts])
     zvv = np.stack([p[2][0].numpy() for p in parts])
-    want = (zvt + weight * zvv)[:, np.argsort(clf.head_order_)]
+    gain = np.ones(clf.head_.n_classes, np.float32)  # base classes first, new ones after
+    gain[:len(clf.head_.visual_gain)] = clf.head_.visual_gain.numpy()
+    assert gain.max() > 1  # the long-tailed data gives the correction something to do
+    want = (zvt + weight * gain * zvv)[:, np.argsort(clf.head_order_)]
     np.testing.assert_allclose(clf.decision_function(d.X_test[:5], calibrated=False), want,
                                rtol=1e-4, atol=1e-3)
     other = CandleClassifier(classes=d.classes, text_features=d.text_features,
@@ -1175,7 +1179,8 @@ def test_unusable_devices_and_budgets_are_clean_errors(device, n_jobs, budget):
 def test_reference_recipe_trains_as_the_deprecated_parameters_did(small_data, monkeypatch):
     """recipe="reference" is the reference's settings; the parameters it replaced still
     work, with a FutureWarning, and give the same model (the default recipe's whitened
-    start, which no deprecated parameter ever set, switched off)."""
+    start, which no deprecated parameter ever set, switched off, and its attenuation
+    correction, which REFERENCE_RECIPE switches off)."""
     import warnings
 
     from candle_sklearn import REFERENCE_RECIPE
@@ -1192,8 +1197,8 @@ def test_reference_recipe_trains_as_the_deprecated_parameters_did(small_data, mo
     with pytest.warns(FutureWarning, match="optimizer is deprecated"):
         old = CandleClassifier(**common, optimizer="sgd", lr=3e-4, momentum=0.9,
                                weight_decay=5e-4, warmup_epochs=1, warmup_lr=1e-5,
-                               dropout=0.1, context="batch",
-                               visual_weight=1.0).fit(d.X_train, d.y_train)
+                               dropout=0.1, context="batch", visual_weight=1.0,
+                               attenuation_correction=False).fit(d.X_train, d.y_train)
     assert recipe.lr_ == old.lr_ == 3e-4
     assert recipe.head_.context == "batch" and recipe.head_.fusion.attn.dropout == 0.1
     np.testing.assert_array_equal(recipe.history_, old.history_)

@@ -42,7 +42,10 @@ def _literal_scores(head, X, isolated):
                                   attn_mask=mask, need_weights=False)
         fused = normed + head.fusion.alpha * out[0]
         x = F.normalize(fused[:1], dim=-1)
-        z = head.logit_scale * head.visual_scale * x @ F.normalize(fused[1:1 + C_BASE + (C - C_BASE if T is not None else 0)], dim=-1).T
+        n_classes = C if T is not None else C_BASE
+        gain = F.pad(head.visual_gain, (0, n_classes - C_BASE), value=1.0)  # new: none
+        z = head.logit_scale * head.visual_scale * gain * (
+            x @ F.normalize(fused[1:1 + n_classes], dim=-1).T)
         if T is not None:
             z = z + head.logit_scale * x @ F.normalize(fused[1 + len(P):], dim=-1).T
         rows.append(z)
@@ -53,6 +56,7 @@ def _literal_scores(head, X, isolated):
 @pytest.mark.parametrize("text", [True, False])
 def test_fast_scores_equal_literal_attention(context, text):
     head = _head(context, text)
+    head.set_visual_gain(1 + 2 * torch.rand(C_BASE))  # each base class's own weight
     X = torch.randn(7, D, dtype=torch.double)
     with torch.no_grad():
         got = head.scores(X)
@@ -175,10 +179,29 @@ def test_config_and_state_dict_rebuild_the_head(context):
     with torch.no_grad():
         for p in head.parameters():
             p.add_(0.1 * torch.randn_like(p))
+    head.set_visual_gain(torch.tensor([1.0, 1.5, 2.0, 1.2, 3.0]))
     head.eval()
     copy = CandleHead.from_config(head.get_config(), head.state_dict())
     X = torch.randn(4, 16)
     torch.testing.assert_close(copy.scores(X), head.scores(X), rtol=0, atol=0)
+
+
+def test_heads_saved_before_the_visual_gain_load_without_one():
+    """A state dict or a pickle from before ``visual_gain`` existed predicted with none:
+    it loads with gains of one."""
+    import pickle
+
+    torch.manual_seed(0)
+    head = CandleHead(torch.randn(5, 16), torch.randn(8, 16), 3).eval()
+    X = torch.randn(4, 16)
+    want = head.scores(X)
+    old_state = {k: v for k, v in head.state_dict().items() if k != "visual_gain"}
+    rebuilt = CandleHead.from_config(head.get_config(), old_state)
+    del head._buffers["visual_gain"]  # as a head pickled before it existed
+    unpickled = pickle.loads(pickle.dumps(head))
+    for old in (rebuilt, unpickled):
+        torch.testing.assert_close(old.visual_gain, torch.ones(5), rtol=0, atol=0)
+        torch.testing.assert_close(old.scores(X), want, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("context", ["isolated", "batch"])

@@ -301,7 +301,7 @@ def saved(fitted, tmp_path_factory):
 @pytest.mark.parametrize("edit_doc, edit_tensors, match", [
     (lambda d: "{not json", None, "not valid JSON"),
     (_set(["format_version"], 99), None,
-     "written by candle_sklearn .* in file format 99; this version reads formats 1 to 2"),
+     "written by candle_sklearn .* in file format 99; this version reads formats 1 to 3"),
     (_set(["format_version"], 0), None, "file format 0 .* is no longer supported"),
     (_set(["format_version"], "1"), None, "format_version '1' is not an integer"),
     (_set(["format"], "sklearn"), None, "not a candle_sklearn model description"),
@@ -324,6 +324,8 @@ def saved(fitted, tmp_path_factory):
      "the head's configuration and tensors do not fit together"),
     (None, lambda t: t.pop("estimator.head_.W_v"), "tensor 'estimator.head_.W_v' is missing"),
     (None, lambda t: t.update({"extra": np.zeros(3)}), r"tensors \['extra'\] are not described"),
+    (None, lambda t: t["estimator.head_.visual_gain"].__imul__(0.5),
+     r"head_.visual_gain has values outside \[1, 4\]"),
     (_set(["estimator", "fitted", "classes_", "dtype"], "<U2"), None, "bad string array"),
     (_set(["estimator", "fitted", "head_order_", "__tensor__"], "estimator.class_counts_"),
      None, "head_order_ is not a permutation"),
@@ -369,15 +371,43 @@ def test_loading_never_unpickles_or_evaluates(saved, small_data, monkeypatch):
 def test_older_formats_are_upgraded(saved, monkeypatch):
     seen = []
 
-    def v2_to_v3(doc):
+    def v3_to_v4(doc):
         seen.append(doc["format_version"])
-        return {**doc, "format_version": 3}
+        return {**doc, "format_version": 4}
 
-    monkeypatch.setattr(io, "FORMAT_VERSION", 3)
-    monkeypatch.setitem(io._MIGRATIONS, 2, v2_to_v3)
+    monkeypatch.setattr(io, "FORMAT_VERSION", 4)
+    monkeypatch.setitem(io._MIGRATIONS, 3, v3_to_v4)
     assert candle_sklearn.load(saved).new_class_bias_ is not None
-    assert seen == [2]
-    assert io.read_header(saved)["format_version"] == 3
+    assert seen == [3]
+    assert io.read_header(saved)["format_version"] == 4
+
+
+def _doc_as_version_2(doc):
+    """A version-3 document as version 2 wrote it: no attenuation_correction, no head
+    gains (_tensors_as_version_2 drops their tensors)."""
+    for node in io._candle_nodes(doc):
+        del node["params"]["attenuation_correction"]
+        del node["head"]["state"]["visual_gain"]
+    return {**doc, "format_version": 2}
+
+
+def _tensors_as_version_2(tensors):
+    for name in [n for n in tensors if n.endswith("head_.visual_gain")]:
+        del tensors[name]
+
+
+def test_a_version_2_file_predicts_as_it_did(fitted, small_data, tmp_path):
+    """Format 2 had no attenuation correction: loaded, such a model predicts without it
+    (gains of one), and says so in its parameters, so that a refit does the same."""
+    old = copy.deepcopy(fitted).set_params(attenuation_correction=False)
+    old.head_.set_visual_gain(torch.ones(len(old.head_.visual_gain)))
+    path = tmp_path / "v2.safetensors"
+    candle_sklearn.save(old, path)
+    loaded = candle_sklearn.load(_rewrite(path, _doc_as_version_2, _tensors_as_version_2))
+    assert loaded.attenuation_correction is False
+    np.testing.assert_array_equal(loaded.head_.visual_gain.numpy(), 1.0)
+    np.testing.assert_array_equal(loaded.decision_function(small_data.X_test),
+                                  old.decision_function(small_data.X_test))
 
 
 def test_a_version_1_file_predicts_as_it_did(fitted, small_data, tmp_path):
@@ -385,19 +415,20 @@ def test_a_version_1_file_predicts_as_it_did(fitted, small_data, tmp_path):
     such a model predicts as a visual_weight=1 model, not at today's default of 0.5."""
     import copy
 
-    old = copy.deepcopy(fitted).set_params(visual_weight=1.0)
+    old = copy.deepcopy(fitted).set_params(visual_weight=1.0, attenuation_correction=False)
     old.head_.set_inference_visual_scale(old.visual_scale)
+    old.head_.set_visual_gain(torch.ones(len(old.head_.visual_gain)))
     path = tmp_path / "v1.safetensors"
     candle_sklearn.save(old, path)
 
     def as_version_1(doc):
-        node = doc["estimator"]
+        node = _doc_as_version_2(doc)["estimator"]
         del node["params"]["visual_weight"]
         del node["head"]["config"]["inference_visual_scale"]
         return {**doc, "format_version": 1}
 
-    assert io.read_header(path)["format_version"] == 2
-    loaded = candle_sklearn.load(_rewrite(path, edit_doc=as_version_1))
+    assert io.read_header(path)["format_version"] == 3
+    loaded = candle_sklearn.load(_rewrite(path, as_version_1, _tensors_as_version_2))
     assert loaded.visual_weight == 1.0
     np.testing.assert_array_equal(loaded.decision_function(small_data.X_test),
                                   old.decision_function(small_data.X_test))
