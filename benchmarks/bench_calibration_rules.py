@@ -5,7 +5,8 @@ picks from the draws, applied to the model's test scores, scored by joint HM.
     .venv/bin/python benchmarks/bench_calibration_rules.py WORLD:SEED [WORLD:SEED ...]
 
 Rules: the default (per draw the largest bias within CALIBRATION_TOLERANCE of the best
-held-out joint HM, averaged), the same within 0 %, the middle of the optimal set, and on
+held-out joint HM, averaged), the same with each weight judged by the held-out joint HM
+at the bias it would use ("used") instead of at each draw's best, the same within 0 %, the middle of the optimal set, and on
 the draws' mean curve (over a grid of biases) the largest bias within 0 %, 1 % and 2 %
 of its best and the middle of its 2 % set; and the hindsight-optimal bias at the default's
 weight. Rows go to benchmarks/results/calibration_rules.jsonl (decision 0005).
@@ -24,7 +25,7 @@ from candle_sklearn import CandleClassifier, _base  # noqa: E402
 from candle_sklearn import _calibration as cal  # noqa: E402
 from candle_sklearn._zero_shot import zero_shot_scores  # noqa: E402
 
-NOTE = ("the default CandleClassifier (whitened start), its three held-out draws scored by "
+NOTE = ("the default CandleClassifier (whitened start, attenuation correction), its three held-out draws scored by "
         "the selection rules of (zero_shot_weight, new_class_bias); joint HM on the test set")
 
 
@@ -81,6 +82,8 @@ def study(world, seed):
         return float(cal.joint_hm_by_bias(scores, y, new, new[y], [bias])[0])
 
     hm = {"default": joint(clf.zero_shot_weight_, clf.new_class_bias_)}
+    hm["used"] = joint(*cal.choose_calibration(draws, cal.CALIBRATION_TOLERANCE,
+                                               merit="used")[:2])
     hm["tol0"] = joint(*cal.choose_calibration(draws, 0.0)[:2])
     hm["middle"] = joint(*cal.choose_calibration(draws, None)[:2])
     for tol in (0.0, 0.01, 0.02):

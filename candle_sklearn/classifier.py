@@ -9,9 +9,9 @@ from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from ._attenuation import attenuation_gain
 from ._base import TextClassifier, as_1d, duplicates, is_text
 from ._devices import resolve_device
-from ._attenuation import attenuation_gain
 from ._head import CONTEXTS, CandleHead
 from ._inference import scorer_for
 from ._params import store_init_arguments
