@@ -397,6 +397,12 @@ class CandleClassifier(TextClassifier):
                  warmup_lr="deprecated", dropout="deprecated", precision="deprecated"):
         store_init_arguments(self, locals())
 
+    def __setstate__(self, state):
+        # pickled before these parameters existed: it predicts as these values do
+        state.setdefault("visual_weight", 1.0)
+        state.setdefault("attenuation_correction", False)
+        super().__setstate__(state)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # LayerNorm over the feature axis (Candle's fusion) collapses inputs with very

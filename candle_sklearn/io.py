@@ -124,6 +124,8 @@ def _v2_to_v3(doc):
     head loads with gains of one)."""
     for node in _candle_nodes(doc):
         node["params"].setdefault("attenuation_correction", False)
+        if isinstance(node.get("head"), dict):
+            node["head"]["before_visual_gain"] = True  # its head has no gain tensor
     return {**doc, "format_version": 3}
 
 
@@ -527,10 +529,11 @@ _HEAD_CONFIG = {
 _HEAD_CONFIG_OPTIONAL = ("tied_text", "inference_visual_scale")
 
 
-def _head_from_data(config, state):
+def _head_from_data(config, state, before_visual_gain=False):
     """The head from its configuration and tensors (numpy arrays), each checked: a
     value that the configuration does not allow, or a tensor missing, extra, of another
-    shape or dtype than the configured head's, or not finite, raises _Bad."""
+    shape or dtype than the configured head's, or not finite, raises _Bad. A head saved
+    ``before_visual_gain`` (format 2 or older) predicted without gains: ones."""
     if unknown := sorted(set(config) - set(_HEAD_CONFIG)):
         raise _Bad(f"head.config.{unknown[0]}", "is not a setting of the head")
     checked = {}
@@ -572,7 +575,8 @@ def _head_from_data(config, state):
     for name in state:
         if name not in expected:
             raise _Bad(f"head_.{name}", f"is not a tensor of {configured}")
-    state = {"visual_gain": expected["visual_gain"].numpy(), **state}  # files before v3
+    if before_visual_gain:
+        state = {"visual_gain": expected["visual_gain"].numpy(), **state}
     for name, tensor in expected.items():
         if name not in state:
             raise _Bad(f"head_.{name}", f"is missing; {configured} has it")
@@ -591,10 +595,10 @@ def _head_from_data(config, state):
             raise _Bad(f"head_.{name}", f"has values beyond +-{limit:g} (up to "
                        f"{np.abs(arr).max():.3g}), more than a fitted head holds")
     gain = state["visual_gain"]
-    if gain.size and not (gain.min() >= 1 and gain.max() <= MAX_ATTENUATION):
-        raise _Bad("head_.visual_gain", f"has values outside [1, {MAX_ATTENUATION:g}] (from "
-                   f"{gain.min():.3g} to {gain.max():.3g}): a fitted head's gains are "
-                   "attenuations relative to the smallest")
+    if gain.size and not (gain.min() == 1 and gain.max() <= MAX_ATTENUATION):
+        raise _Bad("head_.visual_gain", f"ranges from {gain.min():.3g} to {gain.max():.3g}; "
+                   f"a fitted head's gains are attenuations relative to the smallest: from "
+                   f"exactly 1 to at most {MAX_ATTENUATION:g}")
     empty.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
     return empty.eval()
 
@@ -904,7 +908,7 @@ class _Reader:
                 or not isinstance(head.get("state"), dict):
             raise self.fail(f"{path}: bad head entry")
         state = {k: self.array(v, f"{path}.head_.{k}") for k, v in head["state"].items()}
-        return _head_from_data(head["config"], state)
+        return _head_from_data(head["config"], state, head.get("before_visual_gain") is True)
 
     def check_steps(self, pipe, path):
         """Each step's input is as wide as the previous step's output."""

@@ -129,6 +129,27 @@ def test_pickle_round_trip(small_data):
     assert all(p.device.type == "cpu" for p in loaded.head_.parameters())
 
 
+def test_a_pickle_from_before_the_attenuation_correction_predicts_as_it_did(small_data):
+    """A model pickled before visual_weight and attenuation_correction existed predicted
+    with neither: it loads with visual_weight=1 and no correction, and its parameters
+    work (get_params, clone, add_classes)."""
+    import torch
+    from sklearn.base import clone
+
+    clf = _fit(small_data, visual_weight=1.0, attenuation_correction=False)
+    want = clf.decision_function(small_data.X_test)
+    del clf.visual_weight, clf.attenuation_correction
+    del clf.head_._buffers["visual_gain"]
+    loaded = joblib.load(_dumped(clf))
+    assert loaded.get_params()["attenuation_correction"] is False
+    assert loaded.visual_weight == 1.0
+    torch.testing.assert_close(loaded.head_.visual_gain,
+                               torch.ones(len(loaded.head_.visual_prototypes)))
+    np.testing.assert_array_equal(loaded.decision_function(small_data.X_test), want)
+    clone(loaded)
+    loaded.add_classes([99], text_features=small_data.text_features[:1])
+
+
 def test_grid_search_over_tau_in_a_pipeline(small_data):
     keep = np.isin(small_data.y_train, np.flatnonzero(small_data.train_counts >= 3))
     X, y = small_data.X_train[keep], small_data.y_train[keep]
