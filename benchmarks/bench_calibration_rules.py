@@ -4,10 +4,10 @@ picks from the draws, applied to the model's test scores, scored by joint HM.
 
     .venv/bin/python benchmarks/bench_calibration_rules.py WORLD:SEED [WORLD:SEED ...]
 
-Rules: the default (per draw the largest bias within CALIBRATION_TOLERANCE of the best
-held-out joint HM, averaged), the same with each weight judged by the held-out joint HM
-at the bias it would use ("used") instead of at each draw's best, the same within 0 %,
-the same with each draw's tolerance on its error (1 - HM) instead of its HM, the middle of the optimal set, and on
+Rules: the default (per draw the largest bias whose joint error 1 - HM is within
+CALIBRATION_TOLERANCE of the best bias's, averaged), the same with each weight judged by
+the held-out joint HM at the bias it would use ("used") instead of at each draw's best,
+the same within 0 %, the rule before decision 0025 (within 2 % of the best HM), the middle of the optimal set, and on
 the draws' mean curve (over a grid of biases) the largest bias within 0 %, 1 % and 2 %
 of its best and the middle of its 2 % set; and the hindsight-optimal bias at the default's
 weight. Rows go to benchmarks/results/calibration_rules.jsonl (decision 0005).
@@ -26,8 +26,9 @@ from candle_sklearn import CandleClassifier, _base  # noqa: E402
 from candle_sklearn import _calibration as cal  # noqa: E402
 from candle_sklearn._zero_shot import zero_shot_scores  # noqa: E402
 
-NOTE = ("the default CandleClassifier (whitened start, attenuation correction), its three held-out draws scored by "
-        "the selection rules of (zero_shot_weight, new_class_bias); joint HM on the test set")
+NOTE = ("the default CandleClassifier (whitened start, attenuation correction, tolerance on "
+        "the error), its three held-out draws scored by the selection rules of "
+        "(zero_shot_weight, new_class_bias); joint HM on the test set")
 
 
 def mean_curve_rule(draws, tolerance, pick="largest"):
@@ -55,10 +56,10 @@ def mean_curve_rule(draws, tolerance, pick="largest"):
     return best[1], best[2]
 
 
-def error_plateau_rule(draws, t=0.06):
-    """The default rule with each draw's tolerance on its error instead of its HM: the
-    largest bias whose joint HM is at least ``best - t * (1 - best)`` (t = 0.06 is the
-    default's 2 % of HM at a best HM of 0.75), averaged; the weight by the draws' best."""
+def hm_plateau_rule(draws, tolerance=0.02):
+    """The rule before decision 0025: each draw's largest bias whose joint HM is within
+    ``tolerance`` of its best HM (relative to the HM, not to the error), averaged; the
+    weight by the draws' best."""
     best = None
     for w in cal.ZERO_SHOT_WEIGHTS:
         blended = [cal.blend(d, w) for d in draws]
@@ -71,8 +72,9 @@ def error_plateau_rule(draws, t=0.06):
             picks = []
             for s, d in zip(blended, draws):
                 _, top = cal.best_bias(s, d["y"], d["new_col"], d["new_row"], d["weights"])
-                tol = t * (1 - top) / top if top > 0 else 0.0
-                picks.append(cal.plateau_bias(s, d["y"], d["new_col"], d["new_row"], tol,
+                # HM >= top (1 - tolerance) is error <= (1 - top) (1 + k), k below
+                k = tolerance * top / (1 - top) if top < 1 else 0.0
+                picks.append(cal.plateau_bias(s, d["y"], d["new_col"], d["new_row"], k,
                                               d["weights"]))
             bias, merit = np.mean([b for b, _ in picks]), np.mean([h for _, h in picks])
         if best is None or merit > best[0] + 1e-12:
@@ -111,7 +113,7 @@ def study(world, seed):
     hm["used"] = joint(*cal.choose_calibration(draws, cal.CALIBRATION_TOLERANCE,
                                                merit="used")[:2])
     hm["tol0"] = joint(*cal.choose_calibration(draws, 0.0)[:2])
-    hm["error tol 6%"] = joint(*error_plateau_rule(draws))
+    hm["hm tol 2%"] = joint(*hm_plateau_rule(draws))
     hm["middle"] = joint(*cal.choose_calibration(draws, None)[:2])
     for tol in (0.0, 0.01, 0.02):
         hm[f"mean-curve tol{tol:g}"] = joint(*mean_curve_rule(draws, tol))

@@ -6,9 +6,11 @@ import numpy as np
 # Weights of zero-shot CLIP's scores in the calibrated scores that new_class_bias="auto"
 # chooses among (see choose_calibration).
 ZERO_SHOT_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-# Relative joint-HM tolerance of new_class_bias="auto": the largest bias within it of the
-# best one on the held-out classes (plateau_bias; docs/decisions).
-CALIBRATION_TOLERANCE = 0.02
+# Tolerance of new_class_bias="auto" on the held-out classes' joint error (1 - HM): the
+# largest bias whose error is within this fraction of the best one's (plateau_bias). 6 %
+# of the error is the 2 % of HM it replaces at a best HM of 0.75; near an HM of 1 a 2 %
+# tolerance would admit biases that double the error (docs/decisions/0025).
+CALIBRATION_TOLERANCE = 0.06
 # Below this median number of images per base class (of those with two or more, which
 # the refits hold an image back from), the calibration uses zero-shot CLIP's scores
 # without refits: a held-back image leaves the refit of a class of two or three images a
@@ -112,7 +114,8 @@ def best_bias(scores, y, is_new_col, is_new_row, weights=None):
 
 
 def plateau_bias(scores, y, is_new_col, is_new_row, tolerance=0.0, weights=None):
-    """The largest bias whose joint HM is within ``tolerance`` (relative) of the best.
+    """The largest bias whose joint error (1 - HM) is within ``tolerance`` (relative) of
+    the best bias's.
 
     Joint HM falls steeply below the best bias (new classes stop being predicted) and
     gently above it, and held-out base classes, known to CLIP and to the head, need
@@ -124,7 +127,7 @@ def plateau_bias(scores, y, is_new_col, is_new_row, tolerance=0.0, weights=None)
     gaps = np.sort(scores[:, ~is_new_col].max(axis=1) - scores[:, is_new_col].max(axis=1))
     candidates = np.concatenate([[gaps[0] - 1.0], (gaps[:-1] + gaps[1:]) / 2, [gaps[-1] + 1.0]])
     hm = joint_hm_by_bias(scores, y, is_new_col, is_new_row, candidates, weights)
-    ok = np.flatnonzero(hm >= hm.max() * (1 - tolerance) - 1e-12)
+    ok = np.flatnonzero(hm >= hm.max() - tolerance * (1 - hm.max()) - 1e-12)
     return float(candidates[ok[-1]]), float(hm.max())
 
 

@@ -476,3 +476,24 @@ def test_fit_temperature_finds_the_log_loss_minimum(seed):
     t = fit_temperature(draws, 0.25, 2.0)
     grid = np.exp(np.linspace(np.log(0.1), np.log(1e4), 2000))
     assert log_loss(t) <= min(log_loss(g) for g in grid) + 1e-9
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.06, 0.3])
+def test_plateau_tolerance_is_on_the_error(tolerance):
+    """plateau_bias takes the largest bias whose joint error 1 - HM is within
+    ``tolerance`` of the best bias's error (not of its HM): near an HM of 1 the plateau
+    is narrow, where a tolerance on HM would admit biases that double the error."""
+    rng = np.random.default_rng(1)
+    n, c = 300, 8
+    new_col = np.arange(c) >= 5
+    y = rng.integers(0, c, n)
+    scores = rng.normal(size=(n, c)) + 2.5 * (np.arange(c)[None] == y[:, None])
+    bias, best = plateau_bias(scores, y, new_col, new_col[y], tolerance)
+    # the biases at which some prediction flips: one candidate inside each interval
+    gaps = np.sort(scores[:, ~new_col].max(1) - scores[:, new_col].max(1))
+    candidates = np.concatenate([[gaps[0] - 1], (gaps[:-1] + gaps[1:]) / 2, [gaps[-1] + 1]])
+    hm = joint_hm_by_bias(scores, y, new_col, new_col[y], candidates)
+    assert best == hm.max()
+    assert bias == candidates[hm >= best - tolerance * (1 - best) - 1e-12].max()
+    if tolerance == 0.3:  # a wider tolerance reaches further
+        assert bias > plateau_bias(scores, y, new_col, new_col[y], 0.0)[0]
