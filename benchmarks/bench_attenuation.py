@@ -21,17 +21,18 @@ from harness import run_world_seeds  # noqa: E402
 from worlds import load_world  # noqa: E402
 
 from candle_sklearn import CandleClassifier  # noqa: E402
-from candle_sklearn._attenuation import MAX_ATTENUATION, attenuation_gain  # noqa: E402
+from candle_sklearn._attenuation import (MAX_ATTENUATION, attenuation_gain,  # noqa: E402
+                                         prototype_noise)
 from candle_sklearn.classifier import _for_head  # noqa: E402
 from candle_sklearn.metrics import base_new_accuracy  # noqa: E402
 
 
 def per_class_gain(protos, W_v, X, y):
     """The rule with |mu_c|^2 = |p_c W_v|^2 - tr(S) / n_c estimated for each class alone."""
-    n_base = len(protos)
-    noise = (((X - protos[y]) @ W_v).double() ** 2).sum() / max(len(X) - n_base, 1)
-    spread = noise / torch.bincount(y, minlength=n_base)[:n_base].double()
-    p2 = ((protos @ W_v).double() ** 2).sum(1)
+    noise = prototype_noise(protos, W_v, X, y)
+    if noise is None:  # no class of two images: no noise to correct for
+        return torch.ones(len(protos))
+    spread, p2 = noise
     a = (p2 / (p2 - spread).clamp_min(p2 / MAX_ATTENUATION ** 2)).sqrt()
     return (a / a.min()).float()
 

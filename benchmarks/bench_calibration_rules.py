@@ -7,10 +7,10 @@ picks from the draws, applied to the model's test scores, scored by joint HM.
 Rules: the default (per draw the largest bias whose joint error 1 - HM is within
 CALIBRATION_TOLERANCE of the best bias's, averaged), the same with each weight judged by
 the held-out joint HM at the bias it would use ("used") instead of at each draw's best,
-the same within 0 %, the rule before decision 0025 (within 2 % of the best HM), the middle of the optimal set, and on
-the draws' mean curve (over a grid of biases) the largest bias within 0 %, 1 % and 2 %
-of its best and the middle of its 2 % set; and the hindsight-optimal bias at the default's
-weight. Rows go to benchmarks/results/calibration_rules.jsonl (decision 0005).
+the same within 0 %, the rule before decision 0025 (within 2 % of the best HM), the
+middle of the optimal set, and on the draws' mean curve (over a grid of biases) the
+largest bias within 0 %, 1 % and 2 % of its best and the middle of its 2 % set; and the
+hindsight-optimal bias at the default's weight. Rows go to benchmarks/results/calibration_rules.jsonl (decision 0005).
 """
 
 import sys
